@@ -1,0 +1,1 @@
+"""TaskFlux: a distributed, fault-tolerant priority-queue server."""
