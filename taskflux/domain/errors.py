@@ -1,0 +1,41 @@
+"""Wire-visible codes shared by every interface: error codes, policy codes, implementation codes."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ErrorCode(IntEnum):
+    """Error codes of the client protocol (spec §2.4), also used by REST and gRPC."""
+
+    UNKNOWN = 0
+    INVALID_QUEUE_NAME = 1
+    QUEUE_DOES_NOT_EXIST = 2
+    QUEUE_ALREADY_EXISTS = 3
+    INVALID_PRIORITY_RANGE = 4
+    INVALID_MAX_QUEUE_SIZE = 5
+    INVALID_MAX_PAYLOAD_SIZE = 6
+    PRIORITY_RANGE_NOT_SPECIFIED = 7
+    UNKNOWN_PRIORITY_QUEUE_CODE = 8
+
+
+class PolicyCode(IntEnum):
+    """Policy codes of a PolicyViolation (spec §2.5)."""
+
+    GENERIC = 0
+    MAX_QUEUE_SIZE = 1
+    PRIORITY_RANGE = 2
+    MAX_PAYLOAD_SIZE = 3
+
+
+class Implementation(IntEnum):
+    """Priority-queue structure of a queue (wire codes of spec §2.6)."""
+
+    H4 = 1
+    QA = 2
+
+
+INT32_MAX = 2**31 - 1
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+UINT64_MAX = 2**64 - 1

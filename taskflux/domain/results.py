@@ -1,0 +1,48 @@
+"""Results of applying a command to the queue manager. Every node reaches the same result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from taskflux.domain.errors import ErrorCode, PolicyCode
+
+
+@dataclass(frozen=True, slots=True)
+class Ok:
+    """The command took effect (CreateQueue, DeleteQueue)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordAdded:
+    """AddRecord took effect; the record got this id."""
+
+    record_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRemoved:
+    """RemoveRecord was applied; ``found`` is False when the record was already gone."""
+
+    found: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """The command was refused with an error code (spec §2.4)."""
+
+    code: ErrorCode
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyViolation:
+    """An enqueue broke a queue policy. ``limits`` are the wire fields after the code (spec §2.5):
+    (max_queue_size,), (min, max) or (max_payload_size,) — the configured limit, not the offending value."""
+
+    policy: PolicyCode
+    limits: tuple[int, ...]
+
+
+OK = Ok()
+
+Result = Ok | RecordAdded | RecordRemoved | Failure | PolicyViolation

@@ -1,0 +1,166 @@
+"""The snapshot codec: the whole state of a queue manager as a stream of bytes, and back.
+
+Layout (big-endian; documented in docs/storage.md, "Snapshot data"):
+
+    header   8 bytes magic "TFXSTATE" | u16 format version (1) | u64 next incarnation | u32 queue count
+    queue    name | u8 implementation | u64 incarnation | u64 last id | i32 max queue size (-1 none) |
+             i32 max payload size (-1 none) | u8 has_range | [i64 min | i64 max] | u64 record count
+    record   u64 id | i64 priority | u32 payload length | payload
+
+Queues come in name order; a queue's records in the order ``Queue.records`` gives: dequeue order, with
+records handed out but not yet acknowledged at the back of their priority, as if released (a snapshot
+keeps them: they stay stored until their ack commits).
+The encoding of a state is canonical, so ``state_digest`` compares two states.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from taskflux.domain.commands import NO_LIMIT
+from taskflux.domain.entry_codec import CodecError, decode_name, encode_name
+from taskflux.domain.errors import Implementation
+from taskflux.domain.manager import QueueManager
+from taskflux.domain.names import DEFAULT_QUEUE
+from taskflux.domain.policies import QueuePolicies
+from taskflux.domain.queue import Queue
+from taskflux.domain.records import Record
+
+SNAPSHOT_MAGIC = b"TFXSTATE"
+SNAPSHOT_FORMAT_VERSION = 1
+DEFAULT_CHUNK_BYTES = 1 << 20
+_READ_STEP_BYTES = 1 << 20  # payloads are read in steps: a corrupt length cannot allocate gigabytes
+
+_HEADER = struct.Struct(">8sHQI")
+_QUEUE = struct.Struct(">BQQiiB")
+_RANGE = struct.Struct(">qq")
+_COUNT = struct.Struct(">Q")
+_RECORD = struct.Struct(">QqI")
+
+
+def encode_snapshot(manager: QueueManager, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[bytes]:
+    """The snapshot of ``manager`` in chunks of about ``chunk_bytes`` (never the whole state at once)."""
+    buffer = bytearray(_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_FORMAT_VERSION, manager.next_incarnation, len(manager)))
+    for queue in manager.queues():
+        policies = queue.policies
+        buffer += encode_name(queue.name)
+        buffer += _QUEUE.pack(
+            queue.implementation,
+            queue.incarnation,
+            queue.last_id,
+            NO_LIMIT if policies.max_queue_size is None else policies.max_queue_size,
+            NO_LIMIT if policies.max_payload_size is None else policies.max_payload_size,
+            policies.priority_range is not None,
+        )
+        if policies.priority_range is not None:
+            buffer += _RANGE.pack(*policies.priority_range)
+        buffer += _COUNT.pack(queue.stored)
+        for record in queue.records():
+            buffer += _RECORD.pack(record.id, record.priority, len(record.payload))
+            buffer += record.payload
+            if len(buffer) >= chunk_bytes:
+                yield bytes(buffer)
+                buffer.clear()
+    if buffer:
+        yield bytes(buffer)
+
+
+def decode_snapshot(stream: BinaryIO) -> QueueManager:
+    """Rebuild a queue manager from a snapshot stream; CodecError on anything malformed."""
+    reader = _StreamReader(stream)
+    try:
+        magic, version, next_incarnation, queue_count = reader.unpack(_HEADER)
+        if magic != SNAPSHOT_MAGIC:
+            raise CodecError(f"not a TaskFlux state snapshot (magic {magic!r})")
+        if version != SNAPSHOT_FORMAT_VERSION:
+            raise CodecError(f"unsupported snapshot format version {version}")
+        manager = QueueManager(with_default_queue=False)
+        for _ in range(queue_count):
+            manager.add_queue(_read_queue(reader))
+        if reader.read(1):
+            raise CodecError("trailing bytes after the snapshot")
+    except (struct.error, ValueError) as error:
+        if isinstance(error, CodecError):
+            raise
+        raise CodecError(f"invalid snapshot: {error}") from None
+    if manager.get(DEFAULT_QUEUE) is None:
+        raise CodecError("the snapshot has no default queue")
+    if next_incarnation < manager.next_incarnation:
+        raise CodecError(f"next incarnation {next_incarnation} is not above every queue's")
+    manager.next_incarnation = next_incarnation
+    return manager
+
+
+def state_digest(manager: QueueManager) -> str:
+    """A SHA-256 of the canonical snapshot: equal digests mean equal states."""
+    digest = hashlib.sha256()
+    for chunk in encode_snapshot(manager):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_queue(reader: _StreamReader) -> Queue:
+    name_length = reader.read_exact(1)
+    name, _ = decode_name(name_length + reader.read_exact(name_length[0]), 0)
+    implementation, incarnation, last_id, max_queue_size, max_payload_size, has_range = reader.unpack(_QUEUE)
+    if implementation not in (Implementation.H4, Implementation.QA):
+        raise CodecError(f"queue {name!r}: unknown implementation {implementation}")
+    if has_range > 1:
+        raise CodecError(f"queue {name!r}: bad has_range flag {has_range}")
+    priority_range = reader.unpack(_RANGE) if has_range else None
+    if priority_range is not None and priority_range[0] > priority_range[1]:
+        raise CodecError(f"queue {name!r}: invalid priority range {priority_range}")
+    if implementation == Implementation.QA and priority_range is None:
+        raise CodecError(f"queue {name!r}: a QA queue without a priority range")
+    if max_queue_size < NO_LIMIT or max_payload_size < NO_LIMIT:
+        raise CodecError(f"queue {name!r}: negative limits")
+    policies = QueuePolicies(
+        None if max_queue_size == NO_LIMIT else max_queue_size,
+        None if max_payload_size == NO_LIMIT else max_payload_size,
+        priority_range,
+    )
+    queue = Queue(name, Implementation(implementation), policies, incarnation, last_id)
+    (record_count,) = reader.unpack(_COUNT)
+    for _ in range(record_count):
+        record_id, priority, length = reader.unpack(_RECORD)
+        if record_id == 0 or record_id in queue:
+            raise CodecError(f"queue {name!r}: bad or repeated record id {record_id}")
+        if priority_range is not None and not priority_range[0] <= priority <= priority_range[1]:
+            raise CodecError(f"queue {name!r}: record {record_id} priority {priority} outside the range")
+        queue.restore(Record(record_id, priority, reader.read_exact(length)))
+    return queue
+
+
+class _StreamReader:
+    """Exact reads from a binary stream; a short read is a CodecError."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def read(self, size: int) -> bytes:
+        return self._stream.read(size)
+
+    def read_exact(self, size: int) -> bytes:
+        if size <= _READ_STEP_BYTES:
+            data = self._stream.read(size)
+        else:
+            parts = []
+            remaining = size
+            while remaining:
+                part = self._stream.read(min(remaining, _READ_STEP_BYTES))
+                if not part:
+                    break
+                parts.append(part)
+                remaining -= len(part)
+            data = b"".join(parts)
+        if len(data) != size:
+            raise CodecError(f"snapshot truncated: wanted {size} bytes, got {len(data)}")
+        return data
+
+    def unpack(self, layout: struct.Struct) -> tuple:
+        return layout.unpack(self.read_exact(layout.size))
