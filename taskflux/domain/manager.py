@@ -86,7 +86,6 @@ class QueueManager:
         if isinstance(command, CreateQueue):
             implementation = Implementation(command.implementation)
             self.add_queue(Queue(command.name, implementation, command.policies(), self.next_incarnation))
-            self.next_incarnation += 1
             return OK
         del self._queues[command.name]
         return OK
