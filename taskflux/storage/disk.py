@@ -1,0 +1,280 @@
+"""DiskStorage: the durable LogStorage of a TaskFlux node (one data directory, see docs/storage.md)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+
+from taskflux.raft.storage import LogCompacted, LogUnavailable
+from taskflux.raft.types import Entry, HardState, SnapshotMeta
+from taskflux.storage.errors import StorageCorrupted
+from taskflux.storage.hardstate import load_hard_state, save_hard_state
+from taskflux.storage.lock import DirLock
+from taskflux.storage.log import SegmentedLog
+from taskflux.storage.records import DEFAULT_MAX_RECORD_BYTES
+from taskflux.storage.snapshot import SnapshotFile, load_snapshot, write_snapshot
+
+logger = logging.getLogger("taskflux.storage")
+
+DEFAULT_SOFT_LIMIT_BYTES = 16 * 1024 * 1024
+DEFAULT_HARD_LIMIT_BYTES = 32 * 1024 * 1024
+HARD_STATE_NAME = "hardstate"
+SNAPSHOT_NAME = "snapshot"
+LOG_DIR = "log"
+TMP_DIR = "tmp"
+TORN_DIR = "torn"
+
+
+class DiskStorage:
+    """The raft log, hard state and snapshot of one node, durable in ``data_dir``.
+
+    Implements ``taskflux.raft.storage.LogStorage``; every write is durable when it returns. Opening
+    takes the directory lock, removes stale temp files, validates the hard state and the snapshot,
+    scans every log segment (a torn tail of the last one is cut and kept in ``torn/``; anything bad
+    elsewhere raises StorageCorrupted) and finishes a compaction a crash interrupted.
+
+    Concurrency: ``append()`` may run in one worker thread while one other thread calls ``term()``,
+    ``first_index()``, ``last_index()`` and ``entries()`` for indexes that were in the log before the
+    append started (and not in a suffix the append replaces). An append writes and fsyncs first,
+    then extends the in-memory index, and publishes the new records last by bumping the segment's
+    record count; a new segment becomes visible by replacing an immutable tuple. So a reader never
+    sees a record that is not durable, nor a half-updated index. Every other method, including
+    ``set_committed()``, ``save_snapshot()`` and ``close()``, must not overlap with any call.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        soft_limit_bytes: int = DEFAULT_SOFT_LIMIT_BYTES,
+        hard_limit_bytes: int = DEFAULT_HARD_LIMIT_BYTES,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    ) -> None:
+        if soft_limit_bytes < 1 or max_record_bytes < 0:
+            raise ValueError("soft_limit_bytes must be >= 1 and max_record_bytes >= 0")
+        if hard_limit_bytes < soft_limit_bytes:
+            raise ValueError(
+                f"hard_limit_bytes ({hard_limit_bytes}) must not be below soft_limit_bytes ({soft_limit_bytes})"
+            )
+        self.data_dir = os.fspath(data_dir)
+        os.makedirs(self.data_dir, exist_ok=True)
+        self._lock: DirLock | None = DirLock(self.data_dir)
+        self._log: SegmentedLog | None = None
+        self._snapshot = SnapshotFile(SnapshotMeta(), 0, None)
+        try:
+            self._open(soft_limit_bytes, hard_limit_bytes, max_record_bytes)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, soft_limit_bytes: int, hard_limit_bytes: int, max_record_bytes: int) -> None:
+        for name in (LOG_DIR, TMP_DIR, TORN_DIR):
+            os.makedirs(self._path(name), exist_ok=True)
+        self._clean_tmp()
+        self._hard_state = load_hard_state(self._path(HARD_STATE_NAME))
+        self._snapshot = load_snapshot(self._path(SNAPSHOT_NAME))
+        self._log = SegmentedLog(
+            self._path(LOG_DIR),
+            self._path(TMP_DIR),
+            self._path(TORN_DIR),
+            soft_limit_bytes=soft_limit_bytes,
+            hard_limit_bytes=hard_limit_bytes,
+            max_record_bytes=max_record_bytes,
+        )
+        self._log.recover()
+        segments = self._log.segments
+        snap = self._snapshot.meta
+        if segments and segments[0].first_index > snap.index + 1:
+            raise StorageCorrupted(
+                self._path(LOG_DIR), None, f"the log starts at index {segments[0].first_index} but the "
+                f"snapshot ends at {snap.index}: entries {snap.index + 1}..{segments[0].first_index - 1} "
+                "are missing"
+            )
+        if segments and snap.index >= segments[0].first_index:
+            self._compact(snap)  # a crash may have stopped the compaction of save_snapshot()
+        self._committed_index = snap.index
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.data_dir, name)
+
+    def _clean_tmp(self) -> None:
+        tmp_dir = self._path(TMP_DIR)
+        for name in os.listdir(tmp_dir):
+            path = os.path.join(tmp_dir, name)
+            logger.info("removing stale temporary file %s", path)
+            os.unlink(path)
+
+    def _require_open(self) -> SegmentedLog:
+        log = self._log
+        if log is None:
+            raise ValueError(f"storage of {self.data_dir} is closed")
+        return log
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def hard_state(self) -> HardState:
+        return self._hard_state
+
+    def snapshot_meta(self) -> SnapshotMeta:
+        return self._snapshot.meta
+
+    def first_index(self) -> int:
+        """Index of the first entry still in the log (snapshot index + 1 when empty)."""
+        segments = self._require_open().segments
+        if segments:
+            return segments[0].first_index
+        return self._snapshot.meta.index + 1
+
+    def last_index(self) -> int:
+        """Index of the last entry; the snapshot index when the log is empty."""
+        segments = self._require_open().segments
+        if segments:
+            return segments[-1].last_index
+        return self._snapshot.meta.index
+
+    def term(self, index: int) -> int:
+        """Term of the entry at ``index`` (see LogStorage.term)."""
+        log = self._require_open()
+        snap = self._snapshot.meta
+        segments = log.segments
+        if segments and segments[0].first_index <= index <= segments[-1].last_index:
+            return log.term_at(index)
+        if index == snap.index:
+            return snap.term
+        if index == 0:
+            return 0
+        if index < self.first_index():
+            raise LogCompacted(f"index {index} is compacted (first index {self.first_index()})")
+        raise LogUnavailable(f"index {index} is past the last index {self.last_index()}")
+
+    def entries(self, lo: int, hi: int, max_bytes: int) -> list[Entry]:
+        """Entries ``[lo, hi)`` bounded by ``max_bytes`` of data, at least one (see LogStorage)."""
+        log = self._require_open()
+        first = self.first_index()
+        if lo < first:
+            raise LogCompacted(f"index {lo} is compacted (first index {first})")
+        last = self.last_index()
+        if hi > last + 1:
+            raise LogUnavailable(f"index {hi - 1} is past the last index {last}")
+        if lo >= hi:
+            return []
+        return log.read(lo, hi, max_bytes)
+
+    def snapshot_size(self) -> int:
+        """Size in bytes of the snapshot's data (0 when there is no snapshot)."""
+        return self._snapshot.data_size
+
+    def read_snapshot(self, offset: int, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` of the snapshot's data from ``offset``."""
+        return self._snapshot.read(offset, max_bytes)
+
+    def open_snapshot_data(self) -> io.BufferedReader:
+        """A binary reader over the current snapshot's data (empty when there is none).
+
+        It has its own file descriptor: it stays valid, on the same snapshot, after a newer snapshot
+        replaces it or the storage is closed. The caller closes it.
+        """
+        self._require_open()
+        return self._snapshot.open_data()
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    def set_committed(self, index: int) -> None:
+        """Tell the storage the commit index (memory only): it decides rolling, and truncation at
+        or below it is refused. It never moves back."""
+        self._committed_index = max(self._committed_index, index)
+
+    def committed_index(self) -> int:
+        """The commit index last given to ``set_committed`` (the snapshot index after opening)."""
+        return self._committed_index
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Append contiguous entries durably with one fsync, replacing a conflicting suffix first."""
+        log = self._require_open()
+        if not entries:
+            return
+        first = entries[0].index
+        last = self.last_index()
+        snap_index = self._snapshot.meta.index
+        if first > last + 1:
+            raise ValueError(f"append at index {first} would leave a hole after the last index {last}")
+        if first <= snap_index:
+            raise ValueError(f"append at index {first} is not above the snapshot index {snap_index}")
+        if first <= last and first <= self._committed_index:
+            raise ValueError(
+                f"append at index {first} would truncate committed entries (commit index "
+                f"{self._committed_index})"
+            )
+        log.append(entries, self.term(first - 1), self._committed_index)
+
+    def set_hard_state(self, state: HardState) -> None:
+        """Durably replace the hard state (temp file, fsync, rename, fsync of the directory)."""
+        self._require_open()
+        if state == self._hard_state:
+            return
+        save_hard_state(self._tmp_path(HARD_STATE_NAME), self._path(HARD_STATE_NAME), state)
+        self._hard_state = state
+
+    def save_snapshot(self, meta: SnapshotMeta, chunks: Iterable[bytes]) -> None:
+        """Make a snapshot durable, then drop the log it covers (see LogStorage.save_snapshot).
+
+        A snapshot at or below the current snapshot's index is ignored (its chunks are not read).
+        """
+        self._require_open()
+        if meta.index <= self._snapshot.meta.index:
+            return
+        new = write_snapshot(self._tmp_path(SNAPSHOT_NAME), self._path(SNAPSHOT_NAME), meta, chunks)
+        old, self._snapshot = self._snapshot, new
+        old.close()
+        self._committed_index = max(self._committed_index, meta.index)
+        self._compact(meta)
+
+    def _compact(self, meta: SnapshotMeta) -> None:
+        log = self._require_open()
+        segments = log.segments
+        if not segments:
+            return
+        has_entry = (
+            segments[0].first_index <= meta.index <= segments[-1].last_index
+            and log.term_at(meta.index) == meta.term
+        )
+        if has_entry:
+            log.drop_through(meta.index)
+        else:
+            log.discard_all()
+            logger.info("log discarded: it has no entry (%d, %d) of the snapshot", meta.index, meta.term)
+
+    def _tmp_path(self, name: str) -> str:
+        return os.path.join(self._path(TMP_DIR), name + ".tmp")
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every file and release the directory lock. Idempotent."""
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self._snapshot.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> DiskStorage:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"DiskStorage({self.data_dir!r})"
+
+
+__all__ = ["DiskStorage"]

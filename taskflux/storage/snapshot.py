@@ -1,0 +1,187 @@
+"""The snapshot file: header, opaque data, trailing data checksum; validated by streaming at open."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from collections.abc import Iterable
+from zlib import crc32
+
+from taskflux.raft.types import SnapshotMeta
+from taskflux.storage.errors import StorageCorrupted
+from taskflux.storage.fsutil import fsync_dir, pwrite_all, remove_quietly
+
+SNAPSHOT_MAGIC = b"TFSN"
+SNAPSHOT_VERSION = 1
+# magic, format version, last included index, its term, data length, CRC32 of the 32 bytes before it.
+SNAPSHOT_HEADER = struct.Struct(">4sIQQQI")
+SNAPSHOT_HEADER_SIZE = SNAPSHOT_HEADER.size  # 36
+_HEADER_BODY = struct.Struct(">4sIQQQ")
+_U32 = struct.Struct(">I")
+TRAILER_SIZE = _U32.size
+VERIFY_CHUNK_BYTES = 1 << 20
+
+
+class SnapshotFile:
+    """The current snapshot: its meta, data size and an open fd (None when there is no snapshot)."""
+
+    def __init__(self, meta: SnapshotMeta, data_size: int, fd: int | None) -> None:
+        self.meta = meta
+        self.data_size = data_size
+        self.fd = fd
+
+    def read(self, offset: int, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` of the data from ``offset``; empty at or past the end."""
+        if offset < 0 or max_bytes < 0:
+            raise ValueError(f"offset {offset} and max_bytes {max_bytes} must be >= 0")
+        size = min(max_bytes, self.data_size - offset)
+        if self.fd is None or size <= 0:
+            return b""
+        parts = []
+        pos = SNAPSHOT_HEADER_SIZE + offset
+        while size > 0:
+            chunk = os.pread(self.fd, size, pos)
+            if not chunk:
+                break
+            parts.append(chunk)
+            pos += len(chunk)
+            size -= len(chunk)
+        return b"".join(parts)
+
+    def open_data(self) -> io.BufferedReader:
+        """A new, independent binary reader over the data only (it keeps working after a newer
+        snapshot replaces this one: it holds its own fd on this file)."""
+        if self.fd is None:
+            return io.BufferedReader(_DataReader(None, 0))
+        return io.BufferedReader(_DataReader(os.dup(self.fd), self.data_size))
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class _DataReader(io.RawIOBase):
+    """Raw reader over ``[header end, header end + size)`` of a snapshot file, by pread."""
+
+    def __init__(self, fd: int | None, size: int) -> None:
+        super().__init__()
+        self._fd = fd
+        self._size = size
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        want = min(len(buffer), self._size - self._pos)
+        if want <= 0 or self._fd is None:
+            return 0
+        chunk = os.pread(self._fd, want, SNAPSHOT_HEADER_SIZE + self._pos)
+        n = len(chunk)
+        memoryview(buffer)[:n] = chunk
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        super().close()
+
+
+def load_snapshot(path: str) -> SnapshotFile:
+    """Open and validate the snapshot at ``path`` without loading it; missing = no snapshot."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return SnapshotFile(SnapshotMeta(), 0, None)
+    try:
+        meta, data_size = _validate(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return SnapshotFile(meta, data_size, fd)
+
+
+def _validate(fd: int, path: str) -> tuple[SnapshotMeta, int]:
+    file_size = os.fstat(fd).st_size
+    raw = os.pread(fd, SNAPSHOT_HEADER_SIZE, 0)
+    if len(raw) < SNAPSHOT_HEADER_SIZE:
+        raise StorageCorrupted(path, 0, f"snapshot file is {file_size} bytes, shorter than its header")
+    magic, version, index, term, data_size, checksum = SNAPSHOT_HEADER.unpack(raw)
+    if magic != SNAPSHOT_MAGIC:
+        raise StorageCorrupted(path, 0, f"bad snapshot magic {magic!r}")
+    if crc32(raw[:-4]) != checksum:
+        raise StorageCorrupted(path, SNAPSHOT_HEADER_SIZE - 4, "snapshot header checksum mismatch")
+    if version != SNAPSHOT_VERSION:
+        raise StorageCorrupted(path, 4, f"unsupported snapshot format version {version}")
+    if index < 1:
+        raise StorageCorrupted(path, 8, f"snapshot index {index} < 1")
+    expected = SNAPSHOT_HEADER_SIZE + data_size + TRAILER_SIZE
+    if file_size != expected:
+        raise StorageCorrupted(
+            path, None, f"snapshot declares {data_size} data bytes: the file should be {expected} bytes, "
+            f"it is {file_size}"
+        )
+    crc = 0
+    pos = SNAPSHOT_HEADER_SIZE
+    end = SNAPSHOT_HEADER_SIZE + data_size
+    while pos < end:
+        chunk = os.pread(fd, min(VERIFY_CHUNK_BYTES, end - pos), pos)
+        if not chunk:
+            raise StorageCorrupted(path, pos, "snapshot file shrank while being verified")
+        crc = crc32(chunk, crc)
+        pos += len(chunk)
+    (stored,) = _U32.unpack(os.pread(fd, TRAILER_SIZE, end))
+    if crc != stored:
+        raise StorageCorrupted(path, end, "snapshot data checksum mismatch")
+    return SnapshotMeta(index, term), data_size
+
+
+def write_snapshot(tmp_path: str, path: str, meta: SnapshotMeta, chunks: Iterable[bytes]) -> SnapshotFile:
+    """Stream ``chunks`` into a temp file, fsync, rename over ``path``, fsync the directory.
+
+    The header is written last (its length is known only then), into the temp file. Returns the new
+    snapshot, whose fd is the temp file's (the same inode after the rename).
+    """
+    if meta.index < 1 or meta.term < 0:
+        raise ValueError(f"invalid snapshot meta {meta}")
+    fd = os.open(tmp_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        pos = SNAPSHOT_HEADER_SIZE
+        crc = 0
+        for chunk in chunks:
+            pwrite_all(fd, chunk, pos)
+            pos += len(chunk)
+            crc = crc32(chunk, crc)
+        data_size = pos - SNAPSHOT_HEADER_SIZE
+        pwrite_all(fd, _U32.pack(crc), pos)
+        body = _HEADER_BODY.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, meta.index, meta.term, data_size)
+        pwrite_all(fd, body + _U32.pack(crc32(body)), 0)
+        os.fsync(fd)
+        os.replace(tmp_path, path)
+    except BaseException:
+        os.close(fd)
+        remove_quietly(tmp_path)
+        raise
+    try:
+        fsync_dir(os.path.dirname(path))
+    except BaseException:
+        os.close(fd)
+        raise
+    return SnapshotFile(meta, data_size, fd)
