@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from itertools import accumulate
 
 from taskflux.raft.types import Entry
 from taskflux.storage.errors import StorageCorrupted
@@ -208,20 +207,15 @@ class SegmentedLog:
         if segments and first <= segments[-1].last_index:
             self.truncate_from(first)
         self._roll_if_due(first, committed_index)
-        sizes = batch.sizes
-        hard = self.hard_limit_bytes
-        count = len(sizes)
+        ends = batch.ends
+        count = len(ends)
         done = 0
+        base = 0  # batch-relative offset where record ``done`` starts
         while True:
             segment = self.segments[-1]
             start = segment.size_bytes
-            end = start
-            stop = done
-            while stop < count:
-                end += sizes[stop]
-                stop += 1
-                if end >= hard:
-                    break
+            # Records up to and including the first one that reaches the hard limit go here.
+            stop = min(bisect_left(ends, self.hard_limit_bytes - start + base, lo=done) + 1, count)
             fd = segment.fd
             data = batch.join(done, stop)
             written = os.pwrite(fd, data, start)
@@ -229,12 +223,13 @@ class SegmentedLog:
                 _write_rest(fd, data, written, start)
             os.fsync(fd)
             # Publish only now: the offsets, then the terms, then the count that readers trust.
-            segment.offsets.extend(list(accumulate(sizes[done:stop], initial=start))[1:])
+            segment.offsets.extend(map((start - base).__add__, ends[done:stop]))
             segment.terms.extend(batch.terms[done:stop])
             segment.count += stop - done
-            done = stop
-            if done == count:
+            if stop == count:
                 return
+            base = ends[stop - 1]
+            done = stop
             self._create_segment(segment.last_index + 1)
 
     def _roll_if_due(self, next_index: int, committed_index: int) -> None:
