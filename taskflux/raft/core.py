@@ -1,0 +1,621 @@
+"""Raft: the consensus core of one node, a deterministic state machine without I/O.
+
+Inputs: ``tick()``, ``step(message)``, ``propose(data)``, ``read_index(context)``,
+``transfer_leadership(to)``, ``compacted(meta)``. Outputs: ``ready()`` returns a Ready batch for the
+driver, which handles it (see ``Ready``) and calls ``advance()``. Roles switch by swapping the tick
+and step handlers; terms are compared once, in ``step()``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from taskflux.raft.config import RaftConfig
+from taskflux.raft.log import RaftLog
+from taskflux.raft.messages import (
+    LEADER_MESSAGES,
+    AppendEntries,
+    AppendEntriesResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+    TimeoutNow,
+)
+from taskflux.raft.progress import Progress, ProgressState
+from taskflux.raft.read_only import ReadOnly
+from taskflux.raft.ready import NO_LEADER, Ready, ReadState, Role, Snapshot, SoftState
+from taskflux.raft.storage import LogStorage
+from taskflux.raft.types import NO_VOTE, Entry, HardState, SnapshotMeta
+from taskflux.raft.validate import is_valid
+
+_FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)
+
+
+class _IncomingSnapshot:
+    """A snapshot being received chunk by chunk (kept in memory until complete)."""
+
+    __slots__ = ("data", "index", "term", "total_size")
+
+    def __init__(self, index: int, term: int, total_size: int) -> None:
+        self.index, self.term, self.total_size = index, term, total_size
+        self.data = bytearray()
+
+
+class Raft:
+    """One raft node's consensus state (Figure 2 of the paper, plus pre-vote, check-quorum,
+    ReadIndex, leadership transfer, snapshots and flow control)."""
+
+    def __init__(self, config: RaftConfig, storage: LogStorage, rng: random.Random) -> None:
+        self.config = config
+        self.id = config.node_id
+        self.peers = tuple(p for p in range(config.cluster_size) if p != config.node_id)
+        self.log = RaftLog(storage)
+        self._rng = rng
+        hard_state = storage.hard_state()
+        self.current_term = hard_state.term
+        self.voted_for = hard_state.vote
+        self.role = Role.FOLLOWER
+        self.leader_id = NO_LEADER
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = config.election_ticks
+        self.ticks = 0  # ticks since this incarnation started (the leader's clock for check-quorum)
+        self.votes: dict[int, bool] = {}
+        self.progress: dict[int, Progress] = {}
+        self.lead_transferee = NO_LEADER
+        self.read_only = ReadOnly()
+        self._reads_before_commit: list[bytes] = []
+        self._incoming: _IncomingSnapshot | None = None
+        self._messages: list[Message] = []
+        self._messages_after_persist: list[Message] = []
+        self._read_states: list[ReadState] = []
+        self._append_pending = False
+        self._persisted_hard_state = hard_state
+        self._handed_soft_state: SoftState | None = None
+        self._handed: tuple[HardState, int, SnapshotMeta | None, int] | None = None
+        self.dropped_messages = 0  # invalid messages from peers
+        self.anomalies = 0  # messages an honest cluster never sends (counted, then ignored)
+        self._tick_handler: Callable[[], None] = self._tick_election
+        self._step_handler: Callable[[Message], None] = self._step_follower
+        self._become_follower(self.current_term, NO_LEADER)
+
+    # ------------------------------------------------------------------ public API
+
+    def tick(self) -> None:
+        """Advance the logical clock by one tick."""
+        self._check_not_in_ready()
+        self.ticks += 1
+        self._tick_handler()
+
+    def step(self, message: Message) -> None:
+        """Handle a message from a peer. Invalid or stale messages are dropped."""
+        self._check_not_in_ready()
+        if not is_valid(message, self.id, self.config.cluster_size):
+            self.dropped_messages += 1
+            return
+        m = message
+        if m.term > self.current_term:
+            if isinstance(m, RequestVote):
+                in_lease = (
+                    self.config.check_quorum
+                    and self.leader_id != NO_LEADER
+                    and self.election_elapsed < self.config.election_ticks
+                )
+                if in_lease and not m.transfer:
+                    return  # we heard from a live leader recently: do not let a returning node depose it
+                if not m.pre_vote:
+                    self._become_follower(m.term, NO_LEADER)
+            elif isinstance(m, RequestVoteResponse) and m.pre_vote and m.granted:
+                pass  # a granted pre-vote carries the term we would campaign at
+            else:
+                self._become_follower(m.term, m.src if isinstance(m, _FROM_LEADER) else NO_LEADER)
+        elif m.term < self.current_term:
+            if isinstance(m, AppendEntries | Heartbeat):
+                # A deposed leader learns the new term (it would otherwise never hear of it).
+                self._send(AppendEntriesResponse(self.id, m.src, self.current_term, success=False))
+            elif isinstance(m, RequestVote) and m.pre_vote:
+                self._send(RequestVoteResponse(self.id, m.src, self.current_term, False, pre_vote=True))
+            return
+        if isinstance(m, RequestVote):
+            self._handle_vote_request(m)
+        else:
+            self._step_handler(m)
+
+    def propose(self, data: bytes) -> int | None:
+        """Append ``data`` to the log if this node is the leader; its index, or None when refused."""
+        self._check_not_in_ready()
+        if self.role != Role.LEADER or self.lead_transferee != NO_LEADER:
+            return None
+        index = self.log.last_index() + 1
+        self.log.append([Entry(index, self.current_term, data)])
+        self._append_pending = True
+        return index
+
+    def read_index(self, context: bytes) -> bool:
+        """Start a linearizable read; its ReadState comes in a later Ready. False when refused
+        (not the leader, leadership being transferred, or ``context`` already pending)."""
+        self._check_not_in_ready()
+        if self.role != Role.LEADER or self.lead_transferee != NO_LEADER:
+            return False
+        if context in self.read_only or context in self._reads_before_commit:
+            return False
+        if self.log.term(self.log.commit_index) != self.current_term:
+            # The commit index is only known to be current once an entry of this term commits.
+            self._reads_before_commit.append(context)
+        else:
+            self._start_read(context)
+        return True
+
+    def transfer_leadership(self, to: int) -> bool:
+        """Hand leadership to ``to``: catch its log up, then tell it to campaign (TimeoutNow).
+        Proposals are refused until the transfer ends (or times out after an election timeout)."""
+        self._check_not_in_ready()
+        if self.role != Role.LEADER or to not in self.progress or to == self.id:
+            return False
+        if self.lead_transferee == to:
+            return True
+        self.lead_transferee = to
+        self.election_elapsed = 0
+        if self.progress[to].match_index == self.log.last_index():
+            self._send(TimeoutNow(self.id, to, self.current_term))
+        else:
+            self._send_append(to)
+        return True
+
+    def compacted(self, meta: SnapshotMeta) -> None:
+        """The compaction hook: the driver saved a snapshot of its applied state up to ``meta``
+        (``storage.save_snapshot``). Followers that fall behind ``meta.index`` now get the snapshot."""
+        self._check_not_in_ready()
+        if meta.index > self.log.applied_index:
+            raise RuntimeError(f"snapshot at {meta.index} covers entries not applied (applied {self.log.applied_index})")
+        if self.log.storage.snapshot_meta().index < meta.index:
+            raise RuntimeError(f"compacted({meta}) called before storage.save_snapshot")
+
+    @property
+    def soft_state(self) -> SoftState:
+        return SoftState(self.role, self.current_term, self.leader_id)
+
+    @property
+    def hard_state(self) -> HardState:
+        return HardState(self.current_term, self.voted_for)
+
+    def has_ready(self) -> bool:
+        """Whether ``ready()`` would hand out any work."""
+        self._flush_appends()
+        log = self.log
+        return bool(
+            self._messages
+            or self._messages_after_persist
+            or log.unstable
+            or log.pending_snapshot is not None
+            or self._read_states
+            or self.hard_state != self._persisted_hard_state
+            or self.soft_state != self._handed_soft_state
+            or log.commit_index > max(log.applied_index, log.snapshot_index())
+        )
+
+    def ready(self) -> Ready:
+        """The next batch of work for the driver; ``advance()`` must follow before any other call."""
+        self._check_not_in_ready()
+        self._flush_appends()
+        hard_state = self.hard_state
+        persisted_term = self._persisted_hard_state.term
+        for m in self._messages:
+            assert m.term <= persisted_term, f"{m} sent before term {m.term} was persisted"
+        snapshot = None
+        if self.log.pending_snapshot is not None:
+            snapshot = Snapshot(*self.log.pending_snapshot)
+        entries = tuple(self.log.unstable)
+        committed = tuple(self.log.committed_to_apply(self.config.max_apply_bytes))
+        changed = hard_state != self._persisted_hard_state
+        soft_state = self.soft_state
+        ready = Ready(
+            soft_state=soft_state,
+            messages=tuple(self._messages),
+            snapshot=snapshot,
+            hard_state=hard_state if changed else None,
+            entries=entries,
+            must_sync=bool(entries) or changed or snapshot is not None,
+            messages_after_persist=tuple(self._messages_after_persist),
+            committed_entries=committed,
+            read_states=tuple(self._read_states),
+        )
+        self._handed = (
+            hard_state,
+            entries[-1].index if entries else 0,
+            snapshot.meta if snapshot else None,
+            committed[-1].index if committed else 0,
+        )
+        self._handed_soft_state = soft_state
+        self._messages = []
+        self._messages_after_persist = []
+        self._read_states = []
+        return ready
+
+    def advance(self) -> None:
+        """The driver has handled the last Ready: persisted, sent and applied it."""
+        if self._handed is None:
+            raise RuntimeError("advance() without a ready()")
+        hard_state, last_entry, snapshot, applied = self._handed
+        self._handed = None
+        self._persisted_hard_state = hard_state
+        if snapshot is not None:
+            self.log.snapshot_persisted()
+            self.log.applied_to(snapshot.index)
+        if last_entry:
+            self.log.stable_to(last_entry)
+        if applied:
+            self.log.applied_to(applied)
+        if self.role == Role.LEADER and self.progress[self.id].maybe_update(self.log.stable_index()):
+            self._maybe_commit()
+
+    def _check_not_in_ready(self) -> None:
+        if self._handed is not None:
+            raise RuntimeError("the driver must call advance() before using the core again")
+
+    # ------------------------------------------------------------------ roles
+
+    def _reset(self, term: int) -> None:
+        if term != self.current_term:
+            self.current_term = term
+            self.voted_for = NO_VOTE
+        self.leader_id = NO_LEADER
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = self.config.election_ticks + self._rng.randrange(
+            self.config.election_ticks
+        )
+        self.votes = {}
+        self.lead_transferee = NO_LEADER
+        if self.role == Role.LEADER:
+            for read in self.read_only.drain():
+                self._read_states.append(ReadState(read.context, 0, ok=False))
+            for context in self._reads_before_commit:
+                self._read_states.append(ReadState(context, 0, ok=False))
+            self._reads_before_commit = []
+        self.progress = {}
+
+    def _become_follower(self, term: int, leader_id: int) -> None:
+        self._reset(term)
+        self.role = Role.FOLLOWER
+        self.leader_id = leader_id
+        self._tick_handler = self._tick_election
+        self._step_handler = self._step_follower
+
+    def _become_pre_candidate(self) -> None:
+        # Pre-vote changes neither the term nor the vote: a node cut off from the cluster cannot
+        # inflate its term and disrupt the leader when it comes back.
+        self._reset(self.current_term)
+        self.role = Role.PRE_CANDIDATE
+        self._tick_handler = self._tick_election
+        self._step_handler = self._step_candidate
+
+    def _become_candidate(self) -> None:
+        self._reset(self.current_term + 1)
+        self.voted_for = self.id
+        self.role = Role.CANDIDATE
+        self._tick_handler = self._tick_election
+        self._step_handler = self._step_candidate
+
+    def _become_leader(self) -> None:
+        assert self.role == Role.CANDIDATE, f"becoming leader from {self.role.name}"
+        self._reset(self.current_term)
+        self.role = Role.LEADER
+        self.leader_id = self.id
+        self._tick_handler = self._tick_leader
+        self._step_handler = self._step_leader
+        last = self.log.last_index()
+        cfg = self.config
+        for p in range(cfg.cluster_size):
+            pr = Progress(last + 1, cfg.max_inflight, cfg.max_inflight_bytes)
+            pr.last_heard = self.ticks
+            self.progress[p] = pr
+        own = self.progress[self.id]
+        own.match_index = self.log.stable_index()
+        own.state = ProgressState.REPLICATE
+        # A no-op entry of the new term lets earlier entries commit (§5.4.2) and fixes the read index.
+        self.log.append([Entry(last + 1, self.current_term, b"")])
+        self._append_pending = True
+
+    # ------------------------------------------------------------------ elections
+
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self.config.cluster_size == 1 or self.election_elapsed >= self.randomized_election_timeout:
+            self._campaign(pre_vote=self.config.pre_vote, transfer=False)
+
+    def _campaign(self, pre_vote: bool, transfer: bool) -> None:
+        if pre_vote:
+            self._become_pre_candidate()
+            term = self.current_term + 1
+        else:
+            self._become_candidate()
+            term = self.current_term
+        if self._poll(self.id, True):
+            return
+        last_index, last_term = self.log.last_index(), self.log.last_term()
+        for peer in self.peers:
+            self._send(RequestVote(self.id, peer, term, last_index, last_term, pre_vote, transfer))
+
+    def _poll(self, voter: int, granted: bool) -> bool:
+        """Count a vote; True when the election is decided (won or lost)."""
+        self.votes.setdefault(voter, granted)
+        yes = sum(self.votes.values())
+        if yes >= self.config.quorum:
+            if self.role == Role.PRE_CANDIDATE:
+                self._campaign(pre_vote=False, transfer=False)
+            else:
+                self._become_leader()
+            return True
+        if len(self.votes) - yes >= self.config.quorum:
+            self._become_follower(self.current_term, NO_LEADER)
+            return True
+        return False
+
+    def _handle_vote_request(self, m: RequestVote) -> None:
+        can_vote = (
+            self.voted_for == m.src
+            or (self.voted_for == NO_VOTE and self.leader_id == NO_LEADER)
+            or (m.pre_vote and m.term > self.current_term)
+        )
+        if can_vote and self.log.is_up_to_date(m.last_log_index, m.last_log_term):
+            self._send(RequestVoteResponse(self.id, m.src, m.term, True, m.pre_vote))
+            if not m.pre_vote:
+                self.election_elapsed = 0
+                self.voted_for = m.src
+        else:
+            self._send(RequestVoteResponse(self.id, m.src, self.current_term, False, m.pre_vote))
+
+    def _step_candidate(self, m: Message) -> None:
+        if isinstance(m, _FROM_LEADER):
+            # A leader of our term exists (§5.2): give up the election and follow it.
+            self._become_follower(self.current_term, m.src)
+            self._step_follower(m)
+        elif isinstance(m, RequestVoteResponse):
+            pre = self.role == Role.PRE_CANDIDATE
+            expected_term = self.current_term + 1 if pre and m.granted else self.current_term
+            if m.pre_vote == pre and m.term == expected_term:
+                self._poll(m.src, m.granted)
+
+    # ------------------------------------------------------------------ follower
+
+    def _step_follower(self, m: Message) -> None:
+        if isinstance(m, _FROM_LEADER):
+            self.election_elapsed = 0
+            self.leader_id = m.src
+            if isinstance(m, AppendEntries):
+                self._handle_append(m)
+            elif isinstance(m, Heartbeat):
+                self.log.commit_to(min(m.commit, self.log.last_index()))
+                self._send(HeartbeatResponse(self.id, m.src, self.current_term, m.context))
+            else:
+                self._handle_snapshot_chunk(m)
+        elif isinstance(m, TimeoutNow):
+            self._campaign(pre_vote=False, transfer=True)
+
+    def _handle_append(self, m: AppendEntries) -> None:
+        log = self.log
+        if m.prev_log_index < log.commit_index:
+            self._send(AppendEntriesResponse(self.id, m.src, self.current_term, True, log.commit_index))
+            return
+        last_new = log.maybe_append(m.prev_log_index, m.prev_log_term, m.leader_commit, m.entries)
+        if last_new is not None:
+            self._send(AppendEntriesResponse(self.id, m.src, self.current_term, True, last_new))
+            return
+        if m.prev_log_index > log.last_index():
+            hint_term, hint_index = 0, log.last_index() + 1
+        else:
+            hint_term = log.term(m.prev_log_index) or 0
+            hint_index = log.first_index_of_term(m.prev_log_index)
+        self._send(
+            AppendEntriesResponse(
+                self.id, m.src, self.current_term, False,
+                reject_index=m.prev_log_index, hint_term=hint_term, hint_index=hint_index,
+            )
+        )  # fmt: skip
+
+    def _handle_snapshot_chunk(self, m: InstallSnapshot) -> None:
+        log = self.log
+
+        def reply(offset: int = 0, done: bool = False, match_index: int = 0) -> None:
+            self._send(
+                InstallSnapshotResponse(
+                    self.id, m.src, self.current_term, m.snapshot_index, offset, done, match_index
+                )
+            )
+
+        if m.snapshot_index <= log.commit_index:
+            self._incoming = None
+            reply(done=True, match_index=log.commit_index)
+            return
+        if m.offset == 0:
+            self._incoming = _IncomingSnapshot(m.snapshot_index, m.snapshot_term, m.total_size)
+        incoming = self._incoming
+        if incoming is None or (incoming.index, incoming.term, incoming.total_size) != (
+            m.snapshot_index,
+            m.snapshot_term,
+            m.total_size,
+        ):
+            reply(offset=0)
+            return
+        if m.offset == len(incoming.data):
+            incoming.data += m.data
+        if len(incoming.data) < incoming.total_size:
+            reply(offset=len(incoming.data))
+            return
+        self._incoming = None
+        if log.match_term(m.snapshot_index, m.snapshot_term):
+            log.commit_to(m.snapshot_index)  # our log already holds what the snapshot covers
+        else:
+            log.restore(SnapshotMeta(m.snapshot_index, m.snapshot_term), bytes(incoming.data))
+        reply(offset=len(incoming.data), done=True, match_index=m.snapshot_index)
+
+    # ------------------------------------------------------------------ leader
+
+    def _tick_leader(self) -> None:
+        cfg = self.config
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if cfg.check_quorum:
+            heard = sum(1 for p in self.peers if self.ticks - self.progress[p].last_heard < cfg.election_ticks)
+            if heard + 1 < cfg.quorum:
+                self._become_follower(self.current_term, NO_LEADER)
+                return
+        if self.election_elapsed >= cfg.election_ticks:
+            self.election_elapsed = 0
+            self.lead_transferee = NO_LEADER  # a transfer that did not finish in time is abandoned
+        if self.heartbeat_elapsed >= cfg.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            self._broadcast_heartbeat()
+
+    def _step_leader(self, m: Message) -> None:
+        pr = self.progress[m.src]
+        if isinstance(m, AppendEntriesResponse | HeartbeatResponse | InstallSnapshotResponse):
+            pr.last_heard = self.ticks
+        if isinstance(m, AppendEntriesResponse):
+            self._handle_append_response(m, pr)
+        elif isinstance(m, HeartbeatResponse):
+            self._handle_heartbeat_response(m, pr)
+        elif isinstance(m, InstallSnapshotResponse):
+            self._handle_snapshot_response(m, pr)
+        elif isinstance(m, (*_FROM_LEADER, TimeoutNow)):
+            self.anomalies += 1  # another leader in our term: impossible in an honest cluster
+
+    def _handle_append_response(self, m: AppendEntriesResponse, pr: Progress) -> None:
+        log = self.log
+        if m.success:
+            if m.match_index > log.last_index():
+                self.anomalies += 1
+                return
+            if pr.maybe_update(m.match_index):
+                if pr.state == ProgressState.PROBE:
+                    pr.become_replicate()
+                elif pr.state == ProgressState.SNAPSHOT and pr.match_index >= pr.snapshot_index:
+                    pr.become_probe()
+                self._maybe_commit()
+                if m.src == self.lead_transferee and pr.match_index == log.last_index():
+                    self._send(TimeoutNow(self.id, m.src, self.current_term))
+            self._send_appends(m.src)
+        elif m.reject_index:
+            if m.reject_index > log.last_index():
+                self.anomalies += 1
+                return
+            if m.hint_term == 0:
+                hint_next = m.hint_index
+            else:
+                found = log.last_index_of_term(m.hint_term, m.reject_index)
+                hint_next = found + 1 if found else m.hint_index
+            if pr.maybe_decrease(m.reject_index, hint_next):
+                self._send_appends(m.src)
+
+    def _handle_heartbeat_response(self, m: HeartbeatResponse, pr: Progress) -> None:
+        pr.probe_sent = False
+        if pr.state == ProgressState.SNAPSHOT:
+            self._send_snapshot_chunk(m.src, pr)  # a lost chunk is sent again
+        elif pr.match_index < self.log.last_index():
+            if pr.state == ProgressState.REPLICATE and pr.is_paused():
+                pr.free_one_inflight()
+            # An empty append at next_index-1 tells whether entries sent in between were lost.
+            self._send_append(m.src, allow_empty=True)
+        if m.context:
+            for read in self.read_only.ack(m.context, m.src, self.config.quorum):
+                self._read_states.append(ReadState(read.context, read.index))
+
+    def _handle_snapshot_response(self, m: InstallSnapshotResponse, pr: Progress) -> None:
+        if m.done:
+            if m.match_index > self.log.last_index():
+                self.anomalies += 1
+                return
+            pr.maybe_update(m.match_index)
+            if pr.state == ProgressState.SNAPSHOT:
+                pr.become_probe()
+            self._maybe_commit()
+            self._send_appends(m.src)
+        elif pr.state == ProgressState.SNAPSHOT and m.snapshot_index == pr.snapshot_index:
+            if m.offset > self.log.storage.snapshot_size():
+                self.anomalies += 1
+                return
+            pr.snapshot_offset = m.offset
+            self._send_snapshot_chunk(m.src, pr)
+
+    def _maybe_commit(self) -> None:
+        matches = sorted((pr.match_index for pr in self.progress.values()), reverse=True)
+        if self.log.maybe_commit(matches[self.config.quorum - 1], self.current_term):
+            if self._reads_before_commit:
+                waiting, self._reads_before_commit = self._reads_before_commit, []
+                for context in waiting:
+                    self._start_read(context)
+
+    def _start_read(self, context: bytes) -> None:
+        if self.config.cluster_size == 1:
+            self._read_states.append(ReadState(context, self.log.commit_index))
+            return
+        self.read_only.add(context, self.log.commit_index, self.id)
+        self._broadcast_heartbeat()
+
+    def _broadcast_heartbeat(self) -> None:
+        context = self.read_only.last_context()
+        commit = self.log.commit_index
+        for peer in self.peers:
+            pr = self.progress[peer]
+            self._send(Heartbeat(self.id, peer, self.current_term, min(pr.match_index, commit), context))
+
+    def _flush_appends(self) -> None:
+        """Send what proposals added since the last Ready (many proposals per AppendEntries)."""
+        if self._append_pending:
+            self._append_pending = False
+            if self.role == Role.LEADER:
+                for peer in self.peers:
+                    self._send_appends(peer)
+
+    def _send_appends(self, to: int) -> None:
+        pr = self.progress[to]
+        while self._send_append(to) and pr.state == ProgressState.REPLICATE:
+            pass
+
+    def _send_append(self, to: int, allow_empty: bool = False) -> bool:
+        """Send one AppendEntries from ``next_index`` (or start a snapshot); False if nothing went out."""
+        pr = self.progress[to]
+        if pr.is_paused():
+            return False
+        log = self.log
+        prev_index = pr.next_index - 1
+        prev_term = log.term(prev_index)
+        entries = None
+        if prev_term is not None:
+            entries = log.entries(pr.next_index, log.last_index() + 1, self.config.replication_max_send_size)
+        if prev_term is None or entries is None:
+            if log.storage.snapshot_meta().index < pr.next_index - 1 or log.pending_snapshot is not None:
+                return False  # nothing to send yet (our own snapshot is not persisted)
+            meta = log.storage.snapshot_meta()
+            pr.become_snapshot(meta.index, meta.term)
+            self._send_snapshot_chunk(to, pr)
+            return True
+        if not entries and not allow_empty:
+            return False
+        self._send(AppendEntries(self.id, to, self.current_term, prev_index, prev_term, tuple(entries),
+                                 log.commit_index))  # fmt: skip
+        pr.sent_entries(entries[-1].index if entries else prev_index, sum(len(e.data) for e in entries))
+        return True
+
+    def _send_snapshot_chunk(self, to: int, pr: Progress) -> None:
+        storage = self.log.storage
+        meta = storage.snapshot_meta()
+        if (meta.index, meta.term) != (pr.snapshot_index, pr.snapshot_term):
+            pr.become_snapshot(meta.index, meta.term)  # compacted again meanwhile: start over
+        size = storage.snapshot_size()
+        data = storage.read_snapshot(pr.snapshot_offset, self.config.snapshot_chunk_size)
+        done = pr.snapshot_offset + len(data) >= size
+        self._send(InstallSnapshot(self.id, to, self.current_term, meta.index, meta.term, pr.snapshot_offset,
+                                   data, size, done))  # fmt: skip
+
+    def _send(self, m: Message) -> None:
+        if isinstance(m, LEADER_MESSAGES) and self.role == Role.LEADER:
+            self._messages.append(m)
+        else:
+            self._messages_after_persist.append(m)

@@ -1,0 +1,341 @@
+"""A seeded, deterministic simulator of a raft cluster, with safety checks after every step.
+
+One ``Simulation(seed)`` owns everything random (one ``random.Random``), so a seed replays exactly.
+Time is counted in ticks. Each step is one event: deliver one due message (chosen at random among
+the due ones: reordering), advance the clock one tick (ticking every live node; faults strike then),
+propose client data, or start a ReadIndex read. After the event every node touched handles its
+Ready batches as a driver would (``SimNode.handle_ready``), and ``Checker`` verifies the invariants.
+
+Faults: messages dropped (``loss``), duplicated, delayed up to ``max_delay`` ticks; partitions
+that split the cluster in two and heal later; crashes that lose everything not persisted (the core,
+its unstable log, the state machine, a Ready not yet written, possibly after only part of it was)
+and restarts from the MemoryStorage alone; compaction into snapshots, so lagging followers are
+caught up by chunked InstallSnapshot.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass, field
+
+from taskflux.raft.checker import Checker, Violation
+from taskflux.raft.config import RaftConfig
+from taskflux.raft.core import Raft
+from taskflux.raft.memory import MemoryStorage
+from taskflux.raft.messages import Message
+from taskflux.raft.ready import Ready, Role
+from taskflux.raft.types import SnapshotMeta
+
+__all__ = ["SimConfig", "SimNode", "SimResult", "Simulation", "Violation"]
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """Fault rates and sizes of a simulated run. ``nodes=0`` picks 1, 3 or 5 from the seed."""
+
+    steps: int = 2000
+    nodes: int = 0
+    loss: float = 0.0  # probability a message is dropped
+    duplicate: float = 0.01  # probability a message is delivered twice
+    max_delay: int = 2  # ticks
+    partitions: bool = True
+    partition_rate: float = 0.004  # per tick
+    crashes: bool = False
+    crash_rate: float = 0.004  # per tick, a crash of some live node
+    ready_crash_rate: float = 0.002  # per Ready handled, a crash part way through it
+    propose_rate: float = 0.08  # per step
+    read_rate: float = 0.02  # per step
+    election_ticks: int = 10
+    heartbeat_ticks: int = 2
+
+
+def encode_state(applied: list[bytes]) -> bytes:
+    """The snapshot of a simulated state machine (the list of applied entry data)."""
+    return b"%d\n" % len(applied) + b"\n".join(applied)
+
+
+def decode_state(data: bytes) -> list[bytes]:
+    if not data:
+        return []
+    count, _, rest = data.partition(b"\n")
+    items = rest.split(b"\n") if int(count) else []
+    assert len(items) == int(count), "a corrupt simulated snapshot"
+    return items
+
+
+class SimNode:
+    """One simulated server: durable storage that survives crashes, and a core + state machine that do not."""
+
+    def __init__(self, sim: Simulation, node_id: int) -> None:
+        self.sim = sim
+        self.id = node_id
+        self.storage = MemoryStorage()
+        self.raft: Raft | None = None
+        self.applied: list[bytes] = []
+        self.restart_at = 0
+        self.start()
+
+    def start(self) -> None:
+        sim = self.sim
+        cfg = RaftConfig(
+            node_id=self.id,
+            cluster_size=sim.n,
+            election_ticks=sim.config.election_ticks,
+            heartbeat_ticks=sim.config.heartbeat_ticks,
+            snapshot_chunk_size=sim.chunk_size,
+            replication_max_send_size=sim.max_send_size,
+            max_inflight=sim.max_inflight,
+        )
+        self.raft = Raft(cfg, self.storage, random.Random(sim.rng.getrandbits(64)))
+        self.applied = decode_state(self.storage.snapshot_data())
+        sim.checker.on_start(self)
+
+    def crash(self) -> None:
+        self.raft = None
+        self.applied = []
+        self.restart_at = self.sim.now + self.sim.rng.randint(1, 4 * self.sim.config.election_ticks)
+        self.sim.checker.on_crash(self)
+
+    def handle_ready(self) -> bool:
+        """Handle one Ready like the node runtime does; False if the node crashed part way."""
+        raft = self.raft
+        assert raft is not None
+        sim = self.sim
+        rd = raft.ready()
+        crash_at = -1
+        if sim.config.crashes and sim.rng.random() < sim.config.ready_crash_rate:
+            crash_at = sim.rng.randrange(5)
+        sim.send_all(rd.messages)
+        if crash_at == 0:
+            return self._crash_mid_ready()
+        if rd.snapshot is not None:
+            self.storage.save_snapshot(rd.snapshot.meta, [rd.snapshot.data])
+            self.applied = decode_state(rd.snapshot.data)
+            sim.checker.on_snapshot_installed(self, rd.snapshot.meta)
+        if crash_at == 1:
+            return self._crash_mid_ready()
+        if rd.hard_state is not None:
+            self.storage.set_hard_state(rd.hard_state)
+        if crash_at == 2:
+            return self._crash_mid_ready()
+        if rd.entries:
+            sim.checker.on_persist(self, rd.entries)
+            self.storage.append(rd.entries)
+        if crash_at == 3:
+            return self._crash_mid_ready()
+        sim.send_all(rd.messages_after_persist)
+        for entry in rd.committed_entries:
+            sim.checker.on_apply(self, entry)
+            self.applied.append(entry.data)
+        if crash_at == 4:
+            return self._crash_mid_ready()
+        for read in rd.read_states:
+            sim.checker.on_read_state(self, read)
+        raft.advance()
+        self._maybe_compact(raft, rd)
+        return True
+
+    def _crash_mid_ready(self) -> bool:
+        self.sim.stats_ready_crashes += 1
+        self.crash()
+        return False
+
+    def _maybe_compact(self, raft: Raft, rd: Ready) -> None:
+        applied = raft.log.applied_index
+        meta = self.storage.snapshot_meta()
+        if applied - meta.index >= self.sim.compact_every:
+            term = self.storage.term(applied)
+            new_meta = SnapshotMeta(applied, term)
+            self.storage.save_snapshot(new_meta, [encode_state(self.applied)])
+            raft.compacted(new_meta)
+            self.sim.stats_compactions += 1
+
+
+@dataclass(slots=True)
+class SimResult:
+    """What a run measured."""
+
+    seed: int
+    steps: int
+    ticks: int = 0
+    leader_ticks: int = 0  # ticks after the first election with a working leader
+    counted_ticks: int = 0  # ticks after the first election
+    elections: list[int] = field(default_factory=list)  # lengths of leaderless periods, in ticks
+    committed: int = 0
+    snapshots_sent: int = 0
+    violation: Violation | None = None
+
+
+class Simulation:
+    """A simulated cluster; ``run()`` executes the steps and returns a SimResult (or raises Violation)."""
+
+    def __init__(self, seed: int, config: SimConfig | None = None) -> None:
+        self.seed = seed
+        self.config = config or SimConfig()
+        self.rng = random.Random(seed)
+        rng = self.rng
+        self.n = self.config.nodes or rng.choice((1, 3, 3, 3, 5, 5))
+        self.chunk_size = rng.choice((16, 64, 256))
+        self.max_send_size = rng.choice((8, 64, 1024 * 1024))
+        self.max_inflight = rng.choice((1, 4, 64))
+        self.compact_every = rng.choice((4, 16, 64))
+        self.now = 0
+        self.step_no = 0
+        self._seq = 0
+        self._in_flight: list[tuple[int, int, Message]] = []  # heap of (deliver_at, seq, message)
+        self._due: list[Message] = []
+        self.group = [0] * self.n
+        self.heal_at = 0
+        self.result = SimResult(seed, self.config.steps)
+        self._leaderless_ticks = 0
+        self._first_elected = False
+        self._read_seq = 0
+        self._proposal_seq = 0
+        self.stats_ready_crashes = 0
+        self.stats_compactions = 0
+        self.checker = Checker(self)
+        self.nodes = [SimNode(self, i) for i in range(self.n)]
+
+    # ------------------------------------------------------------------ network
+
+    def send_all(self, messages: tuple[Message, ...]) -> None:
+        cfg = self.config
+        rng = self.rng
+        for m in messages:
+            if cfg.loss and rng.random() < cfg.loss:
+                continue
+            copies = 2 if rng.random() < cfg.duplicate else 1
+            for _ in range(copies):
+                self._seq += 1
+                heapq.heappush(self._in_flight, (self.now + rng.randint(0, cfg.max_delay), self._seq, m))
+
+    def _collect_due(self) -> None:
+        while self._in_flight and self._in_flight[0][0] <= self.now:
+            self._due.append(heapq.heappop(self._in_flight)[2])
+
+    def _deliver_one(self) -> set[int]:
+        due = self._due
+        i = self.rng.randrange(len(due))
+        due[i], due[-1] = due[-1], due[i]
+        m = due.pop()
+        node = self.nodes[m.dst]
+        if node.raft is None or self.group[m.src] != self.group[m.dst]:
+            return set()
+        node.raft.step(m)
+        return {m.dst}
+
+    # ------------------------------------------------------------------ events
+
+    def run(self) -> SimResult:
+        """Run all steps; raises Violation (with the seed and step) when a check fails."""
+        self._settle(set(range(self.n)))
+        for _ in range(self.config.steps):
+            self.step()
+        self.checker.final_check()
+        res = self.result
+        res.ticks = self.now
+        res.committed = len(self.checker.committed_terms)
+        return res
+
+    def step(self) -> None:
+        self.step_no += 1
+        rng = self.rng
+        cfg = self.config
+        self._collect_due()
+        r = rng.random()
+        if r < cfg.propose_rate:
+            touched = self._propose()
+        elif r < cfg.propose_rate + cfg.read_rate:
+            touched = self._read()
+        elif self._due and rng.random() < 0.85:
+            touched = self._deliver_one()
+        else:
+            touched = self._tick()
+        self._settle(touched)
+        self.checker.after_step(touched)
+
+    def _settle(self, touched: set[int]) -> None:
+        for i in sorted(touched):
+            node = self.nodes[i]
+            while node.raft is not None and node.raft.has_ready():
+                node.handle_ready()
+
+    def _leader(self) -> SimNode | None:
+        for node in self.nodes:
+            if node.raft is not None and node.raft.role == Role.LEADER:
+                return node
+        return None
+
+    def _propose(self) -> set[int]:
+        leader = self._leader()
+        if leader is None or leader.raft is None:
+            return set()
+        self._proposal_seq += 1
+        leader.raft.propose(b"v%d" % self._proposal_seq)
+        return {leader.id}
+
+    def _read(self) -> set[int]:
+        leader = self._leader()
+        if leader is None or leader.raft is None:
+            return set()
+        self._read_seq += 1
+        context = b"r%d" % self._read_seq
+        if leader.raft.read_index(context):
+            self.checker.on_read_start(context)
+        return {leader.id}
+
+    def _tick(self) -> set[int]:
+        self.now += 1
+        self._faults()
+        touched = set()
+        for node in self.nodes:
+            if node.raft is not None:
+                node.raft.tick()
+                touched.add(node.id)
+        self._measure()
+        return touched
+
+    def _faults(self) -> None:
+        cfg = self.config
+        rng = self.rng
+        for node in self.nodes:
+            if node.raft is None and node.restart_at <= self.now:
+                node.start()
+        if cfg.partitions:
+            if self.heal_at and self.now >= self.heal_at:
+                self.group = [0] * self.n
+                self.heal_at = 0
+            elif not self.heal_at and self.n > 1 and rng.random() < cfg.partition_rate:
+                self.group = [rng.randrange(2) for _ in range(self.n)]
+                self.heal_at = self.now + rng.randint(cfg.election_ticks, 10 * cfg.election_ticks)
+        if cfg.crashes and rng.random() < cfg.crash_rate:
+            live = [node for node in self.nodes if node.raft is not None]
+            if live:
+                rng.choice(live).crash()
+
+    def _measure(self) -> None:
+        """Leader time: a live leader whose term a quorum of live nodes it can reach share."""
+        res = self.result
+        ok = False
+        for node in self.nodes:
+            raft = node.raft
+            if raft is not None and raft.role == Role.LEADER:
+                with_it = sum(
+                    1
+                    for other in self.nodes
+                    if other.raft is not None
+                    and self.group[other.id] == self.group[node.id]
+                    and other.raft.current_term == raft.current_term
+                )
+                ok = ok or with_it >= self.n // 2 + 1
+        if ok:
+            if self._leaderless_ticks:
+                res.elections.append(self._leaderless_ticks)
+                self._leaderless_ticks = 0
+            self._first_elected = True
+        else:
+            self._leaderless_ticks += 1
+        if self._first_elected:
+            res.counted_ticks += 1
+            res.leader_ticks += ok
