@@ -153,8 +153,8 @@ def test_disk_storage_behaves_like_the_model(tmp_path: Path) -> None:
     run_state_machine_as_test(
         StorageMachine,
         settings=settings(
-            max_examples=60,
-            stateful_step_count=30,
+            max_examples=100,
+            stateful_step_count=40,
             deadline=None,
             derandomize=True,
             database=None,
