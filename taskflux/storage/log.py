@@ -224,7 +224,7 @@ class SegmentedLog:
             os.fsync(fd)
             # Publish only now: the offsets, then the terms, then the count that readers trust.
             segment.offsets.extend(map((start - base).__add__, ends[done:stop]))
-            segment.terms.extend(batch.terms[done:stop])
+            segment.terms.extend(batch.terms(done, stop))
             segment.count += stop - done
             if stop == count:
                 return

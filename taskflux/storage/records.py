@@ -68,16 +68,23 @@ class EncodedBatch:
     """A batch of entries encoded as records.
 
     ``parts`` holds two byte strings per record (its checksum, then the rest of its header followed
-    by its data), ``ends`` where each record ends counted from the start of the batch, ``terms`` the
-    term of each record.
+    by its data), ``ends`` where each record ends counted from the start of the batch.
     """
 
-    __slots__ = ("ends", "parts", "terms")
+    __slots__ = ("ends", "entries", "parts")
 
-    def __init__(self, parts: list[bytes], ends: list[int], terms: list[int]) -> None:
+    def __init__(self, entries: Sequence[Entry], parts: list[bytes], ends: list[int]) -> None:
+        self.entries = entries
         self.parts = parts
         self.ends = ends
-        self.terms = terms
+
+    def terms(self, lo: int, hi: int) -> list[int]:
+        """The terms of records ``[lo, hi)``."""
+        entries = self.entries
+        term = entries[lo].term
+        if entries[hi - 1].term == term:  # terms never decrease: the whole run has one term
+            return [term] * (hi - lo)
+        return [entries[k].term for k in range(lo, hi)]
 
     def join(self, lo: int, hi: int) -> bytes:
         """The bytes of records ``[lo, hi)`` of the batch, ready for one write."""
@@ -94,10 +101,8 @@ def encode_entries(entries: Sequence[Entry], prev_term: int, max_record_bytes: i
     # The hot path of every write: one pack, one concatenation, one crc32 per record.
     parts: list[bytes] = []
     ends: list[int] = []
-    terms: list[int] = []
     add_part = parts.append
     add_end = ends.append
-    add_term = terms.append
     pack_rest = _RECORD_REST.pack
     pack_u32 = _U32.pack
     expect = entries[0].index
@@ -114,10 +119,9 @@ def encode_entries(entries: Sequence[Entry], prev_term: int, max_record_bytes: i
         add_part(body)
         pos += RECORD_HEADER_SIZE + size
         add_end(pos)
-        add_term(term)
         prev_term = term
         expect += 1
-    return EncodedBatch(parts, ends, terms)
+    return EncodedBatch(entries, parts, ends)
 
 
 def _refuse(index: int, expect: int, term: int, prev_term: int, size: int, max_record_bytes: int) -> None:
