@@ -28,7 +28,7 @@ from taskflux.raft.messages import (
 )
 from taskflux.raft.progress import Progress, ProgressState
 from taskflux.raft.read_only import ReadOnly
-from taskflux.raft.ready import NO_LEADER, Ready, ReadState, Role, Snapshot, SoftState
+from taskflux.raft.ready import NO_LEADER, ReadState, Ready, Role, Snapshot, SoftState
 from taskflux.raft.storage import LogStorage
 from taskflux.raft.types import NO_VOTE, Entry, HardState, SnapshotMeta
 from taskflux.raft.validate import is_valid
@@ -172,7 +172,9 @@ class Raft:
         (``storage.save_snapshot``). Followers that fall behind ``meta.index`` now get the snapshot."""
         self._check_not_in_ready()
         if meta.index > self.log.applied_index:
-            raise RuntimeError(f"snapshot at {meta.index} covers entries not applied (applied {self.log.applied_index})")
+            raise RuntimeError(
+                f"snapshot at {meta.index} covers entries not applied (applied {self.log.applied_index})"
+            )
         if self.log.storage.snapshot_meta().index < meta.index:
             raise RuntimeError(f"compacted({meta}) called before storage.save_snapshot")
 
@@ -545,11 +547,11 @@ class Raft:
 
     def _maybe_commit(self) -> None:
         matches = sorted((pr.match_index for pr in self.progress.values()), reverse=True)
-        if self.log.maybe_commit(matches[self.config.quorum - 1], self.current_term):
-            if self._reads_before_commit:
-                waiting, self._reads_before_commit = self._reads_before_commit, []
-                for context in waiting:
-                    self._start_read(context)
+        committed = self.log.maybe_commit(matches[self.config.quorum - 1], self.current_term)
+        if committed and self._reads_before_commit:
+            waiting, self._reads_before_commit = self._reads_before_commit, []
+            for context in waiting:
+                self._start_read(context)
 
     def _start_read(self, context: bytes) -> None:
         if self.config.cluster_size == 1:

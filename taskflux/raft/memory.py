@@ -7,6 +7,7 @@ not yet persisted" therefore lives in the driver between ``ready()`` and the wri
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 
 from taskflux.raft.storage import LogCompacted, LogUnavailable
@@ -80,7 +81,7 @@ class MemoryStorage:
             raise ValueError(f"append at {first} is at or below the snapshot index {offset}")
         if first > self._entries[-1].index + 1:
             raise ValueError(f"append at {first} leaves a gap after {self._entries[-1].index}")
-        for prev, entry in zip(entries, entries[1:], strict=False):
+        for prev, entry in itertools.pairwise(entries):
             if entry.index != prev.index + 1:
                 raise ValueError(f"entries are not contiguous at {entry.index}")
         del self._entries[first - offset :]

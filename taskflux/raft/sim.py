@@ -40,14 +40,32 @@ class SimConfig:
     duplicate: float = 0.01  # probability a message is delivered twice
     max_delay: int = 2  # ticks
     partitions: bool = True
-    partition_rate: float = 0.004  # per tick
+    partition_rate: float = 0.001  # per tick
     crashes: bool = False
-    crash_rate: float = 0.004  # per tick, a crash of some live node
-    ready_crash_rate: float = 0.002  # per Ready handled, a crash part way through it
+    crash_rate: float = 0.001  # per tick, a crash of some live node
+    ready_crash_rate: float = 0.0005  # per Ready with writes, a crash part way through it
+    pause_rate: float = 0.002  # per tick, a node stops for up to 4 election timeouts
+    clock_skew: float = 0.02  # per node and tick, a clock that misses a tick or ticks twice
     propose_rate: float = 0.08  # per step
-    read_rate: float = 0.02  # per step
+    read_rate: float = 0.04  # per step
     election_ticks: int = 10
     heartbeat_ticks: int = 2
+
+    @classmethod
+    def stress(cls, steps: int = 2000) -> SimConfig:
+        """Every fault at a high rate: for finding bugs, not for measuring availability."""
+        return cls(
+            steps=steps,
+            loss=0.02,
+            duplicate=0.03,
+            partition_rate=0.004,
+            crashes=True,
+            crash_rate=0.005,
+            ready_crash_rate=0.02,
+            pause_rate=0.01,
+            clock_skew=0.05,
+            read_rate=0.05,
+        )
 
 
 def encode_state(applied: list[bytes]) -> bytes:
@@ -74,6 +92,7 @@ class SimNode:
         self.raft: Raft | None = None
         self.applied: list[bytes] = []
         self.restart_at = 0
+        self.paused_until = 0  # a paused process (GC, VM stall) neither ticks nor reads its messages
         self.start()
 
     def start(self) -> None:
@@ -104,7 +123,7 @@ class SimNode:
         sim = self.sim
         rd = raft.ready()
         crash_at = -1
-        if sim.config.crashes and sim.rng.random() < sim.config.ready_crash_rate:
+        if sim.config.crashes and rd.must_sync and sim.rng.random() < sim.config.ready_crash_rate:
             crash_at = sim.rng.randrange(5)
         sim.send_all(rd.messages)
         if crash_at == 0:
@@ -222,6 +241,12 @@ class Simulation:
         node = self.nodes[m.dst]
         if node.raft is None or self.group[m.src] != self.group[m.dst]:
             return set()
+        if node.paused_until > self.now:
+            self._seq += 1
+            # After a stall a process first runs its timers and clients, then reads its sockets.
+            resume_at = node.paused_until + self.rng.randint(0, 2 * self.config.max_delay)
+            heapq.heappush(self._in_flight, (resume_at, self._seq, m))
+            return set()
         node.raft.step(m)
         return {m.dst}
 
@@ -262,10 +287,13 @@ class Simulation:
                 node.handle_ready()
 
     def _leader(self) -> SimNode | None:
-        for node in self.nodes:
-            if node.raft is not None and node.raft.role == Role.LEADER:
-                return node
-        return None
+        """A random node that believes it leads (a deposed one that does not know it yet included)."""
+        leaders = [
+            node
+            for node in self.nodes
+            if node.raft is not None and node.raft.role == Role.LEADER and node.paused_until <= self.now
+        ]
+        return self.rng.choice(leaders) if leaders else None
 
     def _propose(self) -> set[int]:
         leader = self._leader()
@@ -289,9 +317,14 @@ class Simulation:
         self.now += 1
         self._faults()
         touched = set()
+        skew = self.config.clock_skew
         for node in self.nodes:
-            if node.raft is not None:
-                node.raft.tick()
+            if node.raft is not None and node.paused_until <= self.now:
+                ticks = 1
+                if skew and self.rng.random() < skew:
+                    ticks = self.rng.choice((0, 2))  # a slow or a fast clock
+                for _ in range(ticks):
+                    node.raft.tick()
                 touched.add(node.id)
         self._measure()
         return touched
@@ -309,6 +342,9 @@ class Simulation:
             elif not self.heal_at and self.n > 1 and rng.random() < cfg.partition_rate:
                 self.group = [rng.randrange(2) for _ in range(self.n)]
                 self.heal_at = self.now + rng.randint(cfg.election_ticks, 10 * cfg.election_ticks)
+        if cfg.pause_rate and rng.random() < cfg.pause_rate:
+            node = rng.choice(self.nodes)
+            node.paused_until = self.now + rng.randint(1, 4 * cfg.election_ticks)
         if cfg.crashes and rng.random() < cfg.crash_rate:
             live = [node for node in self.nodes if node.raft is not None]
             if live:
