@@ -126,6 +126,12 @@ class Raft:
         else:
             self._step_handler(m)
 
+    def campaign(self) -> None:
+        """Start an election now, as if the election timeout had elapsed (no-op on a leader)."""
+        self._check_not_in_ready()
+        if self.role != Role.LEADER:
+            self._campaign(pre_vote=self.config.pre_vote, transfer=False)
+
     def propose(self, data: bytes) -> int | None:
         """Append ``data`` to the log if this node is the leader; its index, or None when refused."""
         self._check_not_in_ready()

@@ -237,7 +237,9 @@ class Simulation:
         due = self._due
         i = self.rng.randrange(len(due))
         due[i], due[-1] = due[-1], due[i]
-        m = due.pop()
+        return self._deliver(due.pop())
+
+    def _deliver(self, m: Message) -> set[int]:
         node = self.nodes[m.dst]
         if node.raft is None or self.group[m.src] != self.group[m.dst]:
             return set()
@@ -277,6 +279,36 @@ class Simulation:
             touched = self._deliver_one()
         else:
             touched = self._tick()
+        self._settle(touched)
+        self.checker.after_step(touched)
+
+    def event(self, kind: str, value: int = 0) -> None:
+        """One step whose event is chosen by the caller (a hypothesis state machine) instead of the
+        seed: "deliver" (due message number ``value``), "tick", "propose", "read", "crash" or
+        "restart" (node ``value``), "partition" (bit i of ``value``: node i's side), "heal"."""
+        self.step_no += 1
+        self._collect_due()
+        touched: set[int] = set()
+        node = self.nodes[value % self.n]
+        if kind == "deliver" and self._due:
+            i = value % len(self._due)
+            self._due[i], self._due[-1] = self._due[-1], self._due[i]
+            touched = self._deliver(self._due.pop())
+        elif kind == "tick":
+            touched = self._tick()
+        elif kind == "propose":
+            touched = self._propose()
+        elif kind == "read":
+            touched = self._read()
+        elif kind == "crash" and node.raft is not None:
+            node.crash()
+        elif kind == "restart" and node.raft is None:
+            node.start()
+            touched = {node.id}
+        elif kind == "partition":
+            self.group = [(value >> i) & 1 for i in range(self.n)]
+        elif kind == "heal":
+            self.group = [0] * self.n
         self._settle(touched)
         self.checker.after_step(touched)
 

@@ -1,0 +1,158 @@
+"""A hand-driven raft cluster for scenario tests: the test decides every tick and every delivery."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+from taskflux.raft.config import RaftConfig
+from taskflux.raft.core import Raft
+from taskflux.raft.memory import MemoryStorage
+from taskflux.raft.messages import Message
+from taskflux.raft.ready import ReadState, Ready, Role
+from taskflux.raft.types import Entry, SnapshotMeta
+
+
+def config(node_id: int = 0, cluster_size: int = 3, **overrides: Any) -> RaftConfig:
+    return RaftConfig(node_id=node_id, cluster_size=cluster_size, **overrides)
+
+
+def drive(raft: Raft, storage: MemoryStorage) -> Ready:
+    """Handle one Ready as the driver contract says (no messages sent); returns it."""
+    rd = raft.ready()
+    if rd.snapshot is not None:
+        storage.save_snapshot(rd.snapshot.meta, [rd.snapshot.data])
+    if rd.hard_state is not None:
+        storage.set_hard_state(rd.hard_state)
+    storage.append(rd.entries)
+    raft.advance()
+    return rd
+
+
+class Cluster:
+    """n nodes over MemoryStorage; sent messages wait in ``outbox`` until ``deliver()``."""
+
+    def __init__(self, n: int = 3, seed: int = 0, **overrides: Any) -> None:
+        self.n = n
+        self.overrides = overrides
+        self.rng = random.Random(seed)
+        self.storages = [MemoryStorage() for _ in range(n)]
+        self.nodes: list[Raft | None] = [None] * n
+        self.applied: list[list[Entry]] = [[] for _ in range(n)]
+        self.read_states: list[list[ReadState]] = [[] for _ in range(n)]
+        self.outbox: list[Message] = []
+        self.cut: set[frozenset[int]] = set()
+        for i in range(n):
+            self.restart(i)
+
+    def raft(self, i: int) -> Raft:
+        node = self.nodes[i]
+        assert node is not None, f"node {i} is down"
+        return node
+
+    # --- the driver ---
+
+    def settle(self, *ids: int) -> None:
+        for i in ids or range(self.n):
+            node = self.nodes[i]
+            while node is not None and node.has_ready():
+                self.handle(i)
+
+    def handle(self, i: int) -> Ready:
+        raft, storage = self.raft(i), self.storages[i]
+        rd = raft.ready()
+        self.outbox.extend(rd.messages)
+        if rd.snapshot is not None:
+            storage.save_snapshot(rd.snapshot.meta, [rd.snapshot.data])
+            self.applied[i] = [Entry(0, 0, rd.snapshot.data)]
+        if rd.hard_state is not None:
+            storage.set_hard_state(rd.hard_state)
+        storage.append(rd.entries)
+        self.outbox.extend(rd.messages_after_persist)
+        self.applied[i].extend(rd.committed_entries)
+        self.read_states[i].extend(rd.read_states)
+        raft.advance()
+        return rd
+
+    # --- the network ---
+
+    def deliver(self, drop: Callable[[Message], bool] = lambda m: False, rounds: int = 1000) -> int:
+        """Deliver messages (and the ones they cause) until none is left; returns how many went through."""
+        count = 0
+        for _ in range(rounds):
+            if not self.outbox:
+                return count
+            batch, self.outbox = self.outbox, []
+            for m in batch:
+                node = self.nodes[m.dst]
+                if node is None or frozenset((m.src, m.dst)) in self.cut or drop(m):
+                    continue
+                node.step(m)
+                count += 1
+                self.settle(m.dst)
+        raise AssertionError("the cluster did not go quiet")
+
+    def isolate(self, i: int) -> None:
+        self.cut |= {frozenset((i, j)) for j in range(self.n) if j != i}
+
+    def heal(self) -> None:
+        self.cut.clear()
+
+    # --- time and faults ---
+
+    def tick(self, i: int, ticks: int = 1) -> None:
+        for _ in range(ticks):
+            self.raft(i).tick()
+            self.settle(i)
+
+    def tick_all(self, ticks: int = 1, deliver: bool = True) -> None:
+        for _ in range(ticks):
+            for i in range(self.n):
+                if self.nodes[i] is not None:
+                    self.tick(i)
+            if deliver:
+                self.deliver()
+
+    def crash(self, i: int) -> None:
+        self.nodes[i] = None
+        self.applied[i] = []
+
+    def restart(self, i: int) -> None:
+        cfg = config(i, self.n, **self.overrides)
+        self.nodes[i] = Raft(cfg, self.storages[i], random.Random(self.rng.getrandbits(32)))
+        self.settle(i)
+
+    # --- conveniences ---
+
+    def elect(self, i: int) -> None:
+        self.raft(i).campaign()
+        self.settle(i)
+        self.deliver()
+        assert self.raft(i).role == Role.LEADER, f"node {i} did not win: {self.raft(i).soft_state}"
+
+    def leaders(self) -> list[int]:
+        return [i for i, node in enumerate(self.nodes) if node is not None and node.role == Role.LEADER]
+
+    def propose(self, i: int, data: bytes) -> int:
+        index = self.raft(i).propose(data)
+        assert index is not None, f"node {i} refused a proposal"
+        self.settle(i)
+        return index
+
+    def log(self, i: int) -> list[tuple[int, int, bytes]]:
+        raft = self.raft(i)
+        entries = raft.log.entries(raft.log.first_index(), raft.log.last_index() + 1, 1 << 60) or []
+        return [(e.index, e.term, e.data) for e in entries]
+
+    def applied_data(self, i: int) -> list[bytes]:
+        return [e.data for e in self.applied[i] if e.data]
+
+    def compact(self, i: int) -> SnapshotMeta:
+        """Snapshot node ``i``'s applied state (the applied data joined) and compact its log."""
+        raft = self.raft(i)
+        index = raft.log.applied_index
+        meta = SnapshotMeta(index, self.storages[i].term(index))
+        self.storages[i].save_snapshot(meta, [b"|".join(self.applied_data(i))])
+        raft.compacted(meta)
+        return meta
