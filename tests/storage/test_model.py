@@ -21,6 +21,7 @@ from hypothesis.stateful import (
 from taskflux.raft.storage import LogCompacted, LogUnavailable
 from taskflux.raft.types import Entry, HardState, SnapshotMeta
 from taskflux.storage import DiskStorage
+from taskflux.storage.records import encode_entries
 
 LIMITS = {"soft_limit_bytes": 120, "hard_limit_bytes": 260}
 
@@ -84,7 +85,8 @@ class StorageMachine(RuleBasedStateMachine):
     def save_snapshot(self, data: st.DataObject, payload: bytes) -> None:
         index = data.draw(st.integers(self.snapshot.index + 1, self.model_last + 3), label="index")
         in_log = self.model_first <= index <= self.model_last
-        matching = in_log and data.draw(st.booleans(), label="matching")
+        # Raft never conflicts with a committed entry: a snapshot at or below the commit index matches.
+        matching = in_log and (index <= self.committed or data.draw(st.booleans(), label="matching"))
         term = self.model_term(index) if matching else data.draw(st.integers(1, 9), label="term")
         if in_log and term == self.model_term(index):
             matching = True
@@ -106,6 +108,24 @@ class StorageMachine(RuleBasedStateMachine):
         self.storage.close()
         self.storage = DiskStorage(self.path, **LIMITS)
         self.committed = self.snapshot.index
+
+    @precondition(lambda self: any((self.path / "log").iterdir()))
+    @rule(data=st.data())
+    def crash_during_append(self, data: st.DataObject) -> None:
+        """The process dies while writing a batch: a prefix of its bytes reached the last segment."""
+        start = self.model_last + 1
+        count = data.draw(st.integers(1, 4), label="count")
+        prev_term = self.model_term(start - 1)
+        entries = [Entry(start + k, prev_term, bytes([k]) * (10 * k)) for k in range(count)]
+        batch = encode_entries(entries, prev_term, 1 << 20)
+        raw = batch.join(0, count)
+        cut = data.draw(st.integers(0, len(raw)), label="bytes written")
+        self.storage.close()
+        with open(sorted((self.path / "log").iterdir())[-1], "ab") as f:
+            f.write(raw[:cut])
+        self.storage = DiskStorage(self.path, **LIMITS)
+        self.committed = self.snapshot.index
+        self.model += entries[: sum(1 for end in batch.ends if end <= cut)]
 
     @precondition(lambda self: self.storage.last_index() >= self.storage.first_index())
     @rule(data=st.data())
