@@ -13,6 +13,13 @@ from taskflux.storage import DiskStorage
 from .helpers import TINY, all_entries, make_entries, open_storage, segment_files
 
 
+def index_of(storage: DiskStorage) -> list[tuple[int, int, list[int], list[int]]]:
+    """The in-memory index (white box): per segment, first index, count, offsets and terms."""
+    log = storage._log
+    assert log is not None
+    return [(seg.first_index, seg.count, list(seg.offsets), list(seg.terms)) for seg in log.segments]
+
+
 def test_empty_storage(tmp_path: Path) -> None:
     with DiskStorage(tmp_path) as s:
         assert (s.first_index(), s.last_index()) == (1, 0)
@@ -49,6 +56,7 @@ def test_rolls_across_segments_and_reopen_rebuilds_the_same_index(tmp_path: Path
         for k in range(0, 40, 3):
             s.append(entries[k : k + 3])
         assert all_entries(s) == entries
+        built = index_of(s)
     files = segment_files(tmp_path)
     assert len(files) > 5
     for f in files:  # each segment passes the hard limit by at most one record
@@ -56,6 +64,7 @@ def test_rolls_across_segments_and_reopen_rebuilds_the_same_index(tmp_path: Path
     firsts = [int(f.name[:20]) for f in files]
     assert firsts[0] == 1 and firsts == sorted(firsts)
     with open_storage(tmp_path) as s:
+        assert index_of(s) == built
         assert all_entries(s) == entries
         for lo in range(1, 41, 7):
             assert s.entries(lo, 41, 1 << 20) == entries[lo - 1 :]
