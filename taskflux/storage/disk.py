@@ -11,6 +11,7 @@ from types import TracebackType
 from taskflux.raft.storage import LogCompacted, LogUnavailable
 from taskflux.raft.types import Entry, HardState, SnapshotMeta
 from taskflux.storage.errors import StorageCorrupted
+from taskflux.storage.fsutil import fsync_dir
 from taskflux.storage.hardstate import load_hard_state, save_hard_state
 from taskflux.storage.lock import DirLock
 from taskflux.storage.log import SegmentedLog
@@ -60,7 +61,9 @@ class DiskStorage:
                 f"hard_limit_bytes ({hard_limit_bytes}) must not be below soft_limit_bytes ({soft_limit_bytes})"
             )
         self.data_dir = os.fspath(data_dir)
-        os.makedirs(self.data_dir, exist_ok=True)
+        if not os.path.isdir(self.data_dir):
+            os.makedirs(self.data_dir, exist_ok=True)
+            fsync_dir(os.path.dirname(os.path.abspath(self.data_dir)))
         self._lock: DirLock | None = DirLock(self.data_dir)
         self._log: SegmentedLog | None = None
         self._snapshot = SnapshotFile(SnapshotMeta(), 0, None)
@@ -71,8 +74,13 @@ class DiskStorage:
             raise
 
     def _open(self, soft_limit_bytes: int, hard_limit_bytes: int, max_record_bytes: int) -> None:
+        created = False
         for name in (LOG_DIR, TMP_DIR, TORN_DIR):
-            os.makedirs(self._path(name), exist_ok=True)
+            if not os.path.isdir(self._path(name)):
+                os.mkdir(self._path(name))
+                created = True
+        if created:  # make the new directories' entries durable before files go into them
+            fsync_dir(self.data_dir)
         self._clean_tmp()
         self._hard_state = load_hard_state(self._path(HARD_STATE_NAME))
         self._snapshot = load_snapshot(self._path(SNAPSHOT_NAME))

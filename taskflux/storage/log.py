@@ -7,6 +7,7 @@ import os
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 
+from taskflux.raft.storage import StorageError
 from taskflux.raft.types import Entry
 from taskflux.storage.errors import StorageCorrupted
 from taskflux.storage.fsutil import copy_range_to_new_file, fsync_dir, pread_exact, write_new_file
@@ -14,6 +15,7 @@ from taskflux.storage.records import (
     RECORD_HEADER,
     RECORD_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
+    EncodedBatch,
     decode_segment_header,
     encode_entries,
     encode_segment_header,
@@ -54,6 +56,7 @@ class SegmentedLog:
         self.hard_limit_bytes = hard_limit_bytes
         self.max_record_bytes = max_record_bytes
         self.segments: tuple[Segment, ...] = ()
+        self.failure: BaseException | None = None
 
     # --- recovery -------------------------------------------------------------------------------
 
@@ -201,8 +204,21 @@ class SegmentedLog:
         A conflicting suffix is truncated first. One fsync per segment file written (one in the
         common case); a new segment costs one more for its header plus one for the directory.
         """
+        if self.failure is not None:
+            raise StorageError(
+                f"the log in {self.log_dir} failed a write earlier ({self.failure!r}); "
+                "reopen the storage to recover from what is on disk"
+            )
         batch = encode_entries(entries, prev_term, self.max_record_bytes)
-        first = entries[0].index
+        try:
+            self._write(batch, entries[0].index, committed_index)
+        except BaseException as e:
+            # After a failed write or fsync, the file and the page cache may differ from the index
+            # (and a retried fsync may report success for lost pages): refuse until reopened.
+            self.failure = e
+            raise
+
+    def _write(self, batch: EncodedBatch, first: int, committed_index: int) -> None:
         segments = self.segments
         if segments and first <= segments[-1].last_index:
             self.truncate_from(first)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from taskflux.raft.storage import LogCompacted, LogUnavailable
+from taskflux.raft.storage import LogCompacted, LogUnavailable, StorageError
 from taskflux.raft.types import Entry, HardState, SnapshotMeta
 from taskflux.storage import DiskStorage
 
@@ -206,3 +207,27 @@ def test_close_is_idempotent_and_closed_storage_refuses(tmp_path: Path) -> None:
     s.close()
     with pytest.raises(ValueError, match="closed"):
         s.last_index()
+
+
+def test_a_failed_fsync_refuses_further_appends_until_reopened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entries = make_entries(1, 5)
+    with open_storage(tmp_path) as s:
+        s.append(entries[:3])
+        with monkeypatch.context() as m:
+
+            def failing_fsync(fd: int) -> None:
+                raise OSError(5, "Input/output error")
+
+            m.setattr(os, "fsync", failing_fsync)
+            with pytest.raises(OSError):
+                s.append(entries[3:4])
+        assert s.last_index() == 3  # nothing unsynced was published
+        with pytest.raises(StorageError, match="reopen"):
+            s.append(entries[3:4])
+    with open_storage(tmp_path) as s:
+        # The written (never fsynced) record may or may not be on disk: both are valid outcomes.
+        assert s.last_index() in (3, 4)
+        s.append(entries[s.last_index() :])
+        assert all_entries(s) == entries
