@@ -42,6 +42,7 @@ class Cluster:
         self.applied: list[list[Entry]] = [[] for _ in range(n)]
         self.read_states: list[list[ReadState]] = [[] for _ in range(n)]
         self.outbox: list[Message] = []
+        self.delivered: list[Message] = []  # every message that reached its node, in order
         self.cut: set[frozenset[int]] = set()
         for i in range(n):
             self.restart(i)
@@ -89,6 +90,7 @@ class Cluster:
                 if node is None or frozenset((m.src, m.dst)) in self.cut or drop(m):
                     continue
                 node.step(m)
+                self.delivered.append(m)
                 count += 1
                 self.settle(m.dst)
         raise AssertionError("the cluster did not go quiet")
