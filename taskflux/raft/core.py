@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 
 from taskflux.raft.config import RaftConfig
+from taskflux.raft.leader import LeaderRole
 from taskflux.raft.log import RaftLog
 from taskflux.raft.messages import (
     LEADER_MESSAGES,
@@ -46,7 +47,7 @@ class _IncomingSnapshot:
         self.data = bytearray()
 
 
-class Raft:
+class Raft(LeaderRole):
     """One raft node's consensus state (Figure 2 of the paper, plus pre-vote, check-quorum,
     ReadIndex, leadership transfer, snapshots and flow control)."""
 
@@ -462,165 +463,6 @@ class Raft:
         else:
             log.restore(SnapshotMeta(m.snapshot_index, m.snapshot_term), bytes(incoming.data))
         reply(offset=len(incoming.data), done=True, match_index=m.snapshot_index)
-
-    # ------------------------------------------------------------------ leader
-
-    def _tick_leader(self) -> None:
-        cfg = self.config
-        self.heartbeat_elapsed += 1
-        self.election_elapsed += 1
-        if cfg.check_quorum:
-            heard = sum(1 for p in self.peers if self.ticks - self.progress[p].last_heard < cfg.election_ticks)
-            if heard + 1 < cfg.quorum:
-                self._become_follower(self.current_term, NO_LEADER)
-                return
-        if self.election_elapsed >= cfg.election_ticks:
-            self.election_elapsed = 0
-            self.lead_transferee = NO_LEADER  # a transfer that did not finish in time is abandoned
-        if self.heartbeat_elapsed >= cfg.heartbeat_ticks:
-            self.heartbeat_elapsed = 0
-            self._broadcast_heartbeat()
-
-    def _step_leader(self, m: Message) -> None:
-        pr = self.progress[m.src]
-        if isinstance(m, AppendEntriesResponse | HeartbeatResponse | InstallSnapshotResponse):
-            pr.last_heard = self.ticks
-        if isinstance(m, AppendEntriesResponse):
-            self._handle_append_response(m, pr)
-        elif isinstance(m, HeartbeatResponse):
-            self._handle_heartbeat_response(m, pr)
-        elif isinstance(m, InstallSnapshotResponse):
-            self._handle_snapshot_response(m, pr)
-        elif isinstance(m, (*_FROM_LEADER, TimeoutNow)):
-            self.anomalies += 1  # another leader in our term: impossible in an honest cluster
-
-    def _handle_append_response(self, m: AppendEntriesResponse, pr: Progress) -> None:
-        log = self.log
-        if m.success:
-            if m.match_index > log.last_index():
-                self.anomalies += 1
-                return
-            if pr.maybe_update(m.match_index):
-                if pr.state == ProgressState.PROBE:
-                    pr.become_replicate()
-                elif pr.state == ProgressState.SNAPSHOT and pr.match_index >= pr.snapshot_index:
-                    pr.become_probe()
-                self._maybe_commit()
-                if m.src == self.lead_transferee and pr.match_index == log.last_index():
-                    self._send(TimeoutNow(self.id, m.src, self.current_term))
-            self._send_appends(m.src)
-        elif m.reject_index:
-            if m.reject_index > log.last_index():
-                self.anomalies += 1
-                return
-            if m.hint_term == 0:
-                hint_next = m.hint_index
-            else:
-                found = log.last_index_of_term(m.hint_term, m.reject_index)
-                hint_next = found + 1 if found else m.hint_index
-            if pr.maybe_decrease(m.reject_index, hint_next):
-                self._send_appends(m.src)
-
-    def _handle_heartbeat_response(self, m: HeartbeatResponse, pr: Progress) -> None:
-        pr.probe_sent = False
-        if pr.state == ProgressState.SNAPSHOT:
-            self._send_snapshot_chunk(m.src, pr)  # a lost chunk is sent again
-        elif pr.match_index < self.log.last_index():
-            if pr.state == ProgressState.REPLICATE and pr.is_paused():
-                pr.free_one_inflight()
-            # An empty append at next_index-1 tells whether entries sent in between were lost.
-            self._send_append(m.src, allow_empty=True)
-        if m.context:
-            for read in self.read_only.ack(m.context, m.src, self.config.quorum):
-                self._read_states.append(ReadState(read.context, read.index))
-
-    def _handle_snapshot_response(self, m: InstallSnapshotResponse, pr: Progress) -> None:
-        if m.done:
-            if m.match_index > self.log.last_index():
-                self.anomalies += 1
-                return
-            pr.maybe_update(m.match_index)
-            if pr.state == ProgressState.SNAPSHOT:
-                pr.become_probe()
-            self._maybe_commit()
-            self._send_appends(m.src)
-        elif pr.state == ProgressState.SNAPSHOT and m.snapshot_index == pr.snapshot_index:
-            if m.offset > self.log.storage.snapshot_size():
-                self.anomalies += 1
-                return
-            pr.snapshot_offset = m.offset
-            self._send_snapshot_chunk(m.src, pr)
-
-    def _maybe_commit(self) -> None:
-        matches = sorted((pr.match_index for pr in self.progress.values()), reverse=True)
-        committed = self.log.maybe_commit(matches[self.config.quorum - 1], self.current_term)
-        if committed and self._reads_before_commit:
-            waiting, self._reads_before_commit = self._reads_before_commit, []
-            for context in waiting:
-                self._start_read(context)
-
-    def _start_read(self, context: bytes) -> None:
-        if self.config.cluster_size == 1:
-            self._read_states.append(ReadState(context, self.log.commit_index))
-            return
-        self.read_only.add(context, self.log.commit_index, self.id)
-        self._broadcast_heartbeat()
-
-    def _broadcast_heartbeat(self) -> None:
-        context = self.read_only.last_context()
-        commit = self.log.commit_index
-        for peer in self.peers:
-            pr = self.progress[peer]
-            self._send(Heartbeat(self.id, peer, self.current_term, min(pr.match_index, commit), context))
-
-    def _flush_appends(self) -> None:
-        """Send what proposals added since the last Ready (many proposals per AppendEntries)."""
-        if self._append_pending:
-            self._append_pending = False
-            if self.role == Role.LEADER:
-                for peer in self.peers:
-                    self._send_appends(peer)
-
-    def _send_appends(self, to: int) -> None:
-        pr = self.progress[to]
-        while self._send_append(to) and pr.state == ProgressState.REPLICATE:
-            pass
-
-    def _send_append(self, to: int, allow_empty: bool = False) -> bool:
-        """Send one AppendEntries from ``next_index`` (or start a snapshot); False if nothing went out."""
-        pr = self.progress[to]
-        if pr.is_paused():
-            return False
-        log = self.log
-        prev_index = pr.next_index - 1
-        prev_term = log.term(prev_index)
-        entries = None
-        if prev_term is not None:
-            entries = log.entries(pr.next_index, log.last_index() + 1, self.config.replication_max_send_size)
-        if prev_term is None or entries is None:
-            if log.storage.snapshot_meta().index < pr.next_index - 1 or log.pending_snapshot is not None:
-                return False  # nothing to send yet (our own snapshot is not persisted)
-            meta = log.storage.snapshot_meta()
-            pr.become_snapshot(meta.index, meta.term)
-            self._send_snapshot_chunk(to, pr)
-            return True
-        if not entries and not allow_empty:
-            return False
-        self._send(AppendEntries(self.id, to, self.current_term, prev_index, prev_term, tuple(entries),
-                                 log.commit_index))  # fmt: skip
-        pr.sent_entries(entries[-1].index if entries else prev_index, sum(len(e.data) for e in entries))
-        return True
-
-    def _send_snapshot_chunk(self, to: int, pr: Progress) -> None:
-        storage = self.log.storage
-        meta = storage.snapshot_meta()
-        if (meta.index, meta.term) != (pr.snapshot_index, pr.snapshot_term):
-            pr.become_snapshot(meta.index, meta.term)  # compacted again meanwhile: start over
-        size = storage.snapshot_size()
-        data = storage.read_snapshot(pr.snapshot_offset, self.config.snapshot_chunk_size)
-        done = pr.snapshot_offset + len(data) >= size
-        self._send(InstallSnapshot(self.id, to, self.current_term, meta.index, meta.term, pr.snapshot_offset,
-                                   data, size, done))  # fmt: skip
 
     def _send(self, m: Message) -> None:
         if isinstance(m, LEADER_MESSAGES) and self.role == Role.LEADER:

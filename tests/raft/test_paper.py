@@ -239,6 +239,7 @@ def test_a_rejection_carries_the_conflicting_term_and_its_first_index() -> None:
     assert response == AppendEntriesResponse(1, 0, 3, False, reject_index=4, hint_term=2, hint_index=2)
     raft.step(AppendEntries(0, 1, 3, 9, 3, (), 0))
     _, (response,) = sent(raft, storage)
+    assert isinstance(response, AppendEntriesResponse)
     assert (response.hint_term, response.hint_index) == (0, 5)
 
 
