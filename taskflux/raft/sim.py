@@ -24,7 +24,7 @@ from taskflux.raft.config import RaftConfig
 from taskflux.raft.core import Raft
 from taskflux.raft.memory import MemoryStorage
 from taskflux.raft.messages import Message
-from taskflux.raft.ready import Ready, Role
+from taskflux.raft.ready import Role
 from taskflux.raft.types import SnapshotMeta
 
 __all__ = ["SimConfig", "SimNode", "SimResult", "Simulation", "Violation"]
@@ -152,7 +152,7 @@ class SimNode:
         for read in rd.read_states:
             sim.checker.on_read_state(self, read)
         raft.advance()
-        self._maybe_compact(raft, rd)
+        self._maybe_compact(raft)
         return True
 
     def _crash_mid_ready(self) -> bool:
@@ -160,7 +160,8 @@ class SimNode:
         self.crash()
         return False
 
-    def _maybe_compact(self, raft: Raft, rd: Ready) -> None:
+    def _maybe_compact(self, raft: Raft) -> None:
+        """Snapshot the state machine every ``compact_every`` applied entries (the compaction hook)."""
         applied = raft.log.applied_index
         meta = self.storage.snapshot_meta()
         if applied - meta.index >= self.sim.compact_every:
@@ -182,8 +183,6 @@ class SimResult:
     counted_ticks: int = 0  # ticks after the first election
     elections: list[int] = field(default_factory=list)  # lengths of leaderless periods, in ticks
     committed: int = 0
-    snapshots_sent: int = 0
-    violation: Violation | None = None
 
 
 class Simulation:
@@ -383,15 +382,17 @@ class Simulation:
                 rng.choice(live).crash()
 
     def _measure(self) -> None:
-        """Leader time: a live leader whose term a quorum of live nodes it can reach share."""
+        """Leader time: a running leader whose term a majority of the cluster shares, among the
+        running nodes it can reach (a crashed or paused node is not running)."""
         res = self.result
         ok = False
-        for node in self.nodes:
+        running = [node for node in self.nodes if node.raft is not None and node.paused_until <= self.now]
+        for node in running:
             raft = node.raft
             if raft is not None and raft.role == Role.LEADER:
                 with_it = sum(
                     1
-                    for other in self.nodes
+                    for other in running
                     if other.raft is not None
                     and self.group[other.id] == self.group[node.id]
                     and other.raft.current_term == raft.current_term
