@@ -171,6 +171,12 @@ class DiskStorage:
             return []
         return log.read(lo, hi, max_bytes)
 
+    def sealed_segments_through(self, index: int) -> int:
+        """How many sealed (not active) segments hold only entries at or below ``index``: what a
+        snapshot at ``index`` would let the storage delete (the node's snapshot trigger)."""
+        segments = self._require_open().segments[:-1]
+        return sum(1 for segment in segments if segment.last_index <= index)
+
     def snapshot_size(self) -> int:
         """Size in bytes of the snapshot's data (0 when there is no snapshot)."""
         return self._snapshot.data_size

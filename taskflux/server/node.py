@@ -1,0 +1,407 @@
+"""The node: one greenlet that owns the raft core, the storage and the queue state machine.
+
+Everything that changes them goes through the node's inbox (a bounded gevent queue): proposals from
+client sessions, read barriers, raft messages from peers. Each turn of the loop takes every event that
+has arrived, ticks the raft clock when due, and then drives the raft core's Ready batches (the contract
+in ``taskflux.raft.ready.Ready``): leader messages leave at once, the batch's entries are written with
+one fsync in gevent's thread pool (so the hub keeps serving while the disk works, and every proposal
+that arrives meanwhile joins the next batch: group commit), then acknowledgements leave, committed
+entries are applied and their waiting sessions woken.
+
+Sessions read the state machine directly (``node.manager``) and take leader-local reservations on it:
+under gevent only one greenlet runs at a time, and none of those calls blocks, so they never observe a
+half-applied entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gevent
+from gevent.event import AsyncResult, Event
+from gevent.queue import Empty, Queue
+
+from taskflux.domain.commands import Command, DeleteQueue
+from taskflux.domain.entry_codec import decode_command, encode_command
+from taskflux.domain.manager import QueueManager
+from taskflux.domain.results import RecordAdded, Result
+from taskflux.domain.snapshot_codec import decode_snapshot, encode_snapshot
+from taskflux.raft.config import RaftConfig
+from taskflux.raft.core import Raft
+from taskflux.raft.messages import Message
+from taskflux.raft.ready import NO_LEADER, Ready, Role, Snapshot, SoftState
+from taskflux.raft.types import Entry, SnapshotMeta
+from taskflux.storage.disk import DiskStorage
+
+logger = logging.getLogger("taskflux.node")
+
+INBOX_SIZE = 65536
+MAX_EVENTS_PER_TURN = 4096
+
+
+class NotLeader(Exception):
+    """This node cannot serve the request: it is not the leader (or stopped being one before the
+    request completed). ``leader_id`` is the leader it knows of, or -1."""
+
+    def __init__(self, leader_id: int) -> None:
+        super().__init__(f"not the leader (leader: {leader_id})")
+        self.leader_id = leader_id
+
+
+class NodeStopped(Exception):
+    """The node is shutting down."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    """Runtime settings of a node (the raft timing is in ``RaftConfig``)."""
+
+    tick_interval: float = 0.05
+    request_timeout: float = 5.0
+    snapshot_segments_threshold: int = 5
+
+
+@dataclass(slots=True)
+class _Proposal:
+    data: bytes
+    result: AsyncResult
+
+
+@dataclass(slots=True)
+class _ReadBarrier:
+    result: AsyncResult
+
+
+@dataclass(slots=True)
+class _Transfer:
+    to: int
+    result: AsyncResult
+
+
+class Node:
+    """A TaskFlux node's state and its single owner greenlet."""
+
+    def __init__(
+        self,
+        raft_config: RaftConfig,
+        storage: DiskStorage,
+        send: Callable[[Message], None],
+        settings: NodeSettings | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.id = raft_config.node_id
+        self.settings = settings or NodeSettings()
+        self._storage = storage
+        self._send = send
+        self.manager = self._restore_state()
+        self._raft = Raft(raft_config, storage, rng or random.Random())
+        self._applied_index = storage.snapshot_meta().index
+        self.soft_state = SoftState(Role.FOLLOWER, storage.hard_state().term, NO_LEADER)
+        self._inbox: Queue = Queue(INBOX_SIZE)
+        self._pending: dict[int, tuple[int, AsyncResult]] = {}  # log index -> (term, waiting session)
+        self._reads: dict[bytes, list[AsyncResult]] = {}  # ReadIndex context -> waiting sessions
+        self._reads_waiting_apply: list[tuple[int, list[AsyncResult]]] = []
+        self._next_read = 0
+        self._consumers: dict[str, deque[Event]] = {}
+        self._leadership_changed = Event()
+        self._greenlet: gevent.Greenlet | None = None
+        self._stopping = False
+        self.applied_entries = 0
+        self.batches = 0
+
+    # --- life cycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._greenlet = gevent.spawn(self._run)
+        self._greenlet.link_exception(self._crashed)
+
+    def stop(self) -> None:
+        """Stop the loop; waiting sessions get NodeStopped. The storage is the caller's to close."""
+        self._stopping = True
+        if self._greenlet is not None:
+            self._inbox.put(None)
+            self._greenlet.join(timeout=10)
+            self._greenlet.kill()
+        for _, result in self._pending.values():
+            result.set_exception(NodeStopped())
+        self._pending.clear()
+
+    def _crashed(self, greenlet: gevent.Greenlet) -> None:
+        logger.critical("the node loop failed: %r; stopping", greenlet.exception)
+
+    @property
+    def failed(self) -> BaseException | None:
+        """The exception that ended the node loop, if it ended that way."""
+        greenlet = self._greenlet
+        return greenlet.exception if greenlet is not None and greenlet.dead else None
+
+    # --- what sessions call -------------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self.soft_state.role is Role.LEADER
+
+    @property
+    def leader_id(self) -> int:
+        return self.soft_state.leader_id
+
+    @property
+    def commit_index(self) -> int:
+        return self._raft.log.commit_index
+
+    @property
+    def applied_index(self) -> int:
+        return self._applied_index
+
+    def submit(self, command: Command) -> Result:
+        """Replicate ``command`` and return the result of applying it, once it is committed (durable
+        on a majority). Raises NotLeader when this node is not the leader or loses leadership before
+        the entry commits, or when it does not commit within the request timeout."""
+        self._require_leader()
+        result = AsyncResult()
+        self._post(_Proposal(encode_command(command), result))
+        try:
+            return result.get(timeout=self.settings.request_timeout)
+        except gevent.Timeout:
+            raise NotLeader(self.leader_id if not self.is_leader else -1) from None
+
+    def read_barrier(self) -> None:
+        """Return once a read of the state machine is linearizable (ReadIndex: leadership confirmed
+        by a majority and everything committed before the read applied). Raises NotLeader."""
+        self._require_leader()
+        result = AsyncResult()
+        self._post(_ReadBarrier(result))
+        try:
+            result.get(timeout=self.settings.request_timeout)
+        except gevent.Timeout:
+            raise NotLeader(-1) from None
+
+    def transfer_leadership(self, to: int, timeout: float) -> bool:
+        """Ask the raft core to hand leadership to ``to``; True once this node is no longer leader."""
+        result = AsyncResult()
+        self._post(_Transfer(to, result))
+        if not result.get(timeout=timeout):
+            return False
+        deadline = time.monotonic() + timeout
+        while self.is_leader and time.monotonic() < deadline:
+            self._leadership_changed.wait(timeout=max(0.0, deadline - time.monotonic()))
+        return not self.is_leader
+
+    def deliver(self, message: Message) -> None:
+        """A raft message from a peer (blocks while the inbox is full: back-pressure on the link)."""
+        self._inbox.put(message)
+
+    def wait_for_record(self, queue: str, timeout: float) -> bool:
+        """Block until a record may be available in ``queue`` (an enqueue applied, a record released)
+        or ``timeout`` passes. Waiters are woken oldest first."""
+        event = Event()
+        waiters = self._consumers.setdefault(queue, deque())
+        waiters.append(event)
+        try:
+            return event.wait(timeout)
+        finally:
+            with contextlib.suppress(ValueError):  # already popped by the waker
+                waiters.remove(event)
+            if not waiters and self._consumers.get(queue) is waiters:
+                del self._consumers[queue]
+
+    def record_available(self, queue: str) -> None:
+        """Wake the oldest consumer waiting on ``queue`` (a record was added or released)."""
+        waiters = self._consumers.get(queue)
+        if waiters:
+            waiters.popleft().set()
+
+    def _require_leader(self) -> None:
+        if self._stopping:
+            raise NodeStopped()
+        if not self.is_leader:
+            raise NotLeader(self.leader_id)
+
+    def _post(self, event: object) -> None:
+        self._inbox.put(event)
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        interval = self.settings.tick_interval
+        next_tick = time.monotonic() + interval
+        inbox = self._inbox
+        while not self._stopping:
+            timeout = next_tick - time.monotonic()
+            events = []
+            try:
+                events.append(inbox.get(timeout=max(0.0, timeout)))
+                while len(events) < MAX_EVENTS_PER_TURN:
+                    events.append(inbox.get_nowait())
+            except Empty:
+                pass
+            reads: list[AsyncResult] = []
+            for event in events:
+                self._handle(event, reads)
+            if reads:
+                self._start_read(reads)
+            now = time.monotonic()
+            if now >= next_tick:
+                self._raft.tick()
+                next_tick += interval
+                if next_tick < now:  # the loop fell behind (a long fsync): do not tick in a burst
+                    next_tick = now + interval
+            while self._raft.has_ready():
+                self._handle_ready(self._raft.ready())
+            self._maybe_snapshot()
+
+    def _handle(self, event: object, reads: list[AsyncResult]) -> None:
+        if isinstance(event, _Proposal):
+            index = self._raft.propose(event.data)
+            if index is None:
+                event.result.set_exception(NotLeader(self._raft.leader_id))
+            else:
+                self._pending[index] = (self._raft.current_term, event.result)
+        elif isinstance(event, _ReadBarrier):
+            reads.append(event.result)
+        elif isinstance(event, _Transfer):
+            event.result.set(self._raft.transfer_leadership(event.to))
+        elif event is not None:
+            self._raft.step(event)  # type: ignore[arg-type]
+
+    def _start_read(self, waiters: list[AsyncResult]) -> None:
+        """One ReadIndex round serves every read that arrived in this turn."""
+        self._next_read += 1
+        context = self._next_read.to_bytes(8, "big")
+        if self._raft.read_index(context):
+            self._reads[context] = waiters
+        else:
+            error = NotLeader(self._raft.leader_id)
+            for waiter in waiters:
+                waiter.set_exception(error)
+
+    def _handle_ready(self, ready: Ready) -> None:
+        self._observe(ready.soft_state)
+        for message in ready.messages:
+            self._send(message)
+        if ready.snapshot is not None:
+            self._install_snapshot(ready.snapshot)
+        if ready.hard_state is not None or ready.entries:
+            gevent.get_hub().threadpool.apply(self._persist, (ready.hard_state, ready.entries))
+            self.batches += 1
+        for message in ready.messages_after_persist:
+            self._send(message)
+        if ready.committed_entries:
+            self._apply(ready.committed_entries)
+        for read in ready.read_states:
+            waiters = self._reads.pop(read.context, [])
+            if not read.ok:
+                error = NotLeader(self._raft.leader_id)
+                for waiter in waiters:
+                    waiter.set_exception(error)
+            elif read.index <= self._applied_index:
+                for waiter in waiters:
+                    waiter.set(None)
+            else:
+                self._reads_waiting_apply.append((read.index, waiters))
+        self._raft.advance()
+
+    def _persist(self, hard_state: object, entries: tuple[Entry, ...]) -> None:
+        """Runs in a worker thread: the only storage writes that overlap other greenlets' work."""
+        if hard_state is not None:
+            self._storage.set_hard_state(hard_state)  # type: ignore[arg-type]
+        if entries:
+            self._storage.append(entries)
+
+    def _observe(self, soft_state: SoftState) -> None:
+        previous = self.soft_state
+        if soft_state == previous:
+            return
+        self.soft_state = soft_state
+        if soft_state.role != previous.role or soft_state.leader_id != previous.leader_id:
+            logger.info(
+                "role %s, term %d, leader %d", soft_state.role.name.lower(), soft_state.term, soft_state.leader_id
+            )
+            self._leadership_changed.set()
+            self._leadership_changed = Event()
+        if previous.role is Role.LEADER and soft_state.role is not Role.LEADER:
+            # Consumers waiting on this node must go and find the new leader.
+            for waiters in self._consumers.values():
+                for event in waiters:
+                    event.set()
+
+    def _apply(self, entries: tuple[Entry, ...]) -> None:
+        manager = self.manager
+        pending = self._pending
+        for entry in entries:
+            result: Result | None = None
+            command: Command | None = None
+            if entry.data:
+                command = decode_command(entry.data)
+                result = manager.apply(command)
+                self.applied_entries += 1
+            waiting = pending.pop(entry.index, None)
+            if waiting is not None:
+                term, session = waiting
+                if term == entry.term and result is not None:
+                    session.set(result)
+                else:
+                    session.set_exception(NotLeader(self._raft.leader_id))
+            if isinstance(result, RecordAdded):
+                self.record_available(command.name)  # type: ignore[union-attr]
+            elif isinstance(command, DeleteQueue):
+                for event in self._consumers.get(command.name, ()):
+                    event.set()
+        self._applied_index = entries[-1].index
+        self._storage.set_committed(self._applied_index)
+        if self._reads_waiting_apply:
+            still_waiting = []
+            for index, waiters in self._reads_waiting_apply:
+                if index <= self._applied_index:
+                    for waiter in waiters:
+                        waiter.set(None)
+                else:
+                    still_waiting.append((index, waiters))
+            self._reads_waiting_apply = still_waiting
+
+    # --- snapshots --------------------------------------------------------------------------------
+
+    def _restore_state(self) -> QueueManager:
+        if self._storage.snapshot_meta().index == 0:
+            return QueueManager()
+        with self._storage.open_snapshot_data() as data:
+            return decode_snapshot(data)
+
+    def _install_snapshot(self, snapshot: Snapshot) -> None:
+        """A snapshot from the leader replaces the whole state. Reservations die with the old state."""
+        manager = decode_snapshot(io.BytesIO(snapshot.data))
+        gevent.get_hub().threadpool.apply(self._storage.save_snapshot, (snapshot.meta, [snapshot.data]))
+        self.manager = manager
+        self._applied_index = snapshot.meta.index
+        logger.info("installed a snapshot from the leader up to index %d", snapshot.meta.index)
+
+    def _maybe_snapshot(self) -> None:
+        threshold = self.settings.snapshot_segments_threshold
+        applied = self._applied_index
+        if applied <= self._storage.snapshot_meta().index:
+            return
+        if self._storage.sealed_segments_through(applied) < max(1, threshold):
+            return
+        self.take_snapshot()
+
+    def take_snapshot(self) -> SnapshotMeta:
+        """Snapshot the applied state and compact the log it covers. The state is encoded on the
+        loop (nothing is applied meanwhile), the file written in the thread pool."""
+        applied = self._applied_index
+        meta = SnapshotMeta(applied, self._storage.term(applied))
+        started = time.monotonic()
+        chunks = list(encode_snapshot(self.manager))
+        gevent.get_hub().threadpool.apply(self._storage.save_snapshot, (meta, chunks))
+        self._raft.compacted(meta)
+        logger.info(
+            "snapshot at index %d: %d bytes in %.3f s",
+            applied, sum(map(len, chunks)), time.monotonic() - started,
+        )
+        return meta
