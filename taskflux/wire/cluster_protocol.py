@@ -1,0 +1,473 @@
+"""The inter-node (cluster) protocol: framing, the Hello handshake and one frame per raft message.
+
+Sans-IO: ``encode_frame`` turns a ``Hello`` or a raft message into bytes; ``FrameDecoder`` is fed bytes as
+they arrive and hands back whole frames. Every frame is a 9-byte header followed by a body::
+
+    u32 body length | u32 CRC-32 (zlib) of the type byte then the body | u8 frame type | body
+
+Integers are big-endian; node ids are i32 and terms, indexes, offsets and sizes i64, and a negative one is
+malformed; booleans are one byte, 0 or 1. The layouts are in ``docs/cluster-protocol.md``.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from taskflux.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+    TimeoutNow,
+)
+from taskflux.raft.types import Entry
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "HEADER_SIZE",
+    "MAX_CONTEXT_BYTES",
+    "MAX_ENDPOINT_BYTES",
+    "MIN_MAX_FRAME_BYTES",
+    "PROTOCOL_VERSION",
+    "ClusterProtocolError",
+    "FrameDecoder",
+    "FrameType",
+    "Hello",
+    "check_hello",
+    "encode_frame",
+]
+
+PROTOCOL_VERSION = 1
+HELLO_MAGIC = b"TFXC"
+# Must exceed replication_max_send_size + the largest entry (max payload + command overhead); see
+# Config.cluster_max_frame_bytes, which is never below this.
+DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
+MIN_MAX_FRAME_BYTES = 4096
+MAX_CONTEXT_BYTES = 1024  # a ReadIndex context (the raft core uses 8 bytes)
+MAX_ENDPOINT_BYTES = 255  # "host:port" in a Hello
+# 0x7FFF_FFFF: a body length that does not fit an i32 is refused whatever max_frame_bytes says.
+MAX_BODY_BYTES = 2**31 - 1
+
+
+class ClusterProtocolError(Exception):
+    """Malformed or unexpected input on a cluster connection; the connection must be closed."""
+
+
+class FrameType(IntEnum):
+    """The frame type byte."""
+
+    HELLO = 1
+    REQUEST_VOTE = 2
+    REQUEST_VOTE_RESPONSE = 3
+    APPEND_ENTRIES = 4
+    APPEND_ENTRIES_RESPONSE = 5
+    HEARTBEAT = 6
+    HEARTBEAT_RESPONSE = 7
+    INSTALL_SNAPSHOT = 8
+    INSTALL_SNAPSHOT_RESPONSE = 9
+    TIMEOUT_NOW = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The handshake: who is speaking, in which cluster, and where clients reach it (``host:port``)."""
+
+    cluster_size: int
+    node_id: int
+    client_endpoint: str
+    version: int = PROTOCOL_VERSION
+
+
+Frame = Hello | Message
+
+HEADER = struct.Struct(">IIB")
+HEADER_SIZE = HEADER.size
+_HELLO = struct.Struct(">4sHHiH")  # magic, version, cluster size, node id, endpoint length
+_ADDR = struct.Struct(">iiq")  # src, dst, term: the start of every raft message
+_REQUEST_VOTE = struct.Struct(">iiqqqBB")
+_REQUEST_VOTE_RESPONSE = struct.Struct(">iiqBB")
+_APPEND_ENTRIES = struct.Struct(">iiqqqqI")  # ... prev_log_index, prev_log_term, leader_commit, entry count
+_ENTRY = struct.Struct(">qqI")  # index, term, data length, then the data
+_APPEND_ENTRIES_RESPONSE = struct.Struct(">iiqBqqqq")
+_HEARTBEAT = struct.Struct(">iiqqH")  # ... commit, context length, then the context
+_HEARTBEAT_RESPONSE = struct.Struct(">iiqH")
+_INSTALL_SNAPSHOT = struct.Struct(">iiqqqqqBI")  # ... index, term, offset, total size, done, data length
+_INSTALL_SNAPSHOT_RESPONSE = struct.Struct(">iiqqqBq")
+_TIMEOUT_NOW = _ADDR
+
+
+def _unsigned(layout: struct.Struct) -> struct.Struct:
+    """The encoder's twin of a layout: ids and counters unsigned, so that packing a negative value fails."""
+    return struct.Struct(layout.format.replace("i", "I").replace("q", "Q"))
+
+
+_HELLO_OUT = _unsigned(_HELLO)
+_REQUEST_VOTE_OUT = _unsigned(_REQUEST_VOTE)
+_REQUEST_VOTE_RESPONSE_OUT = _unsigned(_REQUEST_VOTE_RESPONSE)
+_APPEND_ENTRIES_OUT = _unsigned(_APPEND_ENTRIES)
+_ENTRY_OUT = _unsigned(_ENTRY)
+_APPEND_ENTRIES_RESPONSE_OUT = _unsigned(_APPEND_ENTRIES_RESPONSE)
+_HEARTBEAT_OUT = _unsigned(_HEARTBEAT)
+_HEARTBEAT_RESPONSE_OUT = _unsigned(_HEARTBEAT_RESPONSE)
+_INSTALL_SNAPSHOT_OUT = _unsigned(_INSTALL_SNAPSHOT)
+_INSTALL_SNAPSHOT_RESPONSE_OUT = _unsigned(_INSTALL_SNAPSHOT_RESPONSE)
+_TIMEOUT_NOW_OUT = _unsigned(_TIMEOUT_NOW)
+
+
+# --- encoding ------------------------------------------------------------------------------------------
+
+
+def _frame(frame_type: int, body: bytes) -> bytes:
+    return HEADER.pack(len(body), zlib.crc32(body, _TYPE_CRC[frame_type]), frame_type) + body
+
+
+def _encode_hello(hello: Hello) -> bytes:
+    endpoint = hello.client_endpoint.encode("utf-8")
+    if len(endpoint) > MAX_ENDPOINT_BYTES:
+        raise ValueError(f"client endpoint longer than {MAX_ENDPOINT_BYTES} bytes: {hello.client_endpoint!r}")
+    head = _HELLO_OUT.pack(HELLO_MAGIC, hello.version, hello.cluster_size, hello.node_id, len(endpoint))
+    return _frame(FrameType.HELLO, head + endpoint)
+
+
+def _encode_request_vote(m: RequestVote) -> bytes:
+    body = _REQUEST_VOTE_OUT.pack(m.src, m.dst, m.term, m.last_log_index, m.last_log_term, m.pre_vote, m.transfer)
+    return _frame(FrameType.REQUEST_VOTE, body)
+
+
+def _encode_request_vote_response(m: RequestVoteResponse) -> bytes:
+    body = _REQUEST_VOTE_RESPONSE_OUT.pack(m.src, m.dst, m.term, m.granted, m.pre_vote)
+    return _frame(FrameType.REQUEST_VOTE_RESPONSE, body)
+
+
+def _encode_append_entries(m: AppendEntries) -> bytes:
+    entries = m.entries
+    parts = [
+        _APPEND_ENTRIES_OUT.pack(m.src, m.dst, m.term, m.prev_log_index, m.prev_log_term, m.leader_commit, len(entries))
+    ]
+    pack = _ENTRY_OUT.pack
+    append = parts.append
+    for entry in entries:
+        data = entry.data
+        append(pack(entry.index, entry.term, len(data)))
+        append(data)
+    return _frame(FrameType.APPEND_ENTRIES, b"".join(parts))
+
+
+def _encode_append_entries_response(m: AppendEntriesResponse) -> bytes:
+    body = _APPEND_ENTRIES_RESPONSE_OUT.pack(
+        m.src, m.dst, m.term, m.success, m.match_index, m.reject_index, m.hint_term, m.hint_index
+    )
+    return _frame(FrameType.APPEND_ENTRIES_RESPONSE, body)
+
+
+def _encode_heartbeat(m: Heartbeat) -> bytes:
+    _check_context(m.context)
+    body = _HEARTBEAT_OUT.pack(m.src, m.dst, m.term, m.commit, len(m.context)) + m.context
+    return _frame(FrameType.HEARTBEAT, body)
+
+
+def _encode_heartbeat_response(m: HeartbeatResponse) -> bytes:
+    _check_context(m.context)
+    body = _HEARTBEAT_RESPONSE_OUT.pack(m.src, m.dst, m.term, len(m.context)) + m.context
+    return _frame(FrameType.HEARTBEAT_RESPONSE, body)
+
+
+def _encode_install_snapshot(m: InstallSnapshot) -> bytes:
+    head = _INSTALL_SNAPSHOT_OUT.pack(
+        m.src, m.dst, m.term, m.snapshot_index, m.snapshot_term, m.offset, m.total_size, m.done, len(m.data)
+    )
+    return _frame(FrameType.INSTALL_SNAPSHOT, head + m.data)
+
+
+def _encode_install_snapshot_response(m: InstallSnapshotResponse) -> bytes:
+    body = _INSTALL_SNAPSHOT_RESPONSE_OUT.pack(m.src, m.dst, m.term, m.snapshot_index, m.offset, m.done, m.match_index)
+    return _frame(FrameType.INSTALL_SNAPSHOT_RESPONSE, body)
+
+
+def _encode_timeout_now(m: TimeoutNow) -> bytes:
+    return _frame(FrameType.TIMEOUT_NOW, _TIMEOUT_NOW_OUT.pack(m.src, m.dst, m.term))
+
+
+def _check_context(context: bytes) -> None:
+    if len(context) > MAX_CONTEXT_BYTES:
+        raise ValueError(f"ReadIndex context longer than {MAX_CONTEXT_BYTES} bytes")
+
+
+_ENCODERS: dict[type, Callable[[Any], bytes]] = {
+    Hello: _encode_hello,
+    RequestVote: _encode_request_vote,
+    RequestVoteResponse: _encode_request_vote_response,
+    AppendEntries: _encode_append_entries,
+    AppendEntriesResponse: _encode_append_entries_response,
+    Heartbeat: _encode_heartbeat,
+    HeartbeatResponse: _encode_heartbeat_response,
+    InstallSnapshot: _encode_install_snapshot,
+    InstallSnapshotResponse: _encode_install_snapshot_response,
+    TimeoutNow: _encode_timeout_now,
+}
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """One whole frame (header and body) for a ``Hello`` or a raft message.
+
+    Raises ``ValueError`` for values the format cannot carry: a negative or out-of-range number, a Hello
+    endpoint over 255 bytes, a ReadIndex context over 1 KiB; ``TypeError`` for anything else than a frame.
+    """
+    try:
+        encoder = _ENCODERS[type(frame)]
+    except KeyError:
+        raise TypeError(f"not a cluster frame: {type(frame).__name__}") from None
+    try:
+        return encoder(frame)
+    except struct.error as error:
+        raise ValueError(f"cannot encode {frame!r:.200}: {error}") from None
+
+
+# --- decoding ------------------------------------------------------------------------------------------
+
+
+def _bool(value: int, name: str) -> bool:
+    if value > 1:
+        raise ClusterProtocolError(f"{name} is {value}, not 0 or 1")
+    return value == 1
+
+
+def _non_negative(*values: int) -> None:
+    if min(values) < 0:
+        raise ClusterProtocolError(f"negative node id, term, index or size in {values}")
+
+
+def _fixed(layout: struct.Struct, body: bytes, name: str) -> tuple[int, ...]:
+    if len(body) != layout.size:
+        raise ClusterProtocolError(f"{name} body is {len(body)} bytes, expected {layout.size}")
+    return layout.unpack(body)
+
+
+def _decode_hello(body: bytes) -> Hello:
+    if len(body) < _HELLO.size:
+        raise ClusterProtocolError(f"Hello body is {len(body)} bytes, expected at least {_HELLO.size}")
+    magic, version, cluster_size, node_id, length = _HELLO.unpack_from(body)
+    if magic != HELLO_MAGIC:
+        raise ClusterProtocolError(f"not a TaskFlux cluster handshake (magic {magic!r})")
+    if length > MAX_ENDPOINT_BYTES or len(body) != _HELLO.size + length:
+        raise ClusterProtocolError(f"Hello endpoint length {length} does not match a {len(body)}-byte body")
+    _non_negative(node_id)
+    try:
+        endpoint = body[_HELLO.size :].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ClusterProtocolError("Hello endpoint is not UTF-8") from None
+    return Hello(cluster_size=cluster_size, node_id=node_id, client_endpoint=endpoint, version=version)
+
+
+def _decode_request_vote(body: bytes) -> RequestVote:
+    src, dst, term, index, log_term, pre_vote, transfer = _fixed(_REQUEST_VOTE, body, "RequestVote")
+    _non_negative(src, dst, term, index, log_term)
+    return RequestVote(src, dst, term, index, log_term, _bool(pre_vote, "pre_vote"), _bool(transfer, "transfer"))
+
+
+def _decode_request_vote_response(body: bytes) -> RequestVoteResponse:
+    src, dst, term, granted, pre_vote = _fixed(_REQUEST_VOTE_RESPONSE, body, "RequestVoteResponse")
+    _non_negative(src, dst, term)
+    return RequestVoteResponse(src, dst, term, _bool(granted, "granted"), _bool(pre_vote, "pre_vote"))
+
+
+def _decode_append_entries(body: bytes) -> AppendEntries:
+    size = len(body)
+    if size < _APPEND_ENTRIES.size:
+        raise ClusterProtocolError(f"AppendEntries body is {size} bytes, shorter than its fixed part")
+    src, dst, term, prev_index, prev_term, commit, count = _APPEND_ENTRIES.unpack_from(body)
+    _non_negative(src, dst, term, prev_index, prev_term, commit)
+    offset = _APPEND_ENTRIES.size
+    # Checked before the loop, so a hostile count costs nothing.
+    if count * _ENTRY.size > size - offset:
+        raise ClusterProtocolError(f"AppendEntries claims {count} entries in {size - offset} bytes")
+    entries = []
+    unpack = _ENTRY.unpack_from
+    head = _ENTRY.size
+    for _ in range(count):
+        if offset + head > size:
+            raise ClusterProtocolError("AppendEntries ends inside an entry header")
+        index, entry_term, length = unpack(body, offset)
+        offset += head
+        end = offset + length
+        if end > size or index < 0 or entry_term < 0:
+            raise ClusterProtocolError(f"AppendEntries entry {index} (term {entry_term}, {length} bytes) is malformed")
+        entries.append(Entry(index, entry_term, body[offset:end]))
+        offset = end
+    if offset != size:
+        raise ClusterProtocolError(f"AppendEntries has {size - offset} bytes after its last entry")
+    return AppendEntries(src, dst, term, prev_index, prev_term, tuple(entries), commit)
+
+
+def _decode_append_entries_response(body: bytes) -> AppendEntriesResponse:
+    fields = _fixed(_APPEND_ENTRIES_RESPONSE, body, "AppendEntriesResponse")
+    src, dst, term, success, match, reject, hint_term, hint_index = fields
+    _non_negative(src, dst, term, match, reject, hint_term, hint_index)
+    return AppendEntriesResponse(src, dst, term, _bool(success, "success"), match, reject, hint_term, hint_index)
+
+
+def _context(body: bytes, start: int, length: int, name: str) -> bytes:
+    if length > MAX_CONTEXT_BYTES or len(body) != start + length:
+        raise ClusterProtocolError(f"{name} context length {length} does not match a {len(body)}-byte body")
+    return body[start:]
+
+
+def _decode_heartbeat(body: bytes) -> Heartbeat:
+    if len(body) < _HEARTBEAT.size:
+        raise ClusterProtocolError(f"Heartbeat body is {len(body)} bytes, shorter than its fixed part")
+    src, dst, term, commit, length = _HEARTBEAT.unpack_from(body)
+    _non_negative(src, dst, term, commit)
+    return Heartbeat(src, dst, term, commit, _context(body, _HEARTBEAT.size, length, "Heartbeat"))
+
+
+def _decode_heartbeat_response(body: bytes) -> HeartbeatResponse:
+    if len(body) < _HEARTBEAT_RESPONSE.size:
+        raise ClusterProtocolError(f"HeartbeatResponse body is {len(body)} bytes, shorter than its fixed part")
+    src, dst, term, length = _HEARTBEAT_RESPONSE.unpack_from(body)
+    _non_negative(src, dst, term)
+    return HeartbeatResponse(src, dst, term, _context(body, _HEARTBEAT_RESPONSE.size, length, "HeartbeatResponse"))
+
+
+def _decode_install_snapshot(body: bytes) -> InstallSnapshot:
+    if len(body) < _INSTALL_SNAPSHOT.size:
+        raise ClusterProtocolError(f"InstallSnapshot body is {len(body)} bytes, shorter than its fixed part")
+    src, dst, term, index, snap_term, offset, total, done, length = _INSTALL_SNAPSHOT.unpack_from(body)
+    _non_negative(src, dst, term, index, snap_term, offset, total)
+    if len(body) != _INSTALL_SNAPSHOT.size + length:
+        raise ClusterProtocolError(f"InstallSnapshot data length {length} does not match a {len(body)}-byte body")
+    data = body[_INSTALL_SNAPSHOT.size :]
+    return InstallSnapshot(src, dst, term, index, snap_term, offset, data, total, _bool(done, "done"))
+
+
+def _decode_install_snapshot_response(body: bytes) -> InstallSnapshotResponse:
+    fields = _fixed(_INSTALL_SNAPSHOT_RESPONSE, body, "InstallSnapshotResponse")
+    src, dst, term, index, offset, done, match = fields
+    _non_negative(src, dst, term, index, offset, match)
+    return InstallSnapshotResponse(src, dst, term, index, offset, _bool(done, "done"), match)
+
+
+def _decode_timeout_now(body: bytes) -> TimeoutNow:
+    src, dst, term = _fixed(_TIMEOUT_NOW, body, "TimeoutNow")
+    _non_negative(src, dst, term)
+    return TimeoutNow(src, dst, term)
+
+
+_DECODERS: dict[int, Callable[[bytes], Frame]] = {
+    FrameType.HELLO: _decode_hello,
+    FrameType.REQUEST_VOTE: _decode_request_vote,
+    FrameType.REQUEST_VOTE_RESPONSE: _decode_request_vote_response,
+    FrameType.APPEND_ENTRIES: _decode_append_entries,
+    FrameType.APPEND_ENTRIES_RESPONSE: _decode_append_entries_response,
+    FrameType.HEARTBEAT: _decode_heartbeat,
+    FrameType.HEARTBEAT_RESPONSE: _decode_heartbeat_response,
+    FrameType.INSTALL_SNAPSHOT: _decode_install_snapshot,
+    FrameType.INSTALL_SNAPSHOT_RESPONSE: _decode_install_snapshot_response,
+    FrameType.TIMEOUT_NOW: _decode_timeout_now,
+}
+# The CRC covers the type byte too, so a flipped type cannot turn one valid frame into another.
+_TYPE_CRC: dict[int, int] = {frame_type: zlib.crc32(bytes([frame_type])) for frame_type in FrameType}
+
+
+class FrameDecoder:
+    """Incremental decoder of one cluster connection's byte stream.
+
+    ``feed()`` bytes as they arrive, then call ``next_frame()`` until it returns ``None`` (need more bytes).
+    A body length is checked against ``max_frame_bytes`` from the header alone, before the body is awaited
+    or copied. Malformed input raises ``ClusterProtocolError``; the decoder then stays broken (every later
+    call raises) and the connection must be closed.
+    """
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        if not MIN_MAX_FRAME_BYTES <= max_frame_bytes <= MAX_BODY_BYTES:
+            raise ValueError(f"max_frame_bytes must be in {MIN_MAX_FRAME_BYTES}..{MAX_BODY_BYTES}")
+        self.max_frame_bytes = max_frame_bytes
+        self._buffer = bytearray()
+        self._start = 0  # where the next frame begins in _buffer
+        self._error: ClusterProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as frames."""
+        return len(self._buffer) - self._start
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Add received bytes."""
+        if self._error is not None:
+            raise ClusterProtocolError(f"decoder unusable after an earlier error: {self._error}")
+        if self._start and self._start == len(self._buffer):
+            self._buffer.clear()
+            self._start = 0
+        self._buffer += data
+
+    def next_frame(self) -> Frame | None:
+        """The next whole frame, or ``None`` when more bytes are needed."""
+        if self._error is not None:
+            raise ClusterProtocolError(f"decoder unusable after an earlier error: {self._error}")
+        try:
+            return self._next()
+        except ClusterProtocolError as error:
+            self._fail(error)
+            raise
+        except (struct.error, ValueError) as error:  # a layout check missed above; still the peer's fault
+            wrapped = ClusterProtocolError(f"malformed frame: {error}")
+            self._fail(wrapped)
+            raise wrapped from error
+
+    def _fail(self, error: ClusterProtocolError) -> None:
+        self._error = error
+        self._buffer = bytearray()
+        self._start = 0
+
+    def _next(self) -> Frame | None:
+        buffer = self._buffer
+        start = self._start
+        available = len(buffer) - start
+        if available < HEADER_SIZE:
+            return None
+        length, crc, frame_type = HEADER.unpack_from(buffer, start)
+        if length > self.max_frame_bytes:
+            raise ClusterProtocolError(f"frame body of {length} bytes exceeds the {self.max_frame_bytes}-byte limit")
+        decode = _DECODERS.get(frame_type)
+        if decode is None:
+            raise ClusterProtocolError(f"unknown frame type {frame_type}")
+        end = start + HEADER_SIZE + length
+        if len(buffer) < end:
+            return None
+        with memoryview(buffer) as view:
+            body = bytes(view[start + HEADER_SIZE : end])
+        if zlib.crc32(body, _TYPE_CRC[frame_type]) != crc:
+            raise ClusterProtocolError(f"checksum mismatch in a frame of type {frame_type} ({length} bytes)")
+        frame = decode(body)
+        if end == len(buffer):
+            buffer.clear()
+            self._start = 0
+        elif end > 1 << 20:
+            del buffer[:end]  # drop consumed bytes once they add up, not after every frame
+            self._start = 0
+        else:
+            self._start = end
+        return frame
+
+
+def check_hello(hello: Frame | None, cluster_size: int, own_node_id: int) -> Hello:
+    """The acceptor's check of a dialer's first frame: a Hello of our version and cluster size from another
+    node id in range. Returns it; raises ``ClusterProtocolError`` naming what is wrong."""
+    if not isinstance(hello, Hello):
+        raise ClusterProtocolError(f"expected Hello first, got {type(hello).__name__}")
+    if hello.version != PROTOCOL_VERSION:
+        raise ClusterProtocolError(f"protocol version {hello.version}, this node speaks {PROTOCOL_VERSION}")
+    if hello.cluster_size != cluster_size:
+        raise ClusterProtocolError(f"peer has cluster size {hello.cluster_size}, this node {cluster_size}")
+    if not 0 <= hello.node_id < cluster_size or hello.node_id == own_node_id:
+        raise ClusterProtocolError(f"peer claims node id {hello.node_id} (this node is {own_node_id})")
+    return hello

@@ -1,0 +1,375 @@
+"""The cluster codec: round trips of every frame, partial input, trailing data, hostile lengths, fuzzing."""
+
+from __future__ import annotations
+
+import struct
+import tracemalloc
+import zlib
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from taskflux.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    RequestVote,
+    RequestVoteResponse,
+    TimeoutNow,
+)
+from taskflux.raft.types import Entry
+from taskflux.wire.cluster_protocol import (
+    DEFAULT_MAX_FRAME_BYTES,
+    HEADER_SIZE,
+    MAX_CONTEXT_BYTES,
+    PROTOCOL_VERSION,
+    ClusterProtocolError,
+    FrameDecoder,
+    FrameType,
+    Hello,
+    check_hello,
+    encode_frame,
+)
+
+node_ids = st.integers(0, 2**31 - 1)
+counters = st.integers(0, 2**63 - 1)
+small = st.binary(max_size=64)
+entries = st.builds(Entry, counters, counters, small)
+contexts = st.binary(max_size=MAX_CONTEXT_BYTES)
+
+hellos = st.builds(
+    Hello,
+    cluster_size=st.integers(0, 65535),
+    node_id=node_ids,
+    client_endpoint=st.text(max_size=60),
+    version=st.integers(0, 65535),
+)
+messages = st.one_of(
+    st.builds(RequestVote, node_ids, node_ids, counters, counters, counters, st.booleans(), st.booleans()),
+    st.builds(RequestVoteResponse, node_ids, node_ids, counters, st.booleans(), st.booleans()),
+    st.builds(
+        AppendEntries,
+        node_ids,
+        node_ids,
+        counters,
+        counters,
+        counters,
+        st.lists(entries, max_size=8).map(tuple),
+        counters,
+    ),
+    st.builds(
+        AppendEntriesResponse, node_ids, node_ids, counters, st.booleans(), counters, counters, counters, counters
+    ),
+    st.builds(Heartbeat, node_ids, node_ids, counters, counters, contexts),
+    st.builds(HeartbeatResponse, node_ids, node_ids, counters, contexts),
+    st.builds(
+        InstallSnapshot, node_ids, node_ids, counters, counters, counters, counters, small, counters, st.booleans()
+    ),
+    st.builds(InstallSnapshotResponse, node_ids, node_ids, counters, counters, counters, st.booleans(), counters),
+    st.builds(TimeoutNow, node_ids, node_ids, counters),
+)
+frames = st.one_of(hellos, messages)
+
+EXAMPLES = [
+    Hello(cluster_size=3, node_id=1, client_endpoint="127.0.0.1:2602"),
+    RequestVote(0, 1, 5, 10, 4, pre_vote=True, transfer=False),
+    RequestVoteResponse(1, 0, 5, granted=True, pre_vote=True),
+    AppendEntries(0, 2, 7, 9, 6, (Entry(10, 7, b"a"), Entry(11, 7, b""), Entry(12, 7, b"\x00" * 300)), 9),
+    AppendEntries(0, 2, 7, 9, 6, (), 9),
+    AppendEntriesResponse(2, 0, 7, success=False, reject_index=9, hint_term=5, hint_index=8),
+    Heartbeat(0, 1, 7, 12, b"\x00\x00\x00\x00\x00\x00\x00\x03"),
+    HeartbeatResponse(1, 0, 7, b""),
+    InstallSnapshot(0, 1, 7, 100, 6, 4096, b"snapshot bytes", 9000, done=False),
+    InstallSnapshotResponse(1, 0, 7, 100, offset=4110, done=True, match_index=100),
+    TimeoutNow(0, 2, 8),
+]
+
+
+def decode_all(data: bytes, chunk: int | None = None, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> list[object]:
+    decoder = FrameDecoder(max_frame_bytes)
+    out: list[object] = []
+    step = chunk or max(1, len(data))
+    for i in range(0, len(data), step):
+        decoder.feed(data[i : i + step])
+        while (frame := decoder.next_frame()) is not None:
+            out.append(frame)
+    assert decoder.buffered == 0
+    return out
+
+
+def test_every_frame_type_has_an_example() -> None:
+    assert {type(example) for example in EXAMPLES} | {Hello} == {
+        Hello,
+        RequestVote,
+        RequestVoteResponse,
+        AppendEntries,
+        AppendEntriesResponse,
+        Heartbeat,
+        HeartbeatResponse,
+        InstallSnapshot,
+        InstallSnapshotResponse,
+        TimeoutNow,
+    }
+    assert len(FrameType) == 10
+
+
+@pytest.mark.parametrize("frame", EXAMPLES, ids=lambda f: type(f).__name__)
+def test_examples_round_trip_whole_and_byte_by_byte(frame: object) -> None:
+    data = encode_frame(frame)  # type: ignore[arg-type]
+    assert decode_all(data) == [frame]
+    assert decode_all(data, chunk=1) == [frame]
+
+
+def test_header_layout_is_documented() -> None:
+    data = encode_frame(TimeoutNow(0, 2, 8))
+    body = struct.pack(">iiq", 0, 2, 8)
+    assert data == struct.pack(">IIB", len(body), zlib.crc32(bytes([10]) + body), 10) + body
+    assert HEADER_SIZE == 9
+    hello = encode_frame(Hello(cluster_size=3, node_id=1, client_endpoint="h:1"))
+    assert hello[HEADER_SIZE:] == b"TFXC" + struct.pack(">HHiH", PROTOCOL_VERSION, 3, 1, 3) + b"h:1"
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(frames, min_size=1, max_size=6), st.integers(1, 50))
+def test_round_trip_any_frames_any_chunking(batch: list[object], chunk: int) -> None:
+    data = b"".join(encode_frame(frame) for frame in batch)  # type: ignore[arg-type]
+    assert decode_all(data) == batch
+    assert decode_all(data, chunk=chunk) == batch
+
+
+def test_need_more_until_the_last_byte() -> None:
+    data = encode_frame(EXAMPLES[3])
+    decoder = FrameDecoder()
+    for byte in data[:-1]:
+        decoder.feed(bytes([byte]))
+        assert decoder.next_frame() is None
+    decoder.feed(data[-1:])
+    assert decoder.next_frame() == EXAMPLES[3]
+    assert decoder.next_frame() is None
+
+
+def test_trailing_bytes_stay_for_the_next_frame() -> None:
+    first, second = encode_frame(EXAMPLES[1]), encode_frame(EXAMPLES[2])
+    decoder = FrameDecoder()
+    decoder.feed(first + second[:5])
+    assert decoder.next_frame() == EXAMPLES[1]
+    assert decoder.next_frame() is None
+    assert decoder.buffered == 5
+    decoder.feed(second[5:])
+    assert decoder.next_frame() == EXAMPLES[2]
+
+
+def reframe(frame_type: int, body: bytes) -> bytes:
+    """A frame with a valid header and checksum around any body."""
+    return struct.pack(">IIB", len(body), zlib.crc32(bytes([frame_type]) + body), frame_type) + body
+
+
+def malformed(data: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> str:
+    decoder = FrameDecoder(max_frame_bytes)
+    decoder.feed(data)
+    with pytest.raises(ClusterProtocolError) as caught:
+        decoder.next_frame()
+    with pytest.raises(ClusterProtocolError):  # unusable afterwards
+        decoder.next_frame()
+    with pytest.raises(ClusterProtocolError):
+        decoder.feed(b"more")
+    return str(caught.value)
+
+
+def body_of(frame: object) -> bytes:
+    return encode_frame(frame)[HEADER_SIZE:]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("frame", EXAMPLES, ids=lambda f: type(f).__name__)
+def test_trailing_bytes_inside_a_body(frame: object) -> None:
+    data = encode_frame(frame)  # type: ignore[arg-type]
+    malformed(reframe(data[8], body_of(frame) + b"\x00"))
+
+
+@pytest.mark.parametrize("frame", EXAMPLES, ids=lambda f: type(f).__name__)
+def test_truncated_bodies(frame: object) -> None:
+    data = encode_frame(frame)  # type: ignore[arg-type]
+    body = body_of(frame)
+    for cut in range(len(body)):
+        decoder = FrameDecoder()
+        decoder.feed(reframe(data[8], body[:cut]))
+        try:
+            result = decoder.next_frame()
+        except ClusterProtocolError:
+            continue
+        # A shorter body can only be valid when it drops whole trailing variable-length data.
+        assert result is not None and result != frame
+
+
+def test_bad_checksum() -> None:
+    data = bytearray(encode_frame(EXAMPLES[1]))
+    data[-1] ^= 1
+    assert "checksum" in malformed(bytes(data))
+
+
+def test_a_flipped_type_byte_fails_the_checksum() -> None:
+    data = bytearray(encode_frame(Heartbeat(0, 1, 2, 3)))
+    data[8] = FrameType.HEARTBEAT_RESPONSE
+    assert "checksum" in malformed(bytes(data))
+
+
+def test_unknown_type_is_refused_from_the_header() -> None:
+    assert "unknown frame type 99" in malformed(struct.pack(">IIB", 10, 0, 99))
+    assert "unknown frame type 0" in malformed(struct.pack(">IIB", 0, 0, 0))
+
+
+def test_hostile_length_is_refused_before_the_body_arrives() -> None:
+    message = malformed(struct.pack(">IIB", 0xFFFFFFFF, 0, FrameType.APPEND_ENTRIES))
+    assert "exceeds" in message
+    assert "exceeds" in malformed(struct.pack(">IIB", 4097, 0, 4), max_frame_bytes=4096)
+    # exactly at the limit: waits for the body
+    decoder = FrameDecoder(4096)
+    decoder.feed(struct.pack(">IIB", 4096, 0, 4))
+    assert decoder.next_frame() is None
+
+
+def test_hostile_entry_count_and_lengths() -> None:
+    fixed = struct.pack(">iiqqqqI", 0, 1, 1, 0, 0, 0, 0xFFFFFFFF)
+    assert "claims" in malformed(reframe(FrameType.APPEND_ENTRIES, fixed))
+    one = struct.pack(">iiqqqqI", 0, 1, 1, 0, 0, 0, 1) + struct.pack(">qqI", 1, 1, 0xFFFFFFFF)
+    malformed(reframe(FrameType.APPEND_ENTRIES, one))
+    heartbeat = struct.pack(">iiqqH", 0, 1, 1, 0, 0xFFFF) + b"x" * 10
+    malformed(reframe(FrameType.HEARTBEAT, heartbeat))
+    snapshot = struct.pack(">iiqqqqqBI", 0, 1, 1, 1, 1, 0, 10, 1, 0xFFFFFFFF)
+    malformed(reframe(FrameType.INSTALL_SNAPSHOT, snapshot))
+    hello = b"TFXC" + struct.pack(">HHiH", 1, 3, 0, 0xFFFF)
+    malformed(reframe(FrameType.HELLO, hello))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        struct.pack(">iiq", -1, 0, 1),
+        struct.pack(">iiq", 0, -5, 1),
+        struct.pack(">iiq", 0, 1, -1),
+    ],
+)
+def test_negative_ids_and_terms(body: bytes) -> None:
+    assert "negative" in malformed(reframe(FrameType.TIMEOUT_NOW, body))
+
+
+def test_negative_entry_index_and_hello_node_id() -> None:
+    entry = struct.pack(">iiqqqqI", 0, 1, 1, 0, 0, 0, 1) + struct.pack(">qqI", -1, 1, 0)
+    malformed(reframe(FrameType.APPEND_ENTRIES, entry))
+    assert "negative" in malformed(reframe(FrameType.HELLO, b"TFXC" + struct.pack(">HHiH", 1, 3, -1, 0)))
+
+
+def test_booleans_must_be_zero_or_one() -> None:
+    body = struct.pack(">iiqqqBB", 0, 1, 1, 0, 0, 2, 0)
+    assert "not 0 or 1" in malformed(reframe(FrameType.REQUEST_VOTE, body))
+
+
+def test_hello_magic_and_encoding() -> None:
+    assert "magic" in malformed(reframe(FrameType.HELLO, b"HTTP" + struct.pack(">HHiH", 1, 3, 0, 0)))
+    assert "UTF-8" in malformed(reframe(FrameType.HELLO, b"TFXC" + struct.pack(">HHiH", 1, 3, 0, 1) + b"\xff"))
+
+
+def test_a_client_speaking_to_the_cluster_port_is_refused() -> None:
+    # Anything that is not a frame fails on its header: here a length over the limit.
+    malformed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+
+
+def test_encoder_refuses_what_the_format_cannot_carry() -> None:
+    with pytest.raises(ValueError):
+        encode_frame(TimeoutNow(-1, 0, 0))
+    with pytest.raises(ValueError):
+        encode_frame(Heartbeat(0, 1, 1, 1, b"x" * (MAX_CONTEXT_BYTES + 1)))
+    with pytest.raises(ValueError):
+        encode_frame(Hello(cluster_size=3, node_id=0, client_endpoint="h" * 256))
+    with pytest.raises(TypeError):
+        encode_frame("not a frame")  # type: ignore[arg-type]
+
+
+def test_decoder_limits() -> None:
+    with pytest.raises(ValueError):
+        FrameDecoder(100)
+    with pytest.raises(ValueError):
+        FrameDecoder(2**31)
+
+
+def test_check_hello() -> None:
+    good = Hello(cluster_size=3, node_id=2, client_endpoint="h:1")
+    assert check_hello(good, 3, 0) is good
+    for bad, match in [
+        (Hello(cluster_size=3, node_id=2, client_endpoint="h:1", version=2), "version"),
+        (Hello(cluster_size=5, node_id=2, client_endpoint="h:1"), "cluster size"),
+        (Hello(cluster_size=3, node_id=3, client_endpoint="h:1"), "node id"),
+        (Hello(cluster_size=3, node_id=0, client_endpoint="h:1"), "node id"),
+        (TimeoutNow(0, 1, 1), "expected Hello"),
+        (None, "expected Hello"),
+    ]:
+        with pytest.raises(ClusterProtocolError, match=match):
+            check_hello(bad, 3, 0)  # type: ignore[arg-type]
+
+
+def test_many_frames_keep_the_buffer_small() -> None:
+    decoder = FrameDecoder()
+    data = encode_frame(Heartbeat(0, 1, 2, 3))
+    for _ in range(200_000 // len(data) + 10):
+        decoder.feed(data + data[:3])
+        assert decoder.next_frame() is not None
+        decoder.feed(data[3:])
+        assert decoder.next_frame() is not None
+    assert decoder.next_frame() is None
+    assert len(decoder._buffer) < 2 * 1024 * 1024
+
+
+# --- fuzzing -------------------------------------------------------------------------------------------
+
+
+def feed_and_drain(data: bytes, chunk: int) -> None:
+    """Feed garbage: only frames, None or ClusterProtocolError may come out."""
+    decoder = FrameDecoder(1 << 16)
+    try:
+        for i in range(0, len(data), chunk):
+            decoder.feed(data[i : i + chunk])
+            while decoder.next_frame() is not None:
+                pass
+    except ClusterProtocolError:
+        pass
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=300), st.integers(1, 32))
+def test_random_bytes(data: bytes, chunk: int) -> None:
+    feed_and_drain(data, chunk)
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(frames, st.data())
+def test_flipped_and_truncated_frames(frame: object, data: st.DataObject) -> None:
+    encoded = bytearray(encode_frame(frame))  # type: ignore[arg-type]
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(encoded) - 1))
+        encoded[position] ^= data.draw(st.integers(1, 255))
+    cut = data.draw(st.integers(0, len(encoded)))
+    feed_and_drain(bytes(encoded[:cut]), data.draw(st.integers(1, 16)))
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(list(FrameType)), st.binary(max_size=200))
+def test_valid_checksum_around_random_bodies(frame_type: FrameType, body: bytes) -> None:
+    """Past the checksum, the body decoders see arbitrary bytes: still only frames or ClusterProtocolError."""
+    feed_and_drain(reframe(frame_type, body), 7)
+
+
+def test_no_large_allocation_on_hostile_headers() -> None:
+    tracemalloc.start()
+    try:
+        for frame_type in FrameType:
+            decoder = FrameDecoder()
+            decoder.feed(struct.pack(">IIB", DEFAULT_MAX_FRAME_BYTES, 0, frame_type) + b"\x00" * 100)
+            assert decoder.next_frame() is None
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1024 * 1024
