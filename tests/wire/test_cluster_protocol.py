@@ -373,3 +373,35 @@ def test_no_large_allocation_on_hostile_headers() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 1024 * 1024
+
+
+def test_the_documented_examples() -> None:
+    """The byte dumps of docs/cluster-protocol.md §4."""
+    hello = Hello(cluster_size=3, node_id=1, client_endpoint="127.0.0.1:2612")
+    assert encode_frame(hello) == bytes.fromhex(
+        "0000001c b456c824 01 54465843 0001 0003 00000001 000e 3132372e302e302e313a32363132"
+    )
+    assert encode_frame(TimeoutNow(0, 2, 8)) == bytes.fromhex("00000010 dbee8e50 0a 00000000 00000002 0000000000000008")
+    append = AppendEntries(0, 1, 2, 5, 2, (Entry(6, 2, b"ab"),), 5)
+    assert encode_frame(append) == bytes.fromhex(
+        "00000042 45cf2bf9 04 00000000 00000001 0000000000000002 0000000000000005 0000000000000002"
+        "0000000000000005 00000001 0000000000000006 0000000000000002 00000002 6162"
+    )
+
+
+@pytest.mark.parametrize(
+    ("frame", "size"),
+    [
+        (EXAMPLES[1], 34),
+        (EXAMPLES[2], 18),
+        (AppendEntries(0, 1, 1, 0, 0, (), 0), 44),
+        (EXAMPLES[5], 49),
+        (Heartbeat(0, 1, 1, 1), 26),
+        (HeartbeatResponse(0, 1, 1), 18),
+        (InstallSnapshot(0, 1, 1, 1, 1, 0, b"", 0, True), 53),
+        (EXAMPLES[9], 41),
+        (EXAMPLES[10], 16),
+    ],
+)
+def test_documented_body_sizes(frame: object, size: int) -> None:
+    assert len(encode_frame(frame)) - HEADER_SIZE == size  # type: ignore[arg-type]
