@@ -40,6 +40,7 @@ __all__ = [
     "MIN_MAX_FRAME_BYTES",
     "PROTOCOL_VERSION",
     "ClusterProtocolError",
+    "Frame",
     "FrameDecoder",
     "FrameType",
     "Hello",
@@ -88,7 +89,7 @@ class Hello:
     version: int = PROTOCOL_VERSION
 
 
-Frame = Hello | Message
+Frame = Hello | Message  # what a FrameDecoder yields and encode_frame takes
 
 HEADER = struct.Struct(">IIB")
 HEADER_SIZE = HEADER.size

@@ -28,6 +28,7 @@ from taskflux.wire.cluster_protocol import (
     MAX_CONTEXT_BYTES,
     PROTOCOL_VERSION,
     ClusterProtocolError,
+    Frame,
     FrameDecoder,
     FrameType,
     Hello,
@@ -74,7 +75,7 @@ messages = st.one_of(
 )
 frames = st.one_of(hellos, messages)
 
-EXAMPLES = [
+EXAMPLES: list[Frame] = [
     Hello(cluster_size=3, node_id=1, client_endpoint="127.0.0.1:2602"),
     RequestVote(0, 1, 5, 10, 4, pre_vote=True, transfer=False),
     RequestVoteResponse(1, 0, 5, granted=True, pre_vote=True),
@@ -89,9 +90,9 @@ EXAMPLES = [
 ]
 
 
-def decode_all(data: bytes, chunk: int | None = None, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> list[object]:
+def decode_all(data: bytes, chunk: int | None = None, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> list[Frame]:
     decoder = FrameDecoder(max_frame_bytes)
-    out: list[object] = []
+    out: list[Frame] = []
     step = chunk or max(1, len(data))
     for i in range(0, len(data), step):
         decoder.feed(data[i : i + step])
@@ -118,8 +119,8 @@ def test_every_frame_type_has_an_example() -> None:
 
 
 @pytest.mark.parametrize("frame", EXAMPLES, ids=lambda f: type(f).__name__)
-def test_examples_round_trip_whole_and_byte_by_byte(frame: object) -> None:
-    data = encode_frame(frame)  # type: ignore[arg-type]
+def test_examples_round_trip_whole_and_byte_by_byte(frame: Frame) -> None:
+    data = encode_frame(frame)
     assert decode_all(data) == [frame]
     assert decode_all(data, chunk=1) == [frame]
 
@@ -135,8 +136,8 @@ def test_header_layout_is_documented() -> None:
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(frames, min_size=1, max_size=6), st.integers(1, 50))
-def test_round_trip_any_frames_any_chunking(batch: list[object], chunk: int) -> None:
-    data = b"".join(encode_frame(frame) for frame in batch)  # type: ignore[arg-type]
+def test_round_trip_any_frames_any_chunking(batch: list[Frame], chunk: int) -> None:
+    data = b"".join(encode_frame(frame) for frame in batch)
     assert decode_all(data) == batch
     assert decode_all(data, chunk=chunk) == batch
 
@@ -180,19 +181,19 @@ def malformed(data: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> st
     return str(caught.value)
 
 
-def body_of(frame: object) -> bytes:
-    return encode_frame(frame)[HEADER_SIZE:]  # type: ignore[arg-type]
+def body_of(frame: Frame) -> bytes:
+    return encode_frame(frame)[HEADER_SIZE:]
 
 
 @pytest.mark.parametrize("frame", EXAMPLES, ids=lambda f: type(f).__name__)
-def test_trailing_bytes_inside_a_body(frame: object) -> None:
-    data = encode_frame(frame)  # type: ignore[arg-type]
+def test_trailing_bytes_inside_a_body(frame: Frame) -> None:
+    data = encode_frame(frame)
     malformed(reframe(data[8], body_of(frame) + b"\x00"))
 
 
 @pytest.mark.parametrize("frame", EXAMPLES, ids=lambda f: type(f).__name__)
-def test_truncated_bodies(frame: object) -> None:
-    data = encode_frame(frame)  # type: ignore[arg-type]
+def test_truncated_bodies(frame: Frame) -> None:
+    data = encode_frame(frame)
     body = body_of(frame)
     for cut in range(len(body)):
         decoder = FrameDecoder()
@@ -346,8 +347,8 @@ def test_random_bytes(data: bytes, chunk: int) -> None:
 
 @settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
 @given(frames, st.data())
-def test_flipped_and_truncated_frames(frame: object, data: st.DataObject) -> None:
-    encoded = bytearray(encode_frame(frame))  # type: ignore[arg-type]
+def test_flipped_and_truncated_frames(frame: Frame, data: st.DataObject) -> None:
+    encoded = bytearray(encode_frame(frame))
     for _ in range(data.draw(st.integers(1, 4))):
         position = data.draw(st.integers(0, len(encoded) - 1))
         encoded[position] ^= data.draw(st.integers(1, 255))
@@ -403,5 +404,5 @@ def test_the_documented_examples() -> None:
         (EXAMPLES[10], 16),
     ],
 )
-def test_documented_body_sizes(frame: object, size: int) -> None:
-    assert len(encode_frame(frame)) - HEADER_SIZE == size  # type: ignore[arg-type]
+def test_documented_body_sizes(frame: Frame, size: int) -> None:
+    assert len(encode_frame(frame)) - HEADER_SIZE == size
