@@ -50,8 +50,10 @@ MIB = 1024 * KIB
 GIB = 1024 * MIB
 MAX_PORT = 65535
 MAX_INT64 = 2**63 - 1
-# The client protocol carries payload lengths as int32.
-MAX_PAYLOAD_SIZE = 2**31 - 1
+# Bounds that keep the cluster frame limit (replication_max_send_size + 2 * max_payload_size + 1 MiB, see
+# Config.cluster_max_frame_bytes) below the 2 GiB a frame can carry.
+MAX_PAYLOAD_SIZE = 512 * MIB
+MAX_REPLICATION_SEND_SIZE = 256 * MIB
 # Peers written without a port: the default cluster port (the original assumed the client port 2602).
 DEFAULT_PEER_PORT = 5000
 DEFAULT_CLUSTER_FRAME_BYTES = 64 * MIB
@@ -341,7 +343,7 @@ OPTIONS: tuple[Option, ...] = (
            "A client connection with no request for this long is closed."),
     Option("tcp_adapter_max_connections", "integer", 1024, _ranged(_parse_int, 1, 1_000_000, "1..1000000"),
            "Client connections served at once; further ones wait to be accepted."),
-    Option("max_payload_size", "size", "16MiB", _ranged(parse_size, 1, MAX_PAYLOAD_SIZE, "1..2147483647 bytes"),
+    Option("max_payload_size", "size", "16MiB", _ranged(parse_size, 1, MAX_PAYLOAD_SIZE, "1 byte..512MiB"),
            "Largest record payload accepted by any interface (binary, REST, gRPC)."),
     Option("data_directory", "path", "/var/lib/tflux", _parse_path,
            "Directory of the log, snapshot and metadata; created if missing. Relative to the working directory."),
@@ -352,7 +354,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("snapshot_creation_segments_threshold", "integer", 5, _ranged(_parse_int, 0, 1_000_000, "0..1000000"),
            "Take a snapshot once this many sealed, fully committed segments lie behind the last one "
            "(0 behaves like 1)."),
-    Option("replication_max_send_size", "size", "1MiB", _ranged(parse_size, 0, GIB, "0..1GiB"),
+    Option("replication_max_send_size", "size", "1MiB", _ranged(parse_size, 0, MAX_REPLICATION_SEND_SIZE, "0..256MiB"),
            "Soft cap on entry bytes per AppendEntries (one entry always goes; 0: one entry per message)."),
     Option("raft_tick_interval", "duration", "50ms", _positive_duration,
            "The raft clock: timeouts below are whole multiples of it."),

@@ -186,6 +186,8 @@ def test_empty_file_and_raft_config(tmp_path: Path) -> None:
     raft = config.raft_config()
     assert (raft.node_id, raft.cluster_size, raft.election_ticks, raft.heartbeat_ticks) == (2, 3, 10, 2)
     assert config.cluster_max_frame_bytes >= config.replication_max_send_size + config.max_payload_size
+    biggest = load_config([*PEERS, "--max-payload-size", "512MiB", "--replication-max-send-size", "256MiB"], {})
+    assert biggest.cluster_max_frame_bytes < 2**31  # what a cluster frame header can carry
 
 
 # --- value formats -------------------------------------------------------------------------------------
@@ -365,7 +367,7 @@ def test_yaml_native_types(tmp_path: Path) -> None:
         (
             [*PEERS, "--max-payload-size", "0"],
             {},
-            ["max_payload_size: '0' is out of range; accepted: 1..2147483647 bytes"],
+            ["max_payload_size: '0' is out of range; accepted: 1 byte..512MiB"],
         ),
         (
             [*PEERS, "--tcp-adapter-idle-timeout", "forever"],
