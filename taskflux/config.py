@@ -567,10 +567,26 @@ def _unknown(name: str, where: str) -> ConfigError:
     return ConfigError(f"{name}: unknown option in {where}{hint}; accepted: {', '.join(candidates)}")
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """YAML 1.1 reads an unquoted ``1:30`` as the base-60 number 90; TaskFlux reads it as a duration (1 h 30 min)."""
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:  # type: ignore[override]
+        text = self.construct_scalar(node)
+        return text if ":" in text else super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> Any:  # type: ignore[override]
+        text = self.construct_scalar(node)
+        return text if ":" in text else super().construct_yaml_float(node)
+
+
+_YamlLoader.add_constructor("tag:yaml.org,2002:int", _YamlLoader.construct_yaml_int)
+_YamlLoader.add_constructor("tag:yaml.org,2002:float", _YamlLoader.construct_yaml_float)
+
+
 def _read_file(path: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as stream:
-            document = yaml.safe_load(stream)
+            document = yaml.load(stream, Loader=_YamlLoader)  # a SafeLoader: no arbitrary objects
     except OSError as error:
         raise ConfigError(
             f"config file {path!r}: cannot be read ({error.strerror or error}); accepted: a readable YAML file"

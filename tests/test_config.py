@@ -295,6 +295,16 @@ def test_booleans(text: str, value: bool) -> None:
     assert load_config(["--cluster-peers=a", f"--http-enabled={text}"], {}).http_enabled is value
 
 
+def test_yaml_colon_durations_are_not_base_60(tmp_path: Path) -> None:
+    text = "cluster_peers: [a]\ncluster_request_timeout: 1:30\nclient_request_timeout: 10:00:00\n"
+    text += "tcp_adapter_idle_timeout: 00:00:01.5\nraft_election_timeout: 1:00:00.0\n"
+    config = load_config(["-c", write(tmp_path, text)], {})
+    assert config.cluster_request_timeout == 5400.0
+    assert config.client_request_timeout == 36000.0
+    assert config.tcp_adapter_idle_timeout == 1.5
+    assert config.raft_election_timeout == 3600.0
+
+
 def test_yaml_native_types(tmp_path: Path) -> None:
     path = write(
         tmp_path, "cluster_peers: [a]\nhttp_enabled: false\ncluster_request_timeout: 2\nmax_payload_size: 10\n"
