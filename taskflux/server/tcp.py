@@ -1,0 +1,306 @@
+"""The binary client protocol server: one greenlet per connection, plain blocking code.
+
+A session does the handshake, then reads one packet at a time and runs its whole flow (spec §3) before
+reading the next. Writes are answered only once committed; a dequeued record is reserved on the leader
+and removed for good only when its Ack commits; a Nack, a disconnect, an idle timeout or any error puts
+it back. Bad input closes that one connection with one log line; nobody else notices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import time
+
+from gevent.pool import Pool
+from gevent.server import StreamServer
+
+from taskflux.config import Config, format_endpoint
+from taskflux.domain.commands import AddRecord, CreateQueue, DeleteQueue, RemoveRecord
+from taskflux.domain.errors import ErrorCode
+from taskflux.domain.names import is_valid_queue_name
+from taskflux.domain.queue import Queue
+from taskflux.domain.records import Record
+from taskflux.domain.results import Failure, PolicyViolation, RecordRemoved, Result
+from taskflux.server.node import Node, NodeStopped, NotLeader
+from taskflux.server.peers import PeerNetwork
+from taskflux.wire import client_protocol as wire
+from taskflux.wire.primitives import ProtocolError
+
+logger = logging.getLogger("taskflux.tcp")
+
+RECV_BYTES = 64 * 1024
+UNSUPPORTED_VERSION = "client version not supported: this server speaks 1.0"
+
+OK = wire.encode(wire.Ok())
+AUTHORIZED = wire.encode(wire.AuthorizationResponse(True))
+BOOTSTRAPPED = wire.encode(wire.BootstrapResponse(True))
+NO_RECORD = wire.encode(wire.CommandResponse(wire.DequeueResponse(None)))
+
+
+class ClientGone(Exception):
+    """The client closed the connection, went idle too long, or broke the protocol."""
+
+
+class ClientServer:
+    """Accepts binary-protocol clients on ``tcp_adapter_listen_host:port``."""
+
+    def __init__(self, node: Node, peers: PeerNetwork, config: Config) -> None:
+        self.node = node
+        self.peers = peers
+        self.config = config
+        self.sessions = 0
+        self._pool = Pool(config.tcp_adapter_max_connections)
+        self._server = StreamServer(
+            (config.tcp_adapter_listen_host, config.tcp_adapter_listen_port),
+            self._serve,
+            spawn=self._pool,
+            backlog=config.tcp_adapter_backlog_size,
+        )
+
+    @property
+    def address(self) -> str:
+        return format_endpoint(self.config.tcp_adapter_listen_host, self._server.server_port)
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop_accepting(self) -> None:
+        self._server.close()
+
+    def stop(self, timeout: float) -> None:
+        """Let in-flight flows finish for up to ``timeout`` seconds, then close every connection."""
+        self._server.stop(timeout=timeout)
+
+    def _serve(self, sock: socket.socket, address: tuple[str, int]) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(self.config.tcp_adapter_idle_timeout)
+        self.sessions += 1
+        try:
+            Session(sock, self.node, self.peers, self.config).run()
+        except ClientGone as gone:
+            if str(gone):
+                logger.info("client %s:%d disconnected: %s", address[0], address[1], gone)
+        except NodeStopped:
+            pass
+        finally:
+            self.sessions -= 1
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+class Session:
+    """One client connection's conversation."""
+
+    def __init__(self, sock: socket.socket, node: Node, peers: PeerNetwork, config: Config) -> None:
+        self.sock = sock
+        self.node = node
+        self.peers = peers
+        self.decoder = wire.PacketDecoder(wire.Direction.CLIENT_TO_SERVER, max_payload_bytes=config.max_payload_size)
+        self.handlers = {
+            wire.EnqueueCommand: self.enqueue,
+            wire.DequeueCommand: self.dequeue,
+            wire.CountCommand: self.count,
+            wire.CreateQueueCommand: self.create_queue,
+            wire.DeleteQueueCommand: self.delete_queue,
+            wire.ListQueuesCommand: self.list_queues,
+        }
+
+    # --- I/O --------------------------------------------------------------------------------------
+
+    def read(self) -> wire.Packet:
+        """The next packet; ClientGone on EOF, idle timeout or a protocol error."""
+        decoder = self.decoder
+        while True:
+            try:
+                packet = decoder.next_packet()
+            except ProtocolError as error:
+                raise ClientGone(f"protocol error: {error}") from None
+            if packet is not None:
+                return packet
+            try:
+                data = self.sock.recv(RECV_BYTES)
+            except TimeoutError:
+                raise ClientGone("idle timeout") from None
+            except OSError as error:
+                raise ClientGone(str(error)) from None
+            if not data:
+                raise ClientGone("")
+            decoder.feed(data)
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as error:
+            raise ClientGone(str(error)) from None
+
+    def respond(self, response: wire.Response) -> None:
+        self.write(wire.encode(wire.CommandResponse(response)))
+
+    def not_leader(self, leader_id: int) -> None:
+        self.write(wire.encode(wire.NotLeader(None if leader_id < 0 else leader_id)))
+
+    def error(self, code: ErrorCode, message: str = "") -> None:
+        self.respond(wire.CommandErrorResponse(code, message))
+
+    # --- the session ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.handshake()
+        while True:
+            packet = self.read()
+            if isinstance(packet, wire.CommandRequest):
+                try:
+                    self.handlers[type(packet.command)](packet.command)
+                except NotLeader as not_leader:
+                    self.not_leader(not_leader.leader_id)
+            elif isinstance(packet, wire.ClusterMetadataRequest):
+                self.cluster_metadata()
+            # any other known packet is read and ignored (spec §3.2)
+
+    def handshake(self) -> None:
+        first = self.read()
+        if not isinstance(first, wire.AuthorizationRequest):
+            raise ClientGone(f"expected an authorization request, got {type(first).__name__}")
+        self.write(AUTHORIZED)
+        second = self.read()
+        if not isinstance(second, wire.BootstrapRequest):
+            raise ClientGone(f"expected a bootstrap request, got {type(second).__name__}")
+        if not wire.is_supported_version(second.major, second.minor):
+            self.write(wire.encode(wire.BootstrapResponse(False, UNSUPPORTED_VERSION)))
+            raise ClientGone(f"unsupported client version {second.major}.{second.minor}.{second.patch}")
+        self.write(BOOTSTRAPPED)
+
+    def cluster_metadata(self) -> None:
+        leader = self.node.leader_id
+        self.write(wire.encode(wire.ClusterMetadataResponse(
+            tuple(self.peers.client_endpoints), None if leader < 0 else leader, self.node.id,
+        )))
+
+    def answer(self, result: Result) -> None:
+        """The final answer of a write: Ok, a business error, or a policy violation."""
+        if isinstance(result, Failure):
+            self.error(result.code)
+        elif isinstance(result, PolicyViolation):
+            self.respond(wire.PolicyViolationResponse(result.policy, result.limits))
+        else:
+            self.write(OK)
+
+    # --- commands ---------------------------------------------------------------------------------
+
+    def enqueue(self, command: wire.EnqueueCommand) -> None:
+        if not is_valid_queue_name(command.queue):
+            self.write(wire.encode(wire.ErrorResponse(ErrorCode.INVALID_QUEUE_NAME)))
+            return
+        self.write(OK)
+        decision = self.read()
+        if isinstance(decision, wire.Nack):
+            self.write(OK)
+            return
+        if not isinstance(decision, wire.Ack):
+            raise ClientGone(f"expected Ack or Nack after an enqueue, got {type(decision).__name__}")
+        add = AddRecord(command.queue, command.priority, command.payload)
+        if not self.node.is_leader:
+            raise NotLeader(self.node.leader_id)
+        refusal = self.node.manager.check(add)
+        self.answer(refusal if refusal is not None else self.node.submit(add))
+
+    def dequeue(self, command: wire.DequeueCommand) -> None:
+        name = command.queue
+        if not is_valid_queue_name(name):
+            self.error(ErrorCode.INVALID_QUEUE_NAME)
+            return
+        found = self.reserve(name, command.timeout_ms / 1000)
+        if found is None:
+            return
+        queue, record = found
+        try:
+            self.respond(wire.DequeueResponse(record))
+            decision = self.read()
+        except ClientGone:
+            self.release(queue, record.id)
+            raise
+        if isinstance(decision, wire.Nack):
+            self.release(queue, record.id)
+            self.write(OK)
+            return
+        if not isinstance(decision, wire.Ack):
+            self.release(queue, record.id)
+            raise ClientGone(f"expected Ack or Nack after a dequeue, got {type(decision).__name__}")
+        try:
+            result = self.node.submit(RemoveRecord(name, queue.incarnation, record.id))
+        except (NotLeader, NodeStopped):
+            self.release(queue, record.id)
+            raise
+        # The queue may have been deleted meanwhile: the record is gone either way.
+        if isinstance(result, RecordRemoved) or (isinstance(result, Failure)
+                                                 and result.code is ErrorCode.QUEUE_DOES_NOT_EXIST):
+            self.write(OK)
+        else:
+            self.answer(result)
+
+    def reserve(self, name: str, wait: float) -> tuple[Queue, Record] | None:
+        """Reserve the most urgent record of ``name``, waiting up to ``wait`` seconds for one. Answers
+        the client itself (no record, missing queue, not leader) and returns None when there is none."""
+        deadline = time.monotonic() + wait
+        while True:
+            if not self.node.is_leader:
+                raise NotLeader(self.node.leader_id)
+            queue = self.node.manager.get(name)
+            if queue is None:
+                self.error(ErrorCode.QUEUE_DOES_NOT_EXIST)
+                return None
+            record = queue.reserve()
+            if record is not None:
+                return queue, record
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.write(NO_RECORD)
+                return None
+            self.node.wait_for_record(name, remaining)
+
+    def release(self, queue: Queue, record_id: int) -> None:
+        if queue.release(record_id):
+            self.node.record_available(queue.name)
+
+    def count(self, command: wire.CountCommand) -> None:
+        if not is_valid_queue_name(command.queue):
+            self.error(ErrorCode.INVALID_QUEUE_NAME)
+            return
+        self.node.read_barrier()
+        queue = self.node.manager.get(command.queue)
+        if queue is None:
+            self.error(ErrorCode.QUEUE_DOES_NOT_EXIST)
+        else:
+            self.respond(wire.CountResponse(queue.count))
+
+    def create_queue(self, command: wire.CreateQueueCommand) -> None:
+        create = CreateQueue(
+            command.queue,
+            command.implementation,
+            -1 if command.max_queue_size is None else command.max_queue_size,
+            -1 if command.max_payload_size is None else command.max_payload_size,
+            command.priority_range,
+        )
+        invalid = create.validate()
+        if invalid is not None:  # validation ("mapping") errors are ErrorResponse packets (spec §2.3)
+            self.write(wire.encode(wire.ErrorResponse(invalid.code)))
+            return
+        self.write_result(create)
+
+    def delete_queue(self, command: wire.DeleteQueueCommand) -> None:
+        self.write_result(DeleteQueue(command.queue))
+
+    def write_result(self, command: CreateQueue | DeleteQueue) -> None:
+        if not self.node.is_leader:
+            raise NotLeader(self.node.leader_id)
+        refusal = self.node.manager.check(command)
+        self.answer(refusal if refusal is not None else self.node.submit(command))
+
+    def list_queues(self, command: wire.ListQueuesCommand) -> None:
+        self.node.read_barrier()
+        self.respond(wire.ListQueuesResponse(tuple(
+            wire.QueueInfo(queue.name, queue.count, wire.queue_metadata(queue.policies))
+            for queue in self.node.manager.queues()
+        )))

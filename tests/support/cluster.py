@@ -1,0 +1,157 @@
+"""Real node processes on loopback for integration tests: free ports, temp data directories, SIGKILL.
+
+``LocalCluster(size, tmp_path)`` lays out a cluster; with ``proxied=True`` every node reaches every
+other node through its own ``FaultyProxy`` (node A's entry for node B is the proxy A→B), so a test can
+cut any link in either direction.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.support.proxy import FaultyProxy
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
+    """Poll ``condition`` until it returns something truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class NodeProcess:
+    """One ``python taskflux.py`` process with its own ports and data directory."""
+
+    def __init__(self, node_id: int, root: Path, peers: list[str], cluster_port: int, client_port: int,
+                 extra: dict[str, str]) -> None:
+        self.node_id = node_id
+        self.data_dir = root / f"node{node_id}"
+        self.log_path = root / f"node{node_id}.log"
+        self.client_port = client_port
+        self.cluster_port = cluster_port
+        self.peers = peers
+        self.extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def client_address(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    def command(self) -> list[str]:
+        options = {
+            "cluster-peers": " ".join(self.peers),
+            "cluster-node-id": str(self.node_id),
+            "cluster-listen-host": "127.0.0.1",
+            "cluster-listen-port": str(self.cluster_port),
+            "tcp-adapter-listen-host": "127.0.0.1",
+            "tcp-adapter-listen-port": str(self.client_port),
+            "tcp-adapter-advertise-address": self.client_address,
+            "data-directory": str(self.data_dir),
+            "log-format": "text",
+            **self.extra,
+        }
+        return [sys.executable, str(REPO / "taskflux.py"), *(f"--{k}={v}" for k, v in options.items())]
+
+    def start(self) -> None:
+        assert self.process is None or self.process.poll() is not None, "already running"
+        log = open(self.log_path, "ab")  # noqa: SIM115 (the child owns it for its life)
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        log.close()
+        wait_until(self._listening, 20, f"node {self.node_id} to listen on {self.client_address}")
+
+    def _listening(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"node {self.node_id} exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            socket.create_connection(("127.0.0.1", self.client_port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: nothing gets a chance to flush."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def terminate(self, timeout: float = 15) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class LocalCluster:
+    """``size`` nodes on loopback; stop() kills whatever is left."""
+
+    def __init__(self, size: int, root: Path, proxied: bool = False, **extra: str) -> None:
+        self.root = root
+        cluster_ports = [free_port() for _ in range(size)]
+        client_ports = [free_port() for _ in range(size)]
+        self.proxies: dict[tuple[int, int], FaultyProxy] = {}
+        self.nodes: list[NodeProcess] = []
+        for me in range(size):
+            peers = []
+            for other in range(size):
+                if other == me or not proxied:
+                    peers.append(f"127.0.0.1:{cluster_ports[other]}")
+                else:
+                    proxy = FaultyProxy(("127.0.0.1", cluster_ports[other]))
+                    self.proxies[(me, other)] = proxy
+                    peers.append(proxy.address)
+            options = {"raft-election-timeout": "500ms", **{k.replace("_", "-"): v for k, v in extra.items()}}
+            self.nodes.append(NodeProcess(me, root, peers, cluster_ports[me], client_ports[me], options))
+
+    @property
+    def client_addresses(self) -> list[str]:
+        return [node.client_address for node in self.nodes]
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+
+    def isolate(self, node_id: int) -> None:
+        """Cut every link to and from ``node_id`` (needs ``proxied=True``)."""
+        for (a, b), proxy in self.proxies.items():
+            if node_id in (a, b):
+                proxy.cut()
+
+    def heal(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.heal()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.kill()
+        for proxy in self.proxies.values():
+            proxy.close()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- node {node.node_id} ---\n{node.log()[-4000:]}" for node in self.nodes)
