@@ -24,6 +24,9 @@ from taskflux.client.errors import (
     NotLeaderError,
     OutcomeUnknown,
     PolicyViolation,
+    QueueAlreadyExists,
+    QueueDoesNotExist,
+    ServerError,
     TaskFluxConnectionError,
     TaskFluxError,
     TaskFluxProtocolError,
@@ -339,12 +342,13 @@ class TaskFluxClient:
             _check_int(high, INT64_MIN, INT64_MAX, "priority range maximum")
             priority_range = (low, high)
         command = CreateQueueCommand(_wire_name(name), code, max_queue_size, max_payload_size, priority_range)
-        self._run_ok(encode(CommandRequest(command)), "create the queue")
+        self._run_ok(encode(CommandRequest(command)), "create the queue", QueueAlreadyExists)
 
     def delete_queue(self, name: str) -> None:
         """Delete queue ``name`` and all its records. Raises :class:`QueueDoesNotExist` or :class:`OutcomeUnknown`
         if the answer was lost after the request was sent."""
-        self._run_ok(encode(CommandRequest(DeleteQueueCommand(_wire_name(name)))), "delete the queue")
+        self._run_ok(encode(CommandRequest(DeleteQueueCommand(_wire_name(name)))), "delete the queue",
+                     QueueDoesNotExist)
 
     def list_queues(self) -> list[QueueSummary]:
         """Every queue with its count and limits."""
@@ -459,20 +463,38 @@ class TaskFluxClient:
             raise _NotLeader(answer.leader_id)
         return answer
 
-    def _run_ok(self, request: bytes, what: str) -> None:
-        """A non-idempotent command whose success answer is Ok (CreateQueue, DeleteQueue)."""
+    def _run_ok(self, request: bytes, what: str, done_already: type[ServerError]) -> None:
+        """A non-idempotent command whose success answer is Ok (CreateQueue, DeleteQueue). ``done_already`` is
+        the error a retry gets if an earlier attempt did take effect: after a NotLeader it is ambiguous."""
+        refused_by_non_leader = False
 
         def attempt(connection: Connection, deadline: float) -> None:
+            nonlocal refused_by_non_leader
             if not connection.is_alive():
                 raise _Retry(f"{connection.endpoint} closed the idle connection")
-            answer = self._request(connection, request, deadline, idempotent=False)
+            try:
+                answer = self._request(connection, request, deadline, idempotent=False)
+            except _NotLeader:
+                refused_by_non_leader = True
+                raise
             if isinstance(answer, Ok):
                 return
+            error: TaskFluxError
             if isinstance(answer, ErrorResponse):
-                raise server_error(answer.code, answer.message)
-            if isinstance(answer, CommandResponse):
-                _raise_command_error(answer)
-            raise self._unexpected(connection, answer, what, outcome_unknown=True)
+                error = server_error(answer.code, answer.message)
+            elif isinstance(answer, CommandResponse):
+                try:
+                    _raise_command_error(answer)
+                except TaskFluxError as exc:
+                    error = exc
+            else:
+                raise self._unexpected(connection, answer, what, outcome_unknown=True)
+            if refused_by_non_leader and isinstance(error, done_already):
+                # A node that loses leadership after proposing also answers NotLeader, so the earlier attempt
+                # may be the one that took effect.
+                raise OutcomeUnknown(f"{what}: {error} after an earlier attempt was answered NotLeader; the "
+                                     "earlier attempt may have taken effect") from error
+            raise error
 
         self._run(attempt, self._deadline())
 

@@ -128,6 +128,8 @@ class FakeNode:
         self.drop_before_answer: type | None = None  # execute this command, then close without answering
         self.stall = False  # read but never answer (until the connection closes); stays on
         self.refuse_version = False  # stays on
+        self.lose_leadership_on: tuple[type, int] | None = None  # execute this command, hand leadership to the
+        # given node, answer NotLeader (a leader deposed after proposing)
         self.not_leader_after_ack = False  # enqueue on a non-leader: answer l after the Ack, like the original
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
@@ -246,6 +248,10 @@ class _Session:
             self.send(NotLeader(node.cluster.leader_id))
             return
         answer = self.execute(command, is_leader)
+        if node.lose_leadership_on is not None and isinstance(command, node.lose_leadership_on[0]):
+            node.cluster.leader_id = node.lose_leadership_on[1]
+            node.lose_leadership_on = None
+            answer = NotLeader(node.cluster.leader_id)
         if node.drop_before_answer is not None and isinstance(command, node.drop_before_answer):
             node.drop_before_answer = None
             raise _Drop

@@ -430,3 +430,23 @@ def test_ack_whose_answer_is_lost_is_outcome_unknown(client: TaskFluxClient, nod
     node.stall = True
     with pytest.raises(OutcomeUnknown):
         record.ack(timeout=0.3)
+
+
+def test_create_refused_after_a_deposed_leader_executed_it_is_outcome_unknown(cluster: FakeCluster) -> None:
+    first, second = cluster.add_node(), cluster.add_node()
+    first.lose_leadership_on = (CreateQueueCommand, 1)
+    with TaskFluxClient([first.endpoint, second.endpoint], timeout=3.0) as c:
+        with pytest.raises(OutcomeUnknown, match="earlier attempt"):
+            c.create_queue("q")
+        assert len(second.commands(CreateQueueCommand)) == 1
+        with pytest.raises(QueueAlreadyExists):  # a plain conflict stays a plain conflict
+            c.create_queue("q")
+
+
+def test_delete_after_not_leader_is_retried_on_the_new_leader(cluster: FakeCluster) -> None:
+    first, second = cluster.add_node(), cluster.add_node()
+    with TaskFluxClient([first.endpoint, second.endpoint], timeout=3.0) as c:
+        c.create_queue("q")
+        cluster.leader_id = 1
+        c.delete_queue("q")  # NotLeader from the first node before executing: retried, no ambiguity
+        assert len(second.commands(DeleteQueueCommand)) == 1
