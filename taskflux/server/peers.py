@@ -154,6 +154,9 @@ class PeerNetwork:
                         raise ClusterProtocolError(f"node {peer} sent {type(frame).__name__} not meant for it")
                     else:
                         self._deliver(frame)
+        except TimeoutError:
+            # Followers never talk to each other: a quiet link is normal; its dialer redials when it needs to.
+            logger.debug("closing idle cluster connection from node %d", peer)
         except (OSError, ClusterProtocolError) as error:
             logger.warning("closing cluster connection from %s:%d (node %d): %s", *address[:2], peer, error)
         finally:

@@ -16,7 +16,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from taskflux.wire import client_protocol as wire
 from tests.support.proxy import FaultyProxy
+from tests.support.raw_client import RawConnection
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -136,6 +138,41 @@ class LocalCluster:
     def start(self) -> None:
         for node in self.nodes:
             node.start()
+
+    def metadata(self, node_id: int) -> object | None:
+        """ClusterMetadata as node ``node_id`` sees it, or None when it does not answer."""
+        try:
+            conn = RawConnection(self.nodes[node_id].client_address, timeout=2)
+            try:
+                return conn.request(wire.ClusterMetadataRequest())
+            finally:
+                conn.close()
+        except OSError:
+            return None
+
+    def leader(self, among: list[int] | None = None) -> int | None:
+        """The leader that the given running nodes (default: all running) agree on, or None."""
+        ids = among if among is not None else [n.node_id for n in self.nodes if n.running]
+        seen = set()
+        for node_id in ids:
+            answer = self.metadata(node_id)
+            seen.add(getattr(answer, "leader_id", None))
+        if len(seen) == 1:
+            (leader,) = seen
+            return leader
+        return None
+
+    def wait_for_leader(self, among: list[int] | None = None, timeout: float = 20) -> int:
+        found: list[int] = []
+
+        def agreed() -> bool:
+            leader = self.leader(among)
+            if leader is not None:
+                found.append(leader)
+            return leader is not None
+
+        wait_until(agreed, timeout, "a leader")
+        return found[-1]
 
     def isolate(self, node_id: int) -> None:
         """Cut every link to and from ``node_id`` (needs ``proxied=True``)."""
