@@ -109,6 +109,7 @@ class Node:
         self._reads: dict[bytes, list[AsyncResult]] = {}  # ReadIndex context -> waiting sessions
         self._reads_waiting_apply: list[tuple[int, list[AsyncResult]]] = []
         self._next_read = 0
+        self._term_start_index = 0  # a new leader serves from its state once it has applied this far
         self._consumers: dict[str, deque[Event]] = {}
         self._leadership_changed = Event()
         self._greenlet: gevent.Greenlet | None = None
@@ -171,6 +172,13 @@ class Node:
             return result.get(timeout=self.settings.request_timeout)
         except gevent.Timeout:
             raise NotLeader(self.leader_id if not self.is_leader else -1) from None
+
+    def ensure_serving(self) -> None:
+        """Return once this leader's state machine has caught up with everything committed before its
+        term (a new leader, or a restarted single node, re-applies its log first). Raises NotLeader."""
+        self._require_leader()
+        if self._applied_index < self._term_start_index:
+            self.read_barrier()
 
     def read_barrier(self) -> None:
         """Return once a read of the state machine is linearizable (ReadIndex: leadership confirmed
@@ -326,6 +334,8 @@ class Node:
             )
             self._leadership_changed.set()
             self._leadership_changed = Event()
+        if soft_state.role is Role.LEADER and previous.role is not Role.LEADER:
+            self._term_start_index = self._raft.log.last_index()  # at least the new term's no-op entry
         if previous.role is Role.LEADER and soft_state.role is not Role.LEADER:
             # Consumers waiting on this node must go and find the new leader.
             for waiters in self._consumers.values():

@@ -201,8 +201,7 @@ class Session:
         if not isinstance(decision, wire.Ack):
             raise ClientGone(f"expected Ack or Nack after an enqueue, got {type(decision).__name__}")
         add = AddRecord(command.queue, command.priority, command.payload)
-        if not self.node.is_leader:
-            raise NotLeader(self.node.leader_id)
+        self.node.ensure_serving()
         refusal = self.node.manager.check(add)
         self.answer(refusal if refusal is not None else self.node.submit(add))
 
@@ -245,8 +244,7 @@ class Session:
         the client itself (no record, missing queue, not leader) and returns None when there is none."""
         deadline = time.monotonic() + wait
         while True:
-            if not self.node.is_leader:
-                raise NotLeader(self.node.leader_id)
+            self.node.ensure_serving()
             queue = self.node.manager.get(name)
             if queue is None:
                 self.error(ErrorCode.QUEUE_DOES_NOT_EXIST)
@@ -293,8 +291,7 @@ class Session:
         self.write_result(DeleteQueue(command.queue))
 
     def write_result(self, command: CreateQueue | DeleteQueue) -> None:
-        if not self.node.is_leader:
-            raise NotLeader(self.node.leader_id)
+        self.node.ensure_serving()
         refusal = self.node.manager.check(command)
         self.answer(refusal if refusal is not None else self.node.submit(command))
 

@@ -159,7 +159,8 @@ class LocalCluster:
             seen.add(getattr(answer, "leader_id", None))
         if len(seen) == 1:
             (leader,) = seen
-            return leader
+            if leader in ids:  # a leader the others still remember but that is not running does not count
+                return leader
         return None
 
     def wait_for_leader(self, among: list[int] | None = None, timeout: float = 20) -> int:
