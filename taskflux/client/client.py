@@ -220,6 +220,11 @@ class TaskFluxClient:
 
     # --- lifecycle -----------------------------------------------------------------------------------------------
 
+    def reset(self) -> None:
+        """Drop the current connection; the next call reconnects. Use it after interrupting a call from outside
+        (the client already does this for interruptions it sees)."""
+        self._drop()
+
     def close(self) -> None:
         """Close the connection. Records still awaiting ack keep their own connections."""
         self._closed = True
@@ -419,6 +424,13 @@ class TaskFluxClient:
                 except _Retry as exc:
                     last = exc
                     self._drop()
+                except TaskFluxError:
+                    raise  # a final answer: the exchange is complete, or the connection is already closed
+                except BaseException:
+                    # Interrupted mid-exchange (KeyboardInterrupt, a gevent.Timeout, a bug): the connection may
+                    # hold half an answer, so it must never be reused.
+                    self._drop()
+                    raise
             self._backoff(failures, deadline)
             failures += 1
 

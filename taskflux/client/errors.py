@@ -16,67 +16,76 @@ class ServerError(TaskFluxError):
     """The server refused the command with an error code; the command did not take effect."""
 
     code: int = ErrorCode.UNKNOWN
+    description = "the server refused the command"
 
     def __init__(self, message: str = "", code: int | None = None) -> None:
         if code is not None:
             self.code = code
         self.server_message = message
-        text = self.__doc__.splitlines()[0] if self.__doc__ else "server error"
-        super().__init__(f"{text} (error {int(self.code)})" + (f": {message}" if message else ""))
+        super().__init__(f"{self.description} (error {int(self.code)})" + (f": {message}" if message else ""))
 
 
 class UnknownServerError(ServerError):
     """The server failed for an unknown reason."""
 
     code = ErrorCode.UNKNOWN
+    description = "the server failed for an unknown reason"
 
 
 class InvalidQueueName(ServerError):
     """The queue name is invalid (0–255 bytes, each a printable ASCII character 0x21–0x7E)."""
 
     code = ErrorCode.INVALID_QUEUE_NAME
+    description = "invalid queue name (0-255 printable ASCII characters, no spaces)"
 
 
 class QueueDoesNotExist(ServerError):
     """The queue does not exist."""
 
     code = ErrorCode.QUEUE_DOES_NOT_EXIST
+    description = "the queue does not exist"
 
 
 class QueueAlreadyExists(ServerError):
     """A queue with this name already exists."""
 
     code = ErrorCode.QUEUE_ALREADY_EXISTS
+    description = "the queue already exists"
 
 
 class InvalidPriorityRange(ServerError):
     """The priority range is invalid (max < min)."""
 
     code = ErrorCode.INVALID_PRIORITY_RANGE
+    description = "invalid priority range (max below min)"
 
 
 class InvalidMaxQueueSize(ServerError):
     """The maximum queue size is invalid (negative)."""
 
     code = ErrorCode.INVALID_MAX_QUEUE_SIZE
+    description = "invalid maximum queue size"
 
 
 class InvalidMaxPayloadSize(ServerError):
     """The maximum payload size is invalid (negative)."""
 
     code = ErrorCode.INVALID_MAX_PAYLOAD_SIZE
+    description = "invalid maximum payload size"
 
 
 class PriorityRangeNotSpecified(ServerError):
     """A queue-array ("qa") queue needs a priority range."""
 
     code = ErrorCode.PRIORITY_RANGE_NOT_SPECIFIED
+    description = "a qa queue needs a priority range"
 
 
 class UnknownPriorityQueueCode(ServerError):
     """The queue implementation code is unknown."""
 
     code = ErrorCode.UNKNOWN_PRIORITY_QUEUE_CODE
+    description = "unknown queue implementation code"
 
 
 ERROR_CLASSES: dict[int, type[ServerError]] = {
