@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run the deterministic raft simulator over many seeds and print one summary line.
 
-    scripts/simulate.py --seeds 10000 --steps 2000 [--seed S] [--loss P] [--crashes] [--no-partitions]
+    scripts/simulate.py --seeds 10000 --steps 2000 [--seed S] [--loss P] [--crashes] [--no-partitions] [--pauses]
 
 Seeds run from ``--seed`` (default 0) to ``--seed + --seeds - 1``; ``--seed S --seeds 1`` replays
 one seed exactly. Any violation prints the seed, the step and the failed check, and the exit status
@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crashes", action="store_true", help="crash and restart nodes at random")
     parser.add_argument("--crash-rate", type=float, default=SimConfig().crash_rate, help="crashes per tick")
     parser.add_argument("--no-partitions", action="store_true", help="never partition the network")
+    parser.add_argument("--pauses", action="store_true", help="stall nodes at random (GC / VM pauses)")
     parser.add_argument("--nodes", type=int, default=0, choices=(0, 1, 3, 5), help="0: 1, 3 or 5 by seed")
     parser.add_argument("--verbose", action="store_true", help="print one line per seed")
     args = parser.parse_args(argv)
@@ -40,9 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         crashes=args.crashes,
         crash_rate=args.crash_rate,
         partitions=not args.no_partitions,
+        pause_rate=0.002 if args.pauses else 0.0,
     )
     flags = f"--steps {args.steps}" + (f" --loss {args.loss}" if args.loss else "")
     flags += (" --crashes" if args.crashes else "") + (" --no-partitions" if args.no_partitions else "")
+    flags += " --pauses" if args.pauses else ""
     flags += f" --crash-rate {args.crash_rate}" if args.crash_rate != SimConfig().crash_rate else ""
     flags += f" --nodes {args.nodes}" if args.nodes else ""
     violations = leader_ticks = counted_ticks = 0

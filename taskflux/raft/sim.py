@@ -44,7 +44,7 @@ class SimConfig:
     crashes: bool = False
     crash_rate: float = 0.001  # per tick, a crash of some live node
     ready_crash_rate: float = 0.0005  # per Ready with writes, a crash part way through it
-    pause_rate: float = 0.002  # per tick, a node stops for up to 4 election timeouts
+    pause_rate: float = 0.0  # per tick, a node stops for up to 4 election timeouts (0.002 with --pauses)
     clock_skew: float = 0.02  # per node and tick, a clock that misses a tick or ticks twice
     propose_rate: float = 0.08  # per step
     read_rate: float = 0.04  # per step
