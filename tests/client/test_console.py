@@ -6,6 +6,8 @@ import io
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from taskflux.client.__main__ import main
 from taskflux.client.client import QueueSummary
@@ -187,3 +189,13 @@ def test_bad_endpoint_is_one_line() -> None:
     out = io.StringIO()
     assert main(["-e", "nohost", "count"], stdin=io.StringIO(""), stdout=out) == 2
     assert out.getvalue() == "error: bad endpoint 'nohost': expected host:port\n"
+
+
+@given(st.lists(st.sampled_from(["enqueue", "dequeue", "count", "create", "delete", "list", "help", "exit",
+                                 "WITHMAXSIZE", "WITHMAXPAYLOAD", "WITHPRIORITYRANGE", "TYPE", "qa", "h4", "q",
+                                 "-1", "0", "7", "99999999999999999999", "x"]) | st.text(), max_size=8))
+def test_parse_never_fails_with_anything_but_a_syntax_error(words: list[str]) -> None:
+    try:
+        parse(" ".join(words))
+    except ConsoleSyntaxError as exc:
+        assert str(exc)
