@@ -23,7 +23,6 @@ logger = logging.getLogger("taskflux.server")
 
 ENTRY_OVERHEAD_BYTES = 1024  # a log entry holds a payload plus the command's header
 THREADPOOL_SIZE = 64
-SHUTDOWN_TRANSFER_SECONDS = 3.0
 
 
 class Server:
@@ -59,6 +58,7 @@ class Server:
         )
         self.clients = ClientServer(self.node, self.peers, config)
         self.stopped = Event()
+        self._stopping = False
 
     def _deliver(self, message: object) -> None:
         self.node.deliver(message)  # type: ignore[arg-type]
@@ -75,8 +75,10 @@ class Server:
 
     def stop(self) -> None:
         """Graceful stop: no new clients, leadership handed over, in-flight requests finished, files closed."""
-        if self.stopped.is_set():
+        if self._stopping:
+            self.stopped.wait()
             return
+        self._stopping = True
         logger.info("stopping")
         self.clients.stop_accepting()
         if self.node.is_leader and self.config.cluster_size > 1:
@@ -89,10 +91,10 @@ class Server:
         logger.info("stopped")
 
     def _hand_over_leadership(self) -> None:
-        candidates = [peer for peer, up in self.peers.connected.items() if up]
-        for peer in candidates:
-            if self.node.transfer_leadership(peer, SHUTDOWN_TRANSFER_SECONDS):
-                logger.info("handed leadership to node %d", peer)
+        attempt_seconds = 2 * self.config.raft_election_timeout
+        for peer in self.node.transfer_candidates():
+            if self.node.transfer_leadership(peer, attempt_seconds):
+                logger.info("no longer the leader (leader now: %d; -1 = none yet)", self.node.leader_id)
                 return
         logger.warning("could not hand leadership over before stopping")
 
