@@ -64,6 +64,8 @@ class Server:
         self.node.deliver(message)  # type: ignore[arg-type]
 
     def start(self) -> None:
+        if self.config.http_enabled or self.config.grpc_enabled:
+            logger.warning("REST and gRPC are not available in this version: http_* and grpc_* are ignored")
         self.node.start()
         self.peers.start()
         self.clients.start()
