@@ -245,6 +245,9 @@ class TaskFluxClient:
         _check_int(priority, INT64_MIN, INT64_MAX, "priority")
         if not isinstance(payload, bytes | bytearray | memoryview):
             raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
+        if len(payload) > self._max_payload_bytes:
+            # The server would close the connection on it (its global payload limit), which looks like a failure.
+            raise ValueError(f"payload of {len(payload)} bytes exceeds max_payload_bytes={self._max_payload_bytes}")
         request = encode(CommandRequest(EnqueueCommand(_wire_name(queue), priority, bytes(payload))))
 
         def attempt(connection: Connection, deadline: float) -> None:
@@ -419,8 +422,10 @@ class TaskFluxClient:
                     last = exc
                     self._drop()
                     self._leader_id = exc.leader_id
-                    if exc.leader_id is not None and self._endpoint_of(exc.leader_id) != connection.endpoint:
-                        continue  # a known leader elsewhere: go there at once
+                    moved = exc.leader_id is not None and self._endpoint_of(exc.leader_id) != connection.endpoint
+                    if moved and failures < 2:
+                        failures += 1
+                        continue  # a known leader elsewhere: go there at once (but never ping-pong unthrottled)
                 except _Retry as exc:
                     last = exc
                     self._drop()

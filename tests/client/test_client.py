@@ -217,6 +217,10 @@ def test_local_refusals_send_nothing(client: TaskFluxClient, node: FakeNode) -> 
         client.enqueue("", 1, "text")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="h4"):
         client.create_queue("q", "heap")
+    small = TaskFluxClient([node.endpoint], max_payload_bytes=4)
+    with pytest.raises(ValueError, match="max_payload_bytes=4"):
+        small.enqueue("", 1, b"12345")
+    small.close()
     assert node.commands() == []
 
 
