@@ -429,11 +429,11 @@ class TaskFluxClient:
                 except _Retry as exc:
                     last = exc
                     self._drop()
-                except TaskFluxError:
-                    raise  # a final answer: the exchange is complete, or the connection is already closed
+                except (ServerError, PolicyViolation):
+                    raise  # a final answer: the exchange is complete and the connection stays usable
                 except BaseException:
-                    # Interrupted mid-exchange (KeyboardInterrupt, a gevent.Timeout, a bug): the connection may
-                    # hold half an answer, so it must never be reused.
+                    # Garbage, an unknown outcome, or an interruption (KeyboardInterrupt, a gevent.Timeout): the
+                    # connection may hold half an exchange, so it must never be reused.
                     self._drop()
                     raise
             self._backoff(failures, deadline)

@@ -128,6 +128,7 @@ class FakeNode:
         self.drop_before_answer: type | None = None  # execute this command, then close without answering
         self.stall = False  # read but never answer (until the connection closes); stays on
         self.refuse_version = False  # stays on
+        self.answer_count_wrongly = False  # a nonsensical answer (stays on)
         self.lose_leadership_on: tuple[type, int] | None = None  # execute this command, hand leadership to the
         # given node, answer NotLeader (a leader deposed after proposing)
         self.not_leader_after_ack = False  # enqueue on a non-leader: answer l after the Ack, like the original
@@ -267,6 +268,8 @@ class _Session:
         with cluster.lock:
             queues = cluster.queues
             if isinstance(command, CountCommand):
+                if self.node.answer_count_wrongly:
+                    return Ok() if len(self.node.commands(CountCommand)) % 2 else CommandResponse(DequeueResponse(None))
                 queue = queues.get(command.queue)
                 if queue is None:
                     return _error(ErrorCode.QUEUE_DOES_NOT_EXIST)

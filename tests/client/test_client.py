@@ -27,6 +27,7 @@ from taskflux.client import (
     ServerError,
     TaskFluxClient,
     TaskFluxConnectionError,
+    TaskFluxProtocolError,
     TaskFluxTimeoutError,
     UnknownPriorityQueueCode,
 )
@@ -454,3 +455,15 @@ def test_delete_after_not_leader_is_retried_on_the_new_leader(cluster: FakeClust
         cluster.leader_id = 1
         c.delete_queue("q")  # NotLeader from the first node before executing: retried, no ambiguity
         assert len(second.commands(DeleteQueueCommand)) == 1
+
+
+def test_an_answer_that_makes_no_sense_closes_the_connection(client: TaskFluxClient, node: FakeNode) -> None:
+    client.count()
+    node.answer_count_wrongly = True  # the second count gets an empty dequeue answer, the third Ok
+    with pytest.raises(TaskFluxProtocolError, match="unexpected response"):
+        client.count()
+    with pytest.raises(TaskFluxProtocolError, match="unexpected answer"):
+        client.count()
+    node.answer_count_wrongly = False
+    assert client.count() == 0
+    assert node.connections == 3  # a confused connection is never reused
