@@ -95,9 +95,15 @@ def test_state_survives_a_restart(single: SingleNode) -> None:
 def test_snapshots_compact_the_log_and_restore(tmp_path: Path) -> None:
     harness = SingleNode(tmp_path / "data", soft_limit_bytes=2048, hard_limit_bytes=4096)
     node = harness.start(threshold=2)
-    for i in range(300):
-        node.submit(AddRecord("", i, b"y" * 40))
+
+    def writer(first: int) -> list[int]:
+        return [node.submit(AddRecord("", i, b"y" * 40)).record_id for i in range(first, first + 50)]  # type: ignore[union-attr]
+
+    writers = [gevent.spawn(writer, 50 * w) for w in range(6)]  # clients keep writing while snapshots are taken
+    gevent.joinall(writers, raise_error=True)
+    assert sorted(i for w in writers for i in w.value) == list(range(1, 301))
     wait_until(lambda: harness.storage.snapshot_meta().index > 0)
+    assert node.manager.get("").count == 300  # type: ignore[union-attr]
     digest = state_digest(node.manager)
     harness.stop()
     node = harness.start(threshold=2)
