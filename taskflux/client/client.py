@@ -391,8 +391,11 @@ class TaskFluxClient:
             try:
                 metadata = self._fetch_metadata(connection, deadline)
             except (SendFailed, ReceiveFailed) as exc:
+                connection.close()
                 self._drop()
                 last = exc
+                self._backoff(attempt, deadline)
+                attempt += 1
                 continue
             self._connection = connection
             return ClusterMetadata(metadata.endpoints, metadata.leader_id, metadata.responding_id)
