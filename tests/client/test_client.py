@@ -467,3 +467,12 @@ def test_an_answer_that_makes_no_sense_closes_the_connection(client: TaskFluxCli
     node.answer_count_wrongly = False
     assert client.count() == 0
     assert node.connections == 3  # a confused connection is never reused
+
+
+def test_cluster_metadata_is_answered_without_a_leader(cluster: FakeCluster) -> None:
+    node = cluster.add_node()
+    cluster.leader_id = None
+    with TaskFluxClient([node.endpoint], timeout=3.0) as c:
+        assert c.cluster_metadata() == ClusterMetadata((node.endpoint,), None, 0)
+        node.drop_connections()
+        assert c.cluster_metadata().responding_id == 0  # reconnects
