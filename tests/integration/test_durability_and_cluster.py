@@ -167,3 +167,16 @@ def test_a_partitioned_leader_stops_acknowledging_and_the_logs_agree_after_heali
         for entry in log:
             if entry.data:
                 assert decode_command(entry.data) is not None
+
+
+def test_sigterm_on_the_leader_hands_leadership_over_and_exits_0(cluster: LocalCluster) -> None:
+    leader = cluster.wait_for_leader()
+    writer = RawConnection(cluster.nodes[leader].client_address)
+    acked = [b"t%d" % i for i in range(20)]
+    for payload in acked:
+        assert writer.enqueue("", 2, payload) == wire.Ok()
+    assert cluster.nodes[leader].terminate() == 0
+    assert "no longer the leader" in cluster.nodes[leader].log()
+    rest = [n for n in range(3) if n != leader]
+    successor = RawConnection(cluster.nodes[cluster.wait_for_leader(rest)].client_address)
+    assert sorted(drain(successor)) == sorted(acked)
