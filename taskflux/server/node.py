@@ -55,6 +55,11 @@ class NotLeader(Exception):
         self.leader_id = leader_id
 
 
+class CommitTimeout(Exception):
+    """A proposed entry was neither committed nor overwritten within the request timeout: it may still
+    commit later, so the outcome of the request is unknown."""
+
+
 class NodeStopped(Exception):
     """The node is shutting down."""
 
@@ -164,15 +169,16 @@ class Node:
 
     def submit(self, command: Command) -> Result:
         """Replicate ``command`` and return the result of applying it, once it is committed (durable
-        on a majority). Raises NotLeader when this node is not the leader or loses leadership before
-        the entry commits, or when it does not commit within the request timeout."""
+        on a majority). Raises NotLeader when the command certainly did not take effect (this node was
+        not the leader, or another leader's entry took its place in the log), CommitTimeout when it
+        neither committed nor was overwritten within the request timeout (it may still commit)."""
         self._require_leader()
         result = AsyncResult()
         self._post(_Proposal(encode_command(command), result))
         try:
             return result.get(timeout=self.settings.request_timeout)
         except gevent.Timeout:
-            raise NotLeader(self.leader_id if not self.is_leader else -1) from None
+            raise CommitTimeout(f"not committed within {self.settings.request_timeout} s") from None
 
     def ensure_serving(self) -> None:
         """Return once this leader's state machine has caught up with everything committed before its

@@ -23,7 +23,7 @@ from taskflux.domain.names import is_valid_queue_name
 from taskflux.domain.queue import Queue
 from taskflux.domain.records import Record
 from taskflux.domain.results import Failure, PolicyViolation, RecordRemoved, Result
-from taskflux.server.node import Node, NodeStopped, NotLeader
+from taskflux.server.node import CommitTimeout, Node, NodeStopped, NotLeader
 from taskflux.server.peers import PeerNetwork
 from taskflux.wire import client_protocol as wire
 from taskflux.wire.primitives import ProtocolError
@@ -155,6 +155,9 @@ class Session:
                     self.handlers[type(packet.command)](packet.command)
                 except NotLeader as not_leader:
                     self.not_leader(not_leader.leader_id)
+                except CommitTimeout as timeout:
+                    # The outcome is unknown: no answer would be true. Closing tells the client exactly that.
+                    raise ClientGone(str(timeout)) from None
             elif isinstance(packet, wire.ClusterMetadataRequest):
                 self.cluster_metadata()
             # any other known packet is read and ignored (spec §3.2)
@@ -193,6 +196,7 @@ class Session:
         if not is_valid_queue_name(command.queue):
             self.write(wire.encode(wire.ErrorResponse(ErrorCode.INVALID_QUEUE_NAME)))
             return
+        self.node.ensure_serving()  # a NotLeader now, before the first Ok, is safe for the client to retry
         self.write(OK)
         decision = self.read()
         if isinstance(decision, wire.Nack):
@@ -229,7 +233,7 @@ class Session:
             raise ClientGone(f"expected Ack or Nack after a dequeue, got {type(decision).__name__}")
         try:
             result = self.node.submit(RemoveRecord(name, queue.incarnation, record.id))
-        except (NotLeader, NodeStopped):
+        except (NotLeader, NodeStopped, CommitTimeout):
             self.release(queue, record.id)
             raise
         # The queue may have been deleted meanwhile: the record is gone either way.
