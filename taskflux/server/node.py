@@ -76,6 +76,7 @@ class NodeSettings:
 
 @dataclass(slots=True)
 class _Proposal:
+    command: Command
     data: bytes
     result: AsyncResult
 
@@ -111,7 +112,8 @@ class Node:
         self._applied_index = storage.snapshot_meta().index
         self.soft_state = SoftState(Role.FOLLOWER, storage.hard_state().term, NO_LEADER)
         self._inbox: Queue = Queue(INBOX_SIZE)
-        self._pending: dict[int, tuple[int, AsyncResult]] = {}  # log index -> (term, waiting session)
+        # log index -> (term, command, waiting session) of this leader's proposals
+        self._pending: dict[int, tuple[int, Command, AsyncResult]] = {}
         self._reads: dict[bytes, list[AsyncResult]] = {}  # ReadIndex context -> waiting sessions
         self._reads_waiting_apply: list[tuple[int, list[AsyncResult]]] = []
         self._next_read = 0
@@ -136,7 +138,7 @@ class Node:
             self._inbox.put(None)
             self._greenlet.join(timeout=10)
             self._greenlet.kill()
-        for _, result in self._pending.values():
+        for _, _, result in self._pending.values():
             result.set_exception(NodeStopped())
         self._pending.clear()
 
@@ -174,7 +176,7 @@ class Node:
         neither committed nor was overwritten within the request timeout (it may still commit)."""
         self._require_leader()
         result = AsyncResult()
-        self._post(_Proposal(encode_command(command), result))
+        self._post(_Proposal(command, encode_command(command), result))
         try:
             return result.get(timeout=self.settings.request_timeout)
         except gevent.Timeout:
@@ -288,7 +290,7 @@ class Node:
             if index is None:
                 event.result.set_exception(NotLeader(self._raft.leader_id))
             else:
-                self._pending[index] = (self._raft.current_term, event.result)
+                self._pending[index] = (self._raft.current_term, event.command, event.result)
         elif isinstance(event, _ReadBarrier):
             reads.append(event.result)
         elif isinstance(event, _Transfer):
@@ -371,21 +373,20 @@ class Node:
         manager = self.manager
         pending = self._pending
         for entry in entries:
-            result: Result | None = None
-            command: Command | None = None
-            if entry.data:
-                command = decode_command(entry.data)
-                result = manager.apply(command)
-                self.applied_entries += 1
             waiting = pending.pop(entry.index, None)
+            if waiting is not None and waiting[0] != entry.term:  # another leader's entry took the index
+                waiting[2].set_exception(NotLeader(self._raft.leader_id))
+                waiting = None
+            if not entry.data:  # a new term's no-op
+                continue
+            # The proposer's own command object spares decoding the entry it was encoded into.
+            command = waiting[1] if waiting is not None else decode_command(entry.data)
+            result = manager.apply(command)
+            self.applied_entries += 1
             if waiting is not None:
-                term, session = waiting
-                if term == entry.term and result is not None:
-                    session.set(result)
-                else:
-                    session.set_exception(NotLeader(self._raft.leader_id))
+                waiting[2].set(result)
             if isinstance(result, RecordAdded):
-                self.record_available(command.name)  # type: ignore[union-attr]
+                self.record_available(command.name)
             elif isinstance(command, DeleteQueue):
                 for event in self._consumers.get(command.name, ()):
                     event.set()

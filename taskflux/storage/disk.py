@@ -22,6 +22,7 @@ logger = logging.getLogger("taskflux.storage")
 
 DEFAULT_SOFT_LIMIT_BYTES = 16 * 1024 * 1024
 DEFAULT_HARD_LIMIT_BYTES = 32 * 1024 * 1024
+RECENT_ENTRIES_BYTES = 8 * 1024 * 1024  # the newest entries kept in memory: raft reads them back at once
 HARD_STATE_NAME = "hardstate"
 SNAPSHOT_NAME = "snapshot"
 LOG_DIR = "log"
@@ -104,6 +105,9 @@ class DiskStorage:
         if segments and snap.index >= segments[0].first_index:
             self._compact(snap)  # a crash may have stopped the compaction of save_snapshot()
         self._committed_index = snap.index
+        # (index of recent[0], recent): a contiguous run of the newest durable entries, replaced whole
+        # (never mutated) so a reader in another thread sees one consistent run.
+        self._recent: tuple[int, tuple[Entry, ...]] = (self.last_index() + 1, ())
 
     def _path(self, name: str) -> str:
         return os.path.join(self.data_dir, name)
@@ -169,6 +173,9 @@ class DiskStorage:
             raise LogUnavailable(f"index {hi - 1} is past the last index {last}")
         if lo >= hi:
             return []
+        recent_first, recent = self._recent
+        if lo >= recent_first and hi <= recent_first + len(recent):
+            return _bounded(recent[lo - recent_first : hi - recent_first], max_bytes)
         return log.read(lo, hi, max_bytes)
 
     def sealed_segments_through(self, index: int) -> int:
@@ -223,6 +230,21 @@ class DiskStorage:
                 f"{self._committed_index})"
             )
         log.append(entries, self.term(first - 1), self._committed_index)
+        self._remember(entries)
+
+    def _remember(self, entries: Sequence[Entry]) -> None:
+        """Keep the newest entries (just made durable) in memory, up to RECENT_ENTRIES_BYTES of data."""
+        recent_first, recent = self._recent
+        first = entries[0].index
+        if not recent_first <= first <= recent_first + len(recent):
+            recent_first, recent = first, ()
+        run = [*recent[: first - recent_first], *entries]
+        total = 0
+        keep = len(run)
+        while keep and total + len(run[keep - 1].data) <= RECENT_ENTRIES_BYTES:
+            keep -= 1
+            total += len(run[keep].data)
+        self._recent = (run[-1].index + 1 - (len(run) - keep), tuple(run[keep:]))
 
     def set_hard_state(self, state: HardState) -> None:
         """Durably replace the hard state (temp file, fsync, rename, fsync of the directory)."""
@@ -245,6 +267,8 @@ class DiskStorage:
         old.close()
         self._committed_index = max(self._committed_index, meta.index)
         self._compact(meta)
+        if self.last_index() <= meta.index:  # the log kept nothing after the snapshot: neither may the cache
+            self._recent = (meta.index + 1, ())
 
     def _compact(self, meta: SnapshotMeta) -> None:
         log = self._require_open()
@@ -289,6 +313,16 @@ class DiskStorage:
 
     def __repr__(self) -> str:
         return f"DiskStorage({self.data_dir!r})"
+
+
+def _bounded(entries: Sequence[Entry], max_bytes: int) -> list[Entry]:
+    """The longest prefix of ``entries`` whose data fits in ``max_bytes``, at least one entry."""
+    total = 0
+    for count, entry in enumerate(entries):
+        total += len(entry.data)
+        if total > max_bytes and count:
+            return list(entries[:count])
+    return list(entries)
 
 
 __all__ = ["DiskStorage"]
