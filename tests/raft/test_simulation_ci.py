@@ -85,11 +85,13 @@ def test_simulate_script_fails_and_names_the_seed_on_a_violation(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(raft_log.RaftLog, "is_up_to_date", lambda self, index, term: True)
-    code = simulate_main(["--seed", "10", "--seeds", "10", "--crashes", "--loss", "0.05"])
-    out = capsys.readouterr().out
+    code = simulate_main(["--seeds", "30", "--crashes", "--loss", "0.05"])
+    lines = capsys.readouterr().out.strip().splitlines()
     assert code == 1
-    assert "VIOLATION seed=16 " in out and "replay: scripts/simulate.py --seed 16 " in out
-    assert out.strip().splitlines()[-1].startswith("seeds=10 steps=2000 violations=")
+    first = next(line for line in lines if line.startswith("VIOLATION seed="))
+    seed = first.split()[1].removeprefix("seed=")
+    assert f"(replay: scripts/simulate.py --seed {seed} --steps 2000 --loss 0.05 --crashes)" in first
+    assert lines[-1].startswith("seeds=30 steps=2000 violations=") and "violations=0" not in lines[-1]
 
 
 def test_committing_an_earlier_term_by_counting_replicas_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
