@@ -9,7 +9,8 @@ Producers and consumers are OS processes (fork), one connection each, a blocking
 pipelining). Phases: ``enqueue`` (P producers put N), ``drain`` (C consumers dequeue + ack N),
 ``mixed`` (both at once, N each). Per phase and role it prints ops/s, p50/p99/p99.9 latency in ms,
 the client's CPU (sum over worker processes, in cores, and the busiest worker) so a reader can tell
-whether the client saturated, the server's CPU when its pid is known, and the machine's busy cores.
+whether the client saturated, the server's CPU (and its system-time share) when its pid is known, and the
+machine's busy cores.
 
 The leader is found with ClusterMetadata; a NotLeader answer sends the worker to the named leader.
 The hot path (enqueue, dequeue, ack) is hand-encoded and checked against the codec in
@@ -348,9 +349,9 @@ def worker(role: str, leader: tuple[str, int], endpoints: list[tuple[str, int]],
 
 # --- CPU accounting ----------------------------------------------------------------------------------------------
 
-def proc_cpu(pids: list[int]) -> float:
-    """User + system seconds of the given processes and their children (from /proc)."""
-    total = 0.0
+def proc_cpu(pids: list[int]) -> tuple[float, float]:
+    """(user, system) seconds of the given processes and their children (from /proc)."""
+    user = system = 0.0
     seen: set[int] = set()
     todo = list(pids)
     while todo:
@@ -360,12 +361,13 @@ def proc_cpu(pids: list[int]) -> float:
         seen.add(pid)
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+            user += int(fields[11]) / CLK_TCK
+            system += int(fields[12]) / CLK_TCK
             children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
             todo.extend(int(c) for c in children)
         except (OSError, IndexError, ValueError):
             continue
-    return total
+    return user, system
 
 
 def machine_busy() -> tuple[float, float]:
@@ -422,7 +424,8 @@ def run_phase(name: str, args: argparse.Namespace, leader: tuple[str, int], endp
                 break
     wall = time.time() - t0
     busy1, total1 = machine_busy()
-    server_cpu = proc_cpu(server_pids) - server0
+    server1 = proc_cpu(server_pids)
+    server_user, server_sys = server1[0] - server0[0], server1[1] - server0[1]
     for p in procs:
         p.join(timeout=2)
         if p.is_alive():
@@ -447,7 +450,8 @@ def run_phase(name: str, args: argparse.Namespace, leader: tuple[str, int], endp
             "p50_ms": percentile(lat, 0.5) * 1e3, "p99_ms": percentile(lat, 0.99) * 1e3,
             "p999_ms": percentile(lat, 0.999) * 1e3,
             "client_cpu_cores": cpu / elapsed, "max_worker_cpu": max(r.cpu for r in mine) / elapsed,
-            "server_cpu_cores": server_cpu / wall if server_pids else None,
+            "server_cpu_cores": (server_user + server_sys) / wall if server_pids else None,
+            "server_sys_share": server_sys / max(1e-9, server_user + server_sys) if server_pids else None,
             "machine_busy_cores": machine,
             "errors": sum(r.errors for r in mine) + missing, "redirects": sum(r.redirects for r in mine),
             "timed_out": any(r.timed_out for r in mine),
@@ -458,14 +462,15 @@ def run_phase(name: str, args: argparse.Namespace, leader: tuple[str, int], endp
 
 def print_rows(rows: list[dict[str, Any]]) -> None:
     header = (f"{'phase':8} {'role':4} {'conns':>5} {'ops':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-              f"{'p99.9 ms':>9} {'cli cpu':>7} {'max wkr':>7} {'srv cpu':>7} {'busy':>5} {'err':>4}")
+              f"{'p99.9 ms':>9} {'cli cpu':>7} {'max wkr':>7} {'srv cpu':>7} {'srv sys':>7} {'busy':>5} {'err':>4}")
     print(header)
     print("-" * len(header))
     for r in rows:
         srv = "-" if r["server_cpu_cores"] is None else f"{r['server_cpu_cores']:.2f}"
+        sys_share = "-" if r["server_sys_share"] is None else f"{100 * r['server_sys_share']:.0f}%"
         print(f"{r['phase']:8} {r['role']:4} {r['workers']:5d} {r['ops']:7d} {r['ops_per_s']:9.0f} "
               f"{r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['p999_ms']:9.2f} {r['client_cpu_cores']:7.2f} "
-              f"{r['max_worker_cpu']:7.2f} {srv:>7} {r['machine_busy_cores']:5.2f} {r['errors']:4d}")
+              f"{r['max_worker_cpu']:7.2f} {srv:>7} {sys_share:>7} {r['machine_busy_cores']:5.2f} {r['errors']:4d}")
     for r in rows:
         if r["first_error"]:
             print(f"  {r['phase']}/{r['role']}: {r['errors']} errors, {r['redirects']} NotLeader redirects; "
@@ -593,7 +598,8 @@ def main(argv: list[str] | None = None) -> int:
         print_rows(rows)
         print("\nops/s = ops / (start signal → the role's last op); latency per op: put = request/Ok + Ack/Ok, "
               "get = dequeue + Ack/Ok.\ncli cpu = all worker processes (cores), max wkr = the busiest worker "
-              "(1.00 = a worker saturated), srv cpu = server process tree, busy = machine busy cores.")
+              "(1.00 = a worker saturated), srv cpu = server process tree (cores), srv sys = its system-time share,\n"
+              "busy = machine busy cores.")
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=2))
         return 1 if any(r["errors"] for r in rows) else 0
