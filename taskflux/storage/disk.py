@@ -22,7 +22,7 @@ logger = logging.getLogger("taskflux.storage")
 
 DEFAULT_SOFT_LIMIT_BYTES = 16 * 1024 * 1024
 DEFAULT_HARD_LIMIT_BYTES = 32 * 1024 * 1024
-RECENT_ENTRIES_BYTES = 8 * 1024 * 1024  # the newest entries kept in memory: raft reads them back at once
+RECENT_BATCHES = 64  # the newest appended batches kept in memory: raft reads them back at once
 HARD_STATE_NAME = "hardstate"
 SNAPSHOT_NAME = "snapshot"
 LOG_DIR = "log"
@@ -105,9 +105,9 @@ class DiskStorage:
         if segments and snap.index >= segments[0].first_index:
             self._compact(snap)  # a crash may have stopped the compaction of save_snapshot()
         self._committed_index = snap.index
-        # (index of recent[0], recent): a contiguous run of the newest durable entries, replaced whole
-        # (never mutated) so a reader in another thread sees one consistent run.
-        self._recent: tuple[int, tuple[Entry, ...]] = (self.last_index() + 1, ())
+        # The newest appended batches, oldest first, contiguous: replaced whole (never mutated), so a reader
+        # in another thread sees one consistent run.
+        self._recent: tuple[tuple[Entry, ...], ...] = ()
 
     def _path(self, name: str) -> str:
         return os.path.join(self.data_dir, name)
@@ -173,9 +173,9 @@ class DiskStorage:
             raise LogUnavailable(f"index {hi - 1} is past the last index {last}")
         if lo >= hi:
             return []
-        recent_first, recent = self._recent
-        if lo >= recent_first and hi <= recent_first + len(recent):
-            return _bounded(recent[lo - recent_first : hi - recent_first], max_bytes)
+        cached = _from_batches(self._recent, lo, hi)
+        if cached is not None:
+            return _bounded(cached, max_bytes)
         return log.read(lo, hi, max_bytes)
 
     def sealed_segments_through(self, index: int) -> int:
@@ -233,18 +233,19 @@ class DiskStorage:
         self._remember(entries)
 
     def _remember(self, entries: Sequence[Entry]) -> None:
-        """Keep the newest entries (just made durable) in memory, up to RECENT_ENTRIES_BYTES of data."""
-        recent_first, recent = self._recent
+        """Keep the batch just made durable in memory (the last RECENT_BATCHES batches), dropping what it
+        replaced: O(batches + batch), never O(entries kept)."""
         first = entries[0].index
-        if not recent_first <= first <= recent_first + len(recent):
-            recent_first, recent = first, ()
-        run = [*recent[: first - recent_first], *entries]
-        total = 0
-        keep = len(run)
-        while keep and total + len(run[keep - 1].data) <= RECENT_ENTRIES_BYTES:
-            keep -= 1
-            total += len(run[keep].data)
-        self._recent = (run[-1].index + 1 - (len(run) - keep), tuple(run[keep:]))
+        kept: list[tuple[Entry, ...]] = []
+        for batch in self._recent:
+            if batch[-1].index < first:
+                kept.append(batch)
+            elif batch[0].index < first:
+                kept.append(batch[: first - batch[0].index])
+        if kept and kept[-1][-1].index + 1 != first:
+            kept = []
+        kept.append(tuple(entries))
+        self._recent = tuple(kept[-RECENT_BATCHES:])
 
     def set_hard_state(self, state: HardState) -> None:
         """Durably replace the hard state (temp file, fsync, rename, fsync of the directory)."""
@@ -268,7 +269,7 @@ class DiskStorage:
         self._committed_index = max(self._committed_index, meta.index)
         self._compact(meta)
         if self.last_index() <= meta.index:  # the log kept nothing after the snapshot: neither may the cache
-            self._recent = (meta.index + 1, ())
+            self._recent = ()
 
     def _compact(self, meta: SnapshotMeta) -> None:
         log = self._require_open()
@@ -313,6 +314,22 @@ class DiskStorage:
 
     def __repr__(self) -> str:
         return f"DiskStorage({self.data_dir!r})"
+
+
+def _from_batches(batches: tuple[tuple[Entry, ...], ...], lo: int, hi: int) -> list[Entry] | None:
+    """Entries ``[lo, hi)`` from the in-memory batches, or None when they do not hold all of them."""
+    if not batches or lo < batches[0][0].index or hi - 1 > batches[-1][-1].index:
+        return None
+    found: list[Entry] = []
+    for batch in batches:
+        start = batch[0].index
+        end = start + len(batch)
+        if end <= lo:
+            continue
+        if start >= hi:
+            break
+        found.extend(batch[max(lo, start) - start : min(hi, end) - start])
+    return found
 
 
 def _bounded(entries: Sequence[Entry], max_bytes: int) -> list[Entry]:

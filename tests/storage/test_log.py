@@ -231,3 +231,26 @@ def test_a_failed_fsync_refuses_further_appends_until_reopened(
         assert s.last_index() in (3, 4)
         s.append(entries[s.last_index() :])
         assert all_entries(s) == entries
+
+
+def test_reads_of_recent_batches_match_the_disk_across_truncations_and_snapshots(tmp_path: Path) -> None:
+    """The newest batches are served from memory; what they return must be what the disk holds."""
+
+    def batch(first: int, count: int, term: int) -> list[Entry]:
+        return [Entry(i, term, b"%d-%d" % (i, term)) for i in range(first, first + count)]
+
+    with DiskStorage(tmp_path / "d") as storage:
+        for first in range(1, 100, 3):
+            storage.append(batch(first, 3, 1))
+        storage.append(batch(50, 5, 2))  # truncates 50..102, appends 50..54
+        storage.append(batch(55, 2, 3))
+        live = storage.entries(1, storage.last_index() + 1, 1 << 30)
+        assert [e.index for e in live] == list(range(1, 57))
+        assert storage.entries(45, 57, 1 << 30) == live[44:]
+        assert len(storage.entries(50, 57, 1)) == 1  # byte bound: at least one entry
+        storage.save_snapshot(SnapshotMeta(60, 9), [b"state"])  # not in the log: the whole log goes
+        assert storage.last_index() == 60
+        storage.append(batch(61, 2, 9))
+        after = storage.entries(61, 63, 1 << 30)
+    with DiskStorage(tmp_path / "d") as storage:
+        assert storage.entries(61, 63, 1 << 30) == after
