@@ -161,14 +161,6 @@ class Node:
     def leader_id(self) -> int:
         return self.soft_state.leader_id
 
-    @property
-    def commit_index(self) -> int:
-        return self._raft.log.commit_index
-
-    @property
-    def applied_index(self) -> int:
-        return self._applied_index
-
     def submit(self, command: Command) -> Result:
         """Replicate ``command`` and return the result of applying it, once it is committed (durable
         on a majority). Raises NotLeader when the command certainly did not take effect (this node was
