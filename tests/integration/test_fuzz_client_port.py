@@ -110,3 +110,21 @@ def test_the_steady_client_made_progress_throughout(single_node: NodeProcess, st
     assert steady.failure is None
     assert rounds > 0
     assert single_node.running
+
+
+@pytest.mark.parametrize("garbage", [b"\x00" * 64, HANDSHAKE, b"\xff\xff\xff\xff\x00\x00\x00\x00\x01" + b"x" * 32,
+                                     b"TFXC" + bytes(range(40))])
+def test_garbage_on_the_cluster_port_closes_that_connection_only(single_node: NodeProcess, garbage: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", single_node.cluster_port), timeout=5) as sock:
+        sock.sendall(garbage)
+        sock.settimeout(5)
+        try:
+            while sock.recv(65536):
+                pass
+        except TimeoutError:
+            pytest.fail("the node kept a connection that sent garbage open")
+        except OSError:
+            pass  # reset by the node: just as good as a close
+    conn = RawConnection(single_node.client_address)
+    assert isinstance(conn.request(wire.ClusterMetadataRequest()), wire.ClusterMetadataResponse)
+    assert single_node.running
