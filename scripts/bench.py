@@ -46,6 +46,9 @@ if str(REPO) not in sys.path:
 
 from taskflux.wire import client_protocol as wire  # noqa: E402
 
+sys.path.insert(0, str(REPO / "scripts"))
+from local_nodes import NodeStartError, free_port, node_command, spawn, wait_listening  # noqa: E402
+
 MAX_WORKERS = 64
 I32 = struct.Struct(">i")
 U32 = struct.Struct(">I")
@@ -481,38 +484,19 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
 
 # --- a temporary node --------------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_node(python: str, extra: list[str]) -> tuple[subprocess.Popen[bytes], tuple[str, int], str]:
     """A single node on free loopback ports with its data in a temp dir; returns (process, client address, dir)."""
     root = tempfile.mkdtemp(prefix="taskflux-bench-")
-    cport, tport, hport, gport = (free_port() for _ in range(4))
-    cmd = [python, str(REPO / "taskflux.py"),
-           f"--cluster-peers=127.0.0.1:{cport}", "--cluster-node-id=0", "--cluster-listen-host=127.0.0.1",
-           f"--cluster-listen-port={cport}", "--tcp-adapter-listen-host=127.0.0.1",
-           f"--tcp-adapter-listen-port={tport}", f"--http-listen-address=127.0.0.1:{hport}",
-           f"--grpc-listen-address=127.0.0.1:{gport}", f"--data-directory={root}/data", "--log-level=Warning",
-           "--log-format=text", *extra]
-    log = open(Path(root) / "node.log", "wb")  # noqa: SIM115 (the child owns it)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-    log.close()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            text = (Path(root) / "node.log").read_text(errors="replace")[-2000:]
-            shutil.rmtree(root, ignore_errors=True)
-            raise BenchError(f"the temporary node exited with {proc.returncode}:\n{text}")
-        try:
-            socket.create_connection(("127.0.0.1", tport), timeout=0.2).close()
-            return proc, ("127.0.0.1", tport), root
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise BenchError("the temporary node did not listen within 30 s")
+    cluster_port, client_port = free_port(), free_port()
+    command = node_command(python, 0, [cluster_port], client_port, Path(root) / "data", ["--log-level=Warning", *extra])
+    proc = spawn(command, Path(root) / "node.log")
+    try:
+        wait_listening(proc, client_port, Path(root) / "node.log")
+    except NodeStartError as error:
+        proc.kill()
+        shutil.rmtree(root, ignore_errors=True)
+        raise BenchError(f"the temporary node did not start: {error}") from None
+    return proc, ("127.0.0.1", client_port), root
 
 
 # --- main --------------------------------------------------------------------------------------------------------

@@ -18,25 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def node_command(node: int, args: argparse.Namespace, extra: list[str]) -> list[str]:
-    peers = " ".join(f"127.0.0.1:{args.cluster_port + i}" for i in range(args.nodes))
-    return [
-        sys.executable, str(REPO / "taskflux.py"),
-        f"--cluster-peers={peers}",
-        f"--cluster-node-id={node}",
-        "--cluster-listen-host=127.0.0.1",
-        f"--cluster-listen-port={args.cluster_port + node}",
-        "--tcp-adapter-listen-host=127.0.0.1",
-        f"--tcp-adapter-listen-port={args.client_port + node}",
-        f"--http-listen-address=127.0.0.1:{args.http_port + node}",
-        f"--grpc-listen-address=127.0.0.1:{args.grpc_port + node}",
-        f"--data-directory={Path(args.data) / f'node{node}'}",
-        "--log-format=text",
-        *extra,
-    ]
+from local_nodes import node_command, spawn
 
 
 def main() -> int:
@@ -44,19 +28,17 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=3, choices=(1, 3, 5))
     parser.add_argument("--client-port", type=int, default=2602)
     parser.add_argument("--cluster-port", type=int, default=5000)
-    parser.add_argument("--http-port", type=int, default=1606)
-    parser.add_argument("--grpc-port", type=int, default=1706)
     parser.add_argument("--data", default="cluster-data", help="directory for the nodes' data and logs")
     parser.add_argument("extra", nargs="*", help="options passed to every node (after --)")
     args = parser.parse_args()
     Path(args.data).mkdir(parents=True, exist_ok=True)
     processes = []
+    cluster_ports = [args.cluster_port + node for node in range(args.nodes)]
     for node in range(args.nodes):
-        log = open(Path(args.data) / f"node{node}.log", "ab")  # noqa: SIM115 (held by the child)
+        command = node_command(sys.executable, node, cluster_ports, args.client_port + node,
+                               Path(args.data) / f"node{node}", args.extra)
         # A session of its own: Ctrl-C reaches only this launcher, which then stops the nodes one by one.
-        processes.append(subprocess.Popen(node_command(node, args, args.extra), stdout=log, stderr=log,
-                                          start_new_session=True))
-        log.close()
+        processes.append(spawn(command, Path(args.data) / f"node{node}.log", new_session=True))
     print(f"{args.nodes} nodes started (logs in {args.data}/node<i>.log); client endpoints:")
     for node in range(args.nodes):
         print(f"  node {node}: 127.0.0.1:{args.client_port + node}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,15 +30,10 @@ sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO))
 
 from bench import BenchError, Connection  # noqa: E402
+from local_nodes import NodeStartError, free_port, node_command, spawn, wait_listening  # noqa: E402
 
 QUEUE = "failover"
 PAYLOAD = b"x" * 100
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Cluster:
@@ -49,38 +43,19 @@ class Cluster:
         self.root = root
         cluster_ports = [free_port() for _ in range(size)]
         self.client_ports = [free_port() for _ in range(size)]
-        peers = " ".join(f"127.0.0.1:{p}" for p in cluster_ports)
-        self.commands = []
-        for i in range(size):
-            self.commands.append([
-                python, str(REPO / "taskflux.py"), f"--cluster-peers={peers}", f"--cluster-node-id={i}",
-                "--cluster-listen-host=127.0.0.1", f"--cluster-listen-port={cluster_ports[i]}",
-                "--tcp-adapter-listen-host=127.0.0.1", f"--tcp-adapter-listen-port={self.client_ports[i]}",
-                f"--tcp-adapter-advertise-address=127.0.0.1:{self.client_ports[i]}",
-                "--http-enabled=false", "--grpc-enabled=false",
-                f"--raft-election-timeout={election_timeout}", f"--data-directory={root / f'node{i}'}",
-                "--log-format=text", "--log-level=Information", *extra,
-            ])
+        options = [f"--raft-election-timeout={election_timeout}", "--log-level=Information", *extra]
+        self.commands = [node_command(python, i, cluster_ports, self.client_ports[i], root / f"node{i}", options)
+                         for i in range(size)]
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * size
 
     def start(self) -> None:
         for i, cmd in enumerate(self.commands):
-            log = open(self.root / f"node{i}.log", "ab")  # noqa: SIM115 (the child owns it)
-            self.procs[i] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-            log.close()
-        deadline = time.monotonic() + 30
+            self.procs[i] = spawn(cmd, self.root / f"node{i}.log")
         for i, port in enumerate(self.client_ports):
-            while True:
-                proc = self.procs[i]
-                if proc is not None and proc.poll() is not None:
-                    raise BenchError(f"node {i} exited with {proc.returncode}: {self.log(i)[-1500:]}")
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise BenchError(f"node {i} did not listen within 30 s") from None
-                    time.sleep(0.05)
+            try:
+                wait_listening(self.procs[i], port, self.root / f"node{i}.log")  # type: ignore[arg-type]
+            except NodeStartError as error:
+                raise BenchError(f"node {i}: {error}") from None
 
     def log(self, i: int) -> str:
         path = self.root / f"node{i}.log"
