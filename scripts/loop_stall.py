@@ -3,7 +3,7 @@
 
     python scripts/loop_stall.py [--writers 64] [--seconds 5] [--dir PATH]
 
-Runs the same write load twice: with the node's disk writes in gevent's thread pool (how the server runs)
+Runs the same write load twice: with the node's disk writes in the node's disk thread (how the server runs)
 and directly on the hub. A probe greenlet asks to sleep 1 ms over and over; how late it wakes up is how
 long the hub was blocked. Prints writes/s, the probe's lateness (p50/p99/max) and fsync batches.
 """
@@ -32,11 +32,11 @@ from taskflux.server.node import Node, NodeSettings  # noqa: E402
 from taskflux.storage.disk import DiskStorage  # noqa: E402
 
 
-def run(in_thread_pool: bool, writers: int, seconds: float, directory: str) -> None:
+def run(in_thread: bool, writers: int, seconds: float, directory: str) -> None:
     with tempfile.TemporaryDirectory(dir=directory) as data, DiskStorage(data) as storage:
         config = RaftConfig(node_id=0, cluster_size=1)
         node = Node(config, storage, lambda message: None,
-                    NodeSettings(disk_io_in_thread_pool=in_thread_pool), random.Random(1))
+                    NodeSettings(disk_io_in_thread=in_thread), random.Random(1))
         node.start()
         while not node.is_leader:
             gevent.sleep(0.01)
@@ -61,7 +61,7 @@ def run(in_thread_pool: bool, writers: int, seconds: float, directory: str) -> N
         elapsed = time.monotonic() - started
         node.stop()
         lateness.sort()
-        where = "thread pool" if in_thread_pool else "on the hub "
+        where = "disk thread" if in_thread else "on the hub "
         print(f"fsync {where}: {done[0] / elapsed:8.0f} writes/s, {(node.batches - batches) / elapsed:6.0f} "
               f"fsync batches/s, hub lateness p50 {statistics.median(lateness) * 1e3:6.2f} ms, "
               f"p99 {lateness[int(len(lateness) * 0.99)] * 1e3:6.2f} ms, max {lateness[-1] * 1e3:6.2f} ms")
@@ -73,8 +73,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--dir", default=".", help="where the temporary data directory goes (the disk measured)")
     args = parser.parse_args()
-    for in_thread_pool in (True, False):
-        run(in_thread_pool, args.writers, args.seconds, args.dir)
+    for in_thread in (True, False):
+        run(in_thread, args.writers, args.seconds, args.dir)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Everything that changes them goes through the node's inbox (a bounded gevent que
 client sessions, read barriers, raft messages from peers. Each turn of the loop takes every event that
 has arrived, ticks the raft clock when due, and then drives the raft core's Ready batches (the contract
 in ``taskflux.raft.ready.Ready``): leader messages leave at once, the batch's entries are written with
-one fsync in gevent's thread pool (so the hub keeps serving while the disk works, and every proposal
+one fsync in the node's disk thread (so the hub keeps serving while the disk works, and every proposal
 that arrives meanwhile joins the next batch: group commit), then acknowledgements leave, committed
 entries are applied and their waiting sessions woken.
 
@@ -38,6 +38,7 @@ from taskflux.raft.core import Raft
 from taskflux.raft.messages import Message
 from taskflux.raft.ready import NO_LEADER, Ready, Role, Snapshot, SoftState
 from taskflux.raft.types import Entry, SnapshotMeta
+from taskflux.server.disk_thread import DiskThread
 from taskflux.storage.disk import DiskStorage
 
 logger = logging.getLogger("taskflux.node")
@@ -71,7 +72,7 @@ class NodeSettings:
     tick_interval: float = 0.05
     request_timeout: float = 5.0
     snapshot_segments_threshold: int = 5
-    disk_io_in_thread_pool: bool = True  # False only to measure what an fsync on the hub costs the loop
+    disk_io_in_thread: bool = True  # False only to measure what an fsync on the hub costs the loop
 
 
 @dataclass(slots=True)
@@ -114,6 +115,7 @@ class Node:
         self._inbox: Queue = Queue(INBOX_SIZE)
         # log index -> (term, command, waiting session) of this leader's proposals
         self._pending: dict[int, tuple[int, Command, AsyncResult]] = {}
+        self._deadlines: deque[tuple[float, AsyncResult]] = deque()  # every submit, in submit order
         self._reads: dict[bytes, list[AsyncResult]] = {}  # ReadIndex context -> waiting sessions
         self._reads_waiting_apply: list[tuple[int, list[AsyncResult]]] = []
         self._next_read = 0
@@ -121,6 +123,8 @@ class Node:
         self._consumers: dict[str, deque[Event]] = {}
         self._leadership_changed = Event()
         self._greenlet: gevent.Greenlet | None = None
+        self._disk_thread: DiskThread | None = None
+        self._sweeper: gevent.Greenlet | None = None
         self._stopping = False
         self.applied_entries = 0
         self.batches = 0
@@ -128,8 +132,11 @@ class Node:
     # --- life cycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.settings.disk_io_in_thread:
+            self._disk_thread = DiskThread()
         self._greenlet = gevent.spawn(self._run)
         self._greenlet.link_exception(self._crashed)
+        self._sweeper = gevent.spawn(self._sweep_deadlines)
 
     def stop(self) -> None:
         """Stop the loop; waiting sessions get NodeStopped. The storage is the caller's to close."""
@@ -138,12 +145,32 @@ class Node:
             self._inbox.put(None)
             self._greenlet.join(timeout=10)
             self._greenlet.kill()
-        for _, _, result in self._pending.values():
-            result.set_exception(NodeStopped())
-        self._pending.clear()
+        if self._sweeper is not None:
+            self._sweeper.kill()
+        if self._disk_thread is not None:
+            self._disk_thread.close()
+        self._fail_waiting()
 
     def _crashed(self, greenlet: gevent.Greenlet) -> None:
         logger.critical("the node loop failed: %r; stopping", greenlet.exception)
+        self._stopping = True
+        self._fail_waiting()
+
+    def _fail_waiting(self) -> None:
+        """The loop is over: every session still waiting on it gets NodeStopped."""
+        stopped = NodeStopped()
+        for _, result in self._deadlines:
+            if not result.ready():
+                result.set_exception(stopped)
+        self._deadlines.clear()
+        self._pending.clear()
+        while True:
+            try:
+                event = self._inbox.get_nowait()
+            except Empty:
+                break
+            if isinstance(event, (_Proposal, _ReadBarrier, _Transfer)):
+                event.result.set_exception(stopped)
 
     @property
     def failed(self) -> BaseException | None:
@@ -168,11 +195,10 @@ class Node:
         neither committed nor was overwritten within the request timeout (it may still commit)."""
         self._require_leader()
         result = AsyncResult()
+        # No timer per request: one sweeper answers the proposals past their deadline.
+        self._deadlines.append((time.monotonic() + self.settings.request_timeout, result))
         self._post(_Proposal(command, encode_command(command), result))
-        try:
-            return result.get(timeout=self.settings.request_timeout)
-        except gevent.Timeout:
-            raise CommitTimeout(f"not committed within {self.settings.request_timeout} s") from None
+        return result.get()
 
     def ensure_serving(self) -> None:
         """Return once this leader's state machine has caught up with everything committed before its
@@ -241,7 +267,9 @@ class Node:
             raise NotLeader(self.leader_id)
 
     def _post(self, event: object) -> None:
-        self._inbox.put(event)
+        self._inbox.put(event)  # may block while the inbox is full, and the node stop meanwhile
+        if self._stopping:
+            self._fail_waiting()
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -276,8 +304,23 @@ class Node:
                 self._handle_ready(self._raft.ready())
             self._maybe_snapshot()
 
+    def _sweep_deadlines(self) -> None:
+        """Answer CommitTimeout to every submit still waiting at its deadline, also while the loop waits
+        for a stalled disk. The entry may still commit later; it is then applied like any other."""
+        deadlines = self._deadlines
+        interval = self.settings.tick_interval
+        while True:
+            gevent.sleep(interval)
+            now = time.monotonic()
+            while deadlines and (deadlines[0][1].ready() or deadlines[0][0] <= now):
+                _, result = deadlines.popleft()
+                if not result.ready():
+                    result.set_exception(CommitTimeout(f"not committed within {self.settings.request_timeout} s"))
+
     def _handle(self, event: object, reads: list[AsyncResult]) -> None:
         if isinstance(event, _Proposal):
+            if event.result.ready():  # its session was already told CommitTimeout: not worth proposing
+                return
             index = self._raft.propose(event.data)
             if index is None:
                 event.result.set_exception(NotLeader(self._raft.leader_id))
@@ -328,10 +371,10 @@ class Node:
         self._raft.advance()
 
     def _disk_io(self, function: Callable[..., None], *args: object) -> None:
-        """Run a storage write (fsyncs included) in gevent's thread pool: the loop waits for it, the hub
+        """Run a storage write (fsyncs included) in the disk thread: the loop waits for it, the hub
         keeps serving every other greenlet meanwhile."""
-        if self.settings.disk_io_in_thread_pool:
-            gevent.get_hub().threadpool.apply(function, args)
+        if self._disk_thread is not None:
+            self._disk_thread.call(function, *args)
         else:
             function(*args)
 
@@ -421,7 +464,7 @@ class Node:
 
     def take_snapshot(self) -> SnapshotMeta:
         """Snapshot the applied state and compact the log it covers. The state is encoded on the
-        loop (nothing is applied meanwhile), the file written in the thread pool."""
+        loop (nothing is applied meanwhile), the file written in the disk thread."""
         applied = self._applied_index
         meta = SnapshotMeta(applied, self._storage.term(applied))
         started = time.monotonic()

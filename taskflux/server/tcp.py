@@ -13,6 +13,7 @@ import logging
 import socket
 import time
 
+import gevent
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
@@ -50,7 +51,8 @@ class ClientServer:
         self.node = node
         self.peers = peers
         self.config = config
-        self.sessions = 0
+        self._sessions: set[Session] = set()
+        self._sweeper: gevent.Greenlet | None = None
         self._pool = Pool(config.tcp_adapter_max_connections)
         self._server = StreamServer(
             (config.tcp_adapter_listen_host, config.tcp_adapter_listen_port),
@@ -63,8 +65,14 @@ class ClientServer:
     def address(self) -> str:
         return format_endpoint(self.config.tcp_adapter_listen_host, self._server.server_port)
 
+    @property
+    def sessions(self) -> int:
+        """Connected clients."""
+        return len(self._sessions)
+
     def start(self) -> None:
         self._server.start()
+        self._sweeper = gevent.spawn(self._sweep_idle)
 
     def stop_accepting(self) -> None:
         self._server.close()
@@ -72,20 +80,35 @@ class ClientServer:
     def stop(self, timeout: float) -> None:
         """Let in-flight flows finish for up to ``timeout`` seconds, then close every connection."""
         self._server.stop(timeout=timeout)
+        if self._sweeper is not None:
+            self._sweeper.kill()
+
+    def _sweep_idle(self) -> None:
+        """Close connections blocked on their client for longer than the idle timeout. One sweep for
+        every connection instead of a timer per socket operation (that timer is on every request's path)."""
+        idle = self.config.tcp_adapter_idle_timeout
+        interval = min(1.0, idle / 4)
+        while True:
+            gevent.sleep(interval)
+            limit = time.monotonic() - idle
+            for session in list(self._sessions):
+                since = session.waiting_since
+                if since is not None and since < limit:
+                    session.expire()
 
     def _serve(self, sock: socket.socket, address: tuple[str, int]) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(self.config.tcp_adapter_idle_timeout)
-        self.sessions += 1
+        session = Session(sock, self.node, self.peers, self.config)
+        self._sessions.add(session)
         try:
-            Session(sock, self.node, self.peers, self.config).run()
+            session.run()
         except ClientGone as gone:
             if str(gone):
                 logger.info("client %s:%d disconnected: %s", address[0], address[1], gone)
         except NodeStopped:
             pass
         finally:
-            self.sessions -= 1
+            self._sessions.discard(session)
             with contextlib.suppress(OSError):
                 sock.close()
 
@@ -97,6 +120,8 @@ class Session:
         self.sock = sock
         self.node = node
         self.peers = peers
+        self.waiting_since: float | None = None  # when the current read or write on the client began
+        self.expired = False
         self.decoder = wire.PacketDecoder(wire.Direction.CLIENT_TO_SERVER, max_payload_bytes=config.max_payload_size)
         self.handlers = {
             wire.EnqueueCommand: self.enqueue,
@@ -119,21 +144,34 @@ class Session:
                 raise ClientGone(f"protocol error: {error}") from None
             if packet is not None:
                 return packet
+            self.waiting_since = time.monotonic()
             try:
                 data = self.sock.recv(RECV_BYTES)
-            except TimeoutError:
-                raise ClientGone("idle timeout") from None
             except OSError as error:
-                raise ClientGone(str(error)) from None
+                raise self.gone(str(error)) from None
+            finally:
+                self.waiting_since = None
             if not data:
-                raise ClientGone("")
+                raise self.gone("")
             decoder.feed(data)
 
     def write(self, data: bytes) -> None:
+        self.waiting_since = time.monotonic()
         try:
             self.sock.sendall(data)
         except OSError as error:
-            raise ClientGone(str(error)) from None
+            raise self.gone(str(error)) from None
+        finally:
+            self.waiting_since = None
+
+    def expire(self) -> None:
+        """The idle timeout passed: end the blocked read or write (the session then ends as idle)."""
+        self.expired = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    def gone(self, reason: str) -> ClientGone:
+        return ClientGone("idle timeout" if self.expired else reason)
 
     def respond(self, response: wire.Response) -> None:
         self.write(wire.encode(wire.CommandResponse(response)))

@@ -237,7 +237,7 @@ class SegmentedLog:
             written = os.pwrite(fd, data, start)
             if written != len(data):
                 _write_rest(fd, data, written, start)
-            os.fsync(fd)
+            os.fdatasync(fd)  # the data and the new size; not the timestamps (spares a journal commit)
             # Publish only now: the offsets, then the terms, then the count that readers trust.
             segment.offsets.extend(map((start - base).__add__, ends[done:stop]))
             segment.terms.extend(batch.terms(done, stop))
@@ -289,7 +289,7 @@ class SegmentedLog:
             fsync_dir(self.log_dir)
         if keep is not None:
             os.ftruncate(keep.fd, keep.offsets[k])
-            os.fsync(keep.fd)
+            os.fdatasync(keep.fd)
             del keep.offsets[k + 1 :]
             del keep.terms[k:]
 

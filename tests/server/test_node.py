@@ -9,12 +9,13 @@ from pathlib import Path
 
 import gevent
 import pytest
+from gevent import monkey
 
 from taskflux.domain.commands import AddRecord, CreateQueue, DeleteQueue, RemoveRecord
 from taskflux.domain.results import OK, RecordAdded, RecordRemoved
 from taskflux.domain.snapshot_codec import state_digest
 from taskflux.raft.config import RaftConfig
-from taskflux.server.node import Node, NodeSettings, NotLeader
+from taskflux.server.node import CommitTimeout, Node, NodeSettings, NodeStopped, NotLeader
 from taskflux.storage.disk import DiskStorage
 
 pytestmark = pytest.mark.timeout(60)
@@ -34,11 +35,12 @@ class SingleNode:
         self.storage: DiskStorage | None = None
         self.node: Node | None = None
 
-    def start(self, threshold: int = 5) -> Node:
+    def start(self, threshold: int = 5, request_timeout: float = 5.0) -> Node:
         self.storage = DiskStorage(self.path, **self.storage_options)
         config = RaftConfig(node_id=0, cluster_size=1, election_ticks=4, heartbeat_ticks=1)
-        self.node = Node(config, self.storage, lambda message: None,
-                         NodeSettings(tick_interval=0.01, snapshot_segments_threshold=threshold), random.Random(1))
+        settings = NodeSettings(tick_interval=0.01, snapshot_segments_threshold=threshold,
+                                request_timeout=request_timeout)
+        self.node = Node(config, self.storage, lambda message: None, settings, random.Random(1))
         self.node.start()
         wait_until(lambda: self.node.is_leader)
         return self.node
@@ -126,3 +128,44 @@ def test_a_follower_refuses_with_not_leader(tmp_path: Path) -> None:
     finally:
         node.stop()
         storage.close()
+
+
+def slow_appends(storage: DiskStorage, seconds: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every append of ``storage`` takes ``seconds`` longer (a disk that stalls; runs in the disk thread)."""
+    real_sleep = monkey.get_original("time", "sleep")
+    append = storage.append
+
+    def stalled(entries) -> None:  # type: ignore[no-untyped-def]
+        real_sleep(seconds)
+        append(entries)
+
+    monkeypatch.setattr(storage, "append", stalled)
+
+
+def test_a_proposal_not_committed_in_time_is_a_commit_timeout_and_may_still_apply(
+    single: SingleNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = single.start(request_timeout=0.2)
+    node.submit(CreateQueue("slow"))
+    slow_appends(single.storage, 0.6, monkeypatch)  # type: ignore[arg-type]
+    started = time.monotonic()
+    with pytest.raises(CommitTimeout):
+        node.submit(AddRecord("slow", 1, b"late"))
+    assert time.monotonic() - started < 0.5  # answered at its deadline, not when the disk came back
+    wait_until(lambda: node.manager.get("slow").count == 1)  # type: ignore[union-attr]  # the outcome was unknown: it did commit
+
+
+def test_stop_answers_every_waiting_session(single: SingleNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    node = single.start()
+    slow_appends(single.storage, 0.3, monkeypatch)  # type: ignore[arg-type]
+    in_flight = [gevent.spawn(node.submit, AddRecord("", i, b"x")) for i in range(5)]
+    gevent.sleep(0.05)
+    stopper = gevent.spawn(single.stop)
+    gevent.sleep(0)
+    late = [gevent.spawn(node.submit, AddRecord("", i, b"y")) for i in range(5)]
+    gevent.joinall([*in_flight, *late, stopper], timeout=10)
+    assert stopper.successful()
+    for greenlet in in_flight:  # none hangs: committed before the stop, or told the node stopped
+        assert greenlet.dead and (greenlet.successful() or isinstance(greenlet.exception, NodeStopped))
+    for greenlet in late:
+        assert greenlet.dead and isinstance(greenlet.exception, NodeStopped)

@@ -220,7 +220,7 @@ def test_a_failed_fsync_refuses_further_appends_until_reopened(
             def failing_fsync(fd: int) -> None:
                 raise OSError(5, "Input/output error")
 
-            m.setattr(os, "fsync", failing_fsync)
+            m.setattr(os, "fdatasync", failing_fsync)
             with pytest.raises(OSError):
                 s.append(entries[3:4])
         assert s.last_index() == 3  # nothing unsynced was published
