@@ -18,14 +18,13 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from taskflux.config import Config, format_endpoint
-from taskflux.domain.commands import AddRecord, CreateQueue, DeleteQueue, RemoveRecord
+from taskflux.domain.commands import CreateQueue
 from taskflux.domain.errors import ErrorCode
 from taskflux.domain.names import is_valid_queue_name
-from taskflux.domain.queue import Queue
-from taskflux.domain.records import Record
 from taskflux.domain.results import Failure, PolicyViolation, RecordRemoved, Result
 from taskflux.server.node import CommitTimeout, Node, NodeStopped, NotLeader
 from taskflux.server.peers import PeerNetwork
+from taskflux.server.service import QueueService
 from taskflux.wire import client_protocol as wire
 from taskflux.wire.primitives import ProtocolError
 
@@ -119,6 +118,7 @@ class Session:
     def __init__(self, sock: socket.socket, node: Node, peers: PeerNetwork, config: Config) -> None:
         self.sock = sock
         self.node = node
+        self.service = QueueService(node)
         self.peers = peers
         self.waiting_since: float | None = None  # when the current read or write on the client began
         self.expired = False
@@ -242,76 +242,39 @@ class Session:
             return
         if not isinstance(decision, wire.Ack):
             raise ClientGone(f"expected Ack or Nack after an enqueue, got {type(decision).__name__}")
-        add = AddRecord(command.queue, command.priority, command.payload)
-        self.node.ensure_serving()
-        refusal = self.node.manager.check(add)
-        self.answer(refusal if refusal is not None else self.node.submit(add))
+        self.answer(self.service.enqueue(command.queue, command.priority, command.payload))
 
     def dequeue(self, command: wire.DequeueCommand) -> None:
-        name = command.queue
-        if not is_valid_queue_name(name):
-            self.error(ErrorCode.INVALID_QUEUE_NAME)
+        reserved = self.service.reserve(command.queue, command.timeout_ms / 1000)
+        if reserved is None:
+            self.write(NO_RECORD)
             return
-        found = self.reserve(name, command.timeout_ms / 1000)
-        if found is None:
+        if isinstance(reserved, Failure):
+            self.error(reserved.code)
             return
-        queue, record = found
         try:
-            self.respond(wire.DequeueResponse(record))
+            self.respond(wire.DequeueResponse(reserved.record))
             decision = self.read()
         except ClientGone:
-            self.release(queue, record.id)
+            self.service.release(reserved)
             raise
         if isinstance(decision, wire.Nack):
-            self.release(queue, record.id)
+            self.service.release(reserved)
             self.write(OK)
             return
         if not isinstance(decision, wire.Ack):
-            self.release(queue, record.id)
+            self.service.release(reserved)
             raise ClientGone(f"expected Ack or Nack after a dequeue, got {type(decision).__name__}")
-        try:
-            result = self.node.submit(RemoveRecord(name, queue.incarnation, record.id))
-        except (NotLeader, NodeStopped, CommitTimeout):
-            self.release(queue, record.id)
-            raise
-        # The queue may have been deleted meanwhile: the record is gone either way.
-        if isinstance(result, RecordRemoved) or (isinstance(result, Failure)
-                                                 and result.code is ErrorCode.QUEUE_DOES_NOT_EXIST):
+        result = self.service.remove(reserved)
+        if isinstance(result, RecordRemoved):
             self.write(OK)
         else:
             self.answer(result)
 
-    def reserve(self, name: str, wait: float) -> tuple[Queue, Record] | None:
-        """Reserve the most urgent record of ``name``, waiting up to ``wait`` seconds for one. Answers
-        the client itself (no record, missing queue, not leader) and returns None when there is none."""
-        deadline = time.monotonic() + wait
-        while True:
-            self.node.ensure_serving()
-            queue = self.node.manager.get(name)
-            if queue is None:
-                self.error(ErrorCode.QUEUE_DOES_NOT_EXIST)
-                return None
-            record = queue.reserve()
-            if record is not None:
-                return queue, record
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self.write(NO_RECORD)
-                return None
-            self.node.wait_for_record(name, remaining)
-
-    def release(self, queue: Queue, record_id: int) -> None:
-        if queue.release(record_id):
-            self.node.record_available(queue.name)
-
     def count(self, command: wire.CountCommand) -> None:
-        if not is_valid_queue_name(command.queue):
-            self.error(ErrorCode.INVALID_QUEUE_NAME)
-            return
-        self.node.read_barrier()
-        queue = self.node.manager.get(command.queue)
-        if queue is None:
-            self.error(ErrorCode.QUEUE_DOES_NOT_EXIST)
+        queue = self.service.get_queue(command.queue)
+        if isinstance(queue, Failure):
+            self.error(queue.code)
         else:
             self.respond(wire.CountResponse(queue.count))
 
@@ -327,19 +290,13 @@ class Session:
         if invalid is not None:  # validation ("mapping") errors are ErrorResponse packets (spec §2.3)
             self.write(wire.encode(wire.ErrorResponse(invalid.code)))
             return
-        self.write_result(create)
+        self.answer(self.service.create_queue(create))
 
     def delete_queue(self, command: wire.DeleteQueueCommand) -> None:
-        self.write_result(DeleteQueue(command.queue))
-
-    def write_result(self, command: CreateQueue | DeleteQueue) -> None:
-        self.node.ensure_serving()
-        refusal = self.node.manager.check(command)
-        self.answer(refusal if refusal is not None else self.node.submit(command))
+        self.answer(self.service.delete_queue(command.queue))
 
     def list_queues(self, command: wire.ListQueuesCommand) -> None:
-        self.node.read_barrier()
         self.respond(wire.ListQueuesResponse(tuple(
             wire.QueueInfo(queue.name, queue.count, wire.queue_metadata(queue.policies))
-            for queue in self.node.manager.queues()
+            for queue in self.service.list_queues()
         )))
