@@ -188,6 +188,21 @@ class Node:
     def leader_id(self) -> int:
         return self.soft_state.leader_id
 
+    @property
+    def commit_index(self) -> int:
+        """The highest log index known to be committed."""
+        return self._raft.log.commit_index
+
+    @property
+    def applied_index(self) -> int:
+        """The highest log index applied to the state machine."""
+        return self._applied_index
+
+    @property
+    def last_index(self) -> int:
+        """The highest index in this node's log."""
+        return self._raft.log.last_index()
+
     def submit(self, command: Command) -> Result:
         """Replicate ``command`` and return the result of applying it, once it is committed (durable
         on a majority). Raises NotLeader when the command certainly did not take effect (this node was
