@@ -1,1 +1,3 @@
 """TaskFlux: a distributed, fault-tolerant priority-queue server."""
+
+__version__ = "0.1.0"

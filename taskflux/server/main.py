@@ -7,14 +7,19 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import gevent
 from gevent.event import Event
 
-from taskflux.config import Config, ConfigError, HelpRequested, load_config
+from taskflux.config import Config, ConfigError, HelpRequested, format_endpoint, load_config
+from taskflux.server.http import HttpServer
+from taskflux.server.leases import LeaseTable
 from taskflux.server.logs import setup_logging
 from taskflux.server.node import Node, NodeSettings
 from taskflux.server.peers import PeerNetwork
+from taskflux.server.rest import RestApi
+from taskflux.server.service import QueueService
 from taskflux.server.tcp import ClientServer
 from taskflux.storage.disk import DiskStorage
 from taskflux.storage.errors import StorageError
@@ -23,6 +28,8 @@ logger = logging.getLogger("taskflux.server")
 
 ENTRY_OVERHEAD_BYTES = 1024  # a log entry holds a payload plus the command's header
 THREADPOOL_SIZE = 64
+STOP_REQUESTS_SECONDS = 2.0  # how long in-flight requests may take to finish on a graceful stop
+WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 
 
 class Server:
@@ -57,6 +64,12 @@ class Server:
             ),
         )
         self.clients = ClientServer(self.node, self.peers, config)
+        self.service = QueueService(self.node)
+        self.leases = LeaseTable(self.service)
+        self.http: HttpServer | None = None
+        if config.http_enabled:
+            self.rest = RestApi(self.service, self.leases, config, self.cluster_status, self.leader_http_address)
+            self.http = HttpServer(self.rest.app, config.http_listen_address)
         self.stopped = Event()
         self._stopping = False
 
@@ -64,16 +77,54 @@ class Server:
         self.node.deliver(message)  # type: ignore[arg-type]
 
     def start(self) -> None:
-        if self.config.http_enabled or self.config.grpc_enabled:
-            logger.warning("REST and gRPC are not available in this version: http_* and grpc_* are ignored")
+        if self.config.grpc_enabled:
+            logger.warning("gRPC is not available in this version: grpc_* is ignored")
         self.node.start()
+        self.leases.start()
+        if self.http is not None:
+            self.http.start()
+            self.peers.advertise_http(self._advertised(self.http.address))
         self.peers.start()
         self.clients.start()
         logger.info(
-            "node %d of %d serving clients on %s, cluster on %s:%d, data in %s",
+            "node %d of %d serving clients on %s, REST on %s, cluster on %s:%d, data in %s",
             self.config.cluster_node_id, self.config.cluster_size, self.clients.address,
+            self.http.address if self.http is not None else "(off)",
             self.config.cluster_listen_host, self.config.cluster_listen_port, self.config.data_directory,
         )
+
+    def _advertised(self, bound: str) -> str:
+        """What other nodes tell clients about a listener of this node: a wildcard host is replaced by the
+        host this node has in ``cluster_peers``."""
+        host, _, port = bound.rpartition(":")
+        if host.strip("[]") in WILDCARD_HOSTS:
+            host = self.config.cluster_peers[self.config.cluster_node_id][0]
+            return format_endpoint(host, int(port))
+        return bound
+
+    def leader_http_address(self, leader_id: int) -> str | None:
+        """The REST address of node ``leader_id`` as it announced it, None when unknown."""
+        endpoints = self.peers.http_endpoints
+        return endpoints[leader_id] or None if 0 <= leader_id < len(endpoints) else None
+
+    def cluster_status(self) -> dict[str, Any]:
+        """This node's view of the cluster (REST ``/api/v1/cluster`` and readiness)."""
+        node = self.node
+        soft = node.soft_state
+        leader = soft.leader_id
+        nodes = []
+        for peer in range(self.config.cluster_size):
+            if peer == node.id:
+                role = soft.role.name.lower()
+            else:
+                role = "leader" if peer == leader else "follower" if leader >= 0 else "unknown"
+            nodes.append({"id": peer, "role": role, "client_endpoint": self.peers.client_endpoints[peer] or None,
+                          "http_address": self.peers.http_endpoints[peer] or None})
+        return {
+            "node_id": node.id, "role": soft.role.name.lower(), "term": soft.term,
+            "leader_id": leader if leader >= 0 else None,
+            "commit_index": node.commit_index, "applied_index": node.applied_index, "nodes": nodes,
+        }
 
     def stop(self) -> None:
         """Graceful stop: no new clients, leadership handed over, in-flight requests finished, files closed."""
@@ -83,9 +134,15 @@ class Server:
         self._stopping = True
         logger.info("stopping")
         self.clients.stop_accepting()
+        if self.http is not None:
+            self.http.stop_accepting()
         if self.node.is_leader and self.config.cluster_size > 1:
             self._hand_over_leadership()
-        self.clients.stop(timeout=2.0)
+        stoppers = [gevent.spawn(self.clients.stop, STOP_REQUESTS_SECONDS)]
+        if self.http is not None:
+            stoppers.append(gevent.spawn(self.http.stop, STOP_REQUESTS_SECONDS))
+        gevent.joinall(stoppers)
+        self.leases.stop()
         self.node.stop()
         self.peers.stop()
         self.storage.close()

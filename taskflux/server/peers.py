@@ -41,6 +41,7 @@ class PeerNetwork:
         client_endpoint: str,
         deliver: Callable[[Message], None],
         *,
+        http_endpoint: str = "",
         timeout: float = 5.0,
         max_frame_bytes: int = 64 * 1024 * 1024,
     ) -> None:
@@ -50,9 +51,12 @@ class PeerNetwork:
         self._deliver = deliver
         self._timeout = timeout
         self._max_frame_bytes = max_frame_bytes
-        self._hello = Hello(cluster_size=self.cluster_size, node_id=node_id, client_endpoint=client_endpoint)
+        self._hello = Hello(cluster_size=self.cluster_size, node_id=node_id, client_endpoint=client_endpoint,
+                            http_endpoint=http_endpoint)
         self.client_endpoints = [""] * self.cluster_size
         self.client_endpoints[node_id] = client_endpoint
+        self.http_endpoints = [""] * self.cluster_size  # "" = not known (yet) or no HTTP on that node
+        self.http_endpoints[node_id] = http_endpoint
         self._outboxes = {peer: deque[Message](maxlen=OUTBOX_LIMIT) for peer in range(self.cluster_size)
                           if peer != node_id}
         self._wakeups = {peer: Event() for peer in self._outboxes}
@@ -131,7 +135,7 @@ class PeerNetwork:
             hello = check_hello(frame, self.cluster_size, self.node_id)
             if hello.node_id != peer:
                 raise ClusterProtocolError(f"{self._peers[peer]} answered as node {hello.node_id}, expected {peer}")
-            self.client_endpoints[peer] = hello.client_endpoint
+            self._learn(hello)
             return
 
     # --- inbound ----------------------------------------------------------------------------------
@@ -165,6 +169,16 @@ class PeerNetwork:
 
     def _accept_hello(self, frame: object, sock: socket.socket) -> int:
         hello = check_hello(frame, self.cluster_size, self.node_id)  # type: ignore[arg-type]
-        self.client_endpoints[hello.node_id] = hello.client_endpoint
+        self._learn(hello)
         sock.sendall(encode_frame(self._hello))
         return hello.node_id
+
+    def advertise_http(self, endpoint: str) -> None:
+        """Set this node's HTTP endpoint for the handshakes to come (known once the listener is bound)."""
+        self.http_endpoints[self.node_id] = endpoint
+        self._hello = Hello(cluster_size=self.cluster_size, node_id=self.node_id,
+                            client_endpoint=self.client_endpoints[self.node_id], http_endpoint=endpoint)
+
+    def _learn(self, hello: Hello) -> None:
+        self.client_endpoints[hello.node_id] = hello.client_endpoint
+        self.http_endpoints[hello.node_id] = hello.http_endpoint

@@ -48,7 +48,7 @@ __all__ = [
     "encode_frame",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 HELLO_MAGIC = b"TFXC"
 # Must exceed replication_max_send_size + the largest entry (max payload + command overhead); see
 # Config.cluster_max_frame_bytes, which is never below this.
@@ -81,19 +81,22 @@ class FrameType(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """The handshake: who is speaking, in which cluster, and where clients reach it (``host:port``)."""
+    """The handshake: who is speaking, in which cluster, and where clients reach it (``host:port`` of its
+    binary protocol, and of its HTTP interface or "" when it serves none)."""
 
     cluster_size: int
     node_id: int
     client_endpoint: str
     version: int = PROTOCOL_VERSION
+    http_endpoint: str = ""
 
 
 Frame = Hello | Message  # what a FrameDecoder yields and encode_frame takes
 
 HEADER = struct.Struct(">IIB")
 HEADER_SIZE = HEADER.size
-_HELLO = struct.Struct(">4sHHiH")  # magic, version, cluster size, node id, endpoint length
+_HELLO = struct.Struct(">4sHHiH")  # magic, version, cluster size, node id, client endpoint length
+_U16 = struct.Struct(">H")  # the HTTP endpoint's length
 _ADDR = struct.Struct(">iiq")  # src, dst, term: the start of every raft message
 _REQUEST_VOTE = struct.Struct(">iiqqqBB")
 _REQUEST_VOTE_RESPONSE = struct.Struct(">iiqBB")
@@ -134,10 +137,12 @@ def _frame(frame_type: int, body: bytes) -> bytes:
 
 def _encode_hello(hello: Hello) -> bytes:
     endpoint = hello.client_endpoint.encode("utf-8")
-    if len(endpoint) > MAX_ENDPOINT_BYTES:
-        raise ValueError(f"client endpoint longer than {MAX_ENDPOINT_BYTES} bytes: {hello.client_endpoint!r}")
+    http = hello.http_endpoint.encode("utf-8")
+    for name, value in (("client", endpoint), ("HTTP", http)):
+        if len(value) > MAX_ENDPOINT_BYTES:
+            raise ValueError(f"{name} endpoint longer than {MAX_ENDPOINT_BYTES} bytes: {value!r}")
     head = _HELLO_OUT.pack(HELLO_MAGIC, hello.version, hello.cluster_size, hello.node_id, len(endpoint))
-    return _frame(FrameType.HELLO, head + endpoint)
+    return _frame(FrameType.HELLO, head + endpoint + _U16.pack(len(http)) + http)
 
 
 def _encode_request_vote(m: RequestVote) -> bytes:
@@ -260,14 +265,20 @@ def _decode_hello(body: bytes) -> Hello:
     magic, version, cluster_size, node_id, length = _HELLO.unpack_from(body)
     if magic != HELLO_MAGIC:
         raise ClusterProtocolError(f"not a TaskFlux cluster handshake (magic {magic!r})")
-    if length > MAX_ENDPOINT_BYTES or len(body) != _HELLO.size + length:
-        raise ClusterProtocolError(f"Hello endpoint length {length} does not match a {len(body)}-byte body")
+    http_at = _HELLO.size + length
+    if length > MAX_ENDPOINT_BYTES or len(body) < http_at + _U16.size:
+        raise ClusterProtocolError(f"Hello endpoint length {length} does not fit a {len(body)}-byte body")
+    (http_length,) = _U16.unpack_from(body, http_at)
+    if http_length > MAX_ENDPOINT_BYTES or len(body) != http_at + _U16.size + http_length:
+        raise ClusterProtocolError(f"Hello HTTP endpoint length {http_length} does not match a {len(body)}-byte body")
     _non_negative(node_id)
     try:
-        endpoint = body[_HELLO.size :].decode("utf-8")
+        endpoint = body[_HELLO.size : http_at].decode("utf-8")
+        http = body[http_at + _U16.size :].decode("utf-8")
     except UnicodeDecodeError:
         raise ClusterProtocolError("Hello endpoint is not UTF-8") from None
-    return Hello(cluster_size=cluster_size, node_id=node_id, client_endpoint=endpoint, version=version)
+    return Hello(cluster_size=cluster_size, node_id=node_id, client_endpoint=endpoint, version=version,
+                 http_endpoint=http)
 
 
 def _decode_request_vote(body: bytes) -> RequestVote:

@@ -76,7 +76,7 @@ messages = st.one_of(
 frames = st.one_of(hellos, messages)
 
 EXAMPLES: list[Frame] = [
-    Hello(cluster_size=3, node_id=1, client_endpoint="127.0.0.1:2602"),
+    Hello(cluster_size=3, node_id=1, client_endpoint="127.0.0.1:2602", http_endpoint="127.0.0.1:1606"),
     RequestVote(0, 1, 5, 10, 4, pre_vote=True, transfer=False),
     RequestVoteResponse(1, 0, 5, granted=True, pre_vote=True),
     AppendEntries(0, 2, 7, 9, 6, (Entry(10, 7, b"a"), Entry(11, 7, b""), Entry(12, 7, b"\x00" * 300)), 9),
@@ -130,8 +130,8 @@ def test_header_layout_is_documented() -> None:
     body = struct.pack(">iiq", 0, 2, 8)
     assert data == struct.pack(">IIB", len(body), zlib.crc32(bytes([10]) + body), 10) + body
     assert HEADER_SIZE == 9
-    hello = encode_frame(Hello(cluster_size=3, node_id=1, client_endpoint="h:1"))
-    assert hello[HEADER_SIZE:] == b"TFXC" + struct.pack(">HHiH", PROTOCOL_VERSION, 3, 1, 3) + b"h:1"
+    hello = encode_frame(Hello(cluster_size=3, node_id=1, client_endpoint="h:1", http_endpoint="w:2"))
+    assert hello[HEADER_SIZE:] == b"TFXC" + struct.pack(">HHiH", PROTOCOL_VERSION, 3, 1, 3) + b"h:1\x00\x03w:2"
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -261,7 +261,7 @@ def test_negative_ids_and_terms(body: bytes) -> None:
 def test_negative_entry_index_and_hello_node_id() -> None:
     entry = struct.pack(">iiqqqqI", 0, 1, 1, 0, 0, 0, 1) + struct.pack(">qqI", -1, 1, 0)
     malformed(reframe(FrameType.APPEND_ENTRIES, entry))
-    assert "negative" in malformed(reframe(FrameType.HELLO, b"TFXC" + struct.pack(">HHiH", 1, 3, -1, 0)))
+    assert "negative" in malformed(reframe(FrameType.HELLO, b"TFXC" + struct.pack(">HHiHH", 2, 3, -1, 0, 0)))
 
 
 def test_booleans_must_be_zero_or_one() -> None:
@@ -270,8 +270,11 @@ def test_booleans_must_be_zero_or_one() -> None:
 
 
 def test_hello_magic_and_encoding() -> None:
-    assert "magic" in malformed(reframe(FrameType.HELLO, b"HTTP" + struct.pack(">HHiH", 1, 3, 0, 0)))
-    assert "UTF-8" in malformed(reframe(FrameType.HELLO, b"TFXC" + struct.pack(">HHiH", 1, 3, 0, 1) + b"\xff"))
+    assert "magic" in malformed(reframe(FrameType.HELLO, b"HTTP" + struct.pack(">HHiHH", 2, 3, 0, 0, 0)))
+    assert "UTF-8" in malformed(reframe(FrameType.HELLO, b"TFXC" + struct.pack(">HHiH", 2, 3, 0, 1) + b"\xff\x00\x00"))
+    assert "UTF-8" in malformed(reframe(FrameType.HELLO, b"TFXC" + struct.pack(">HHiHH", 2, 3, 0, 0, 1) + b"\xff"))
+    assert "HTTP endpoint length" in malformed(
+        reframe(FrameType.HELLO, b"TFXC" + struct.pack(">HHiHH", 2, 3, 0, 0, 9) + b"short"))
 
 
 def test_a_client_speaking_to_the_cluster_port_is_refused() -> None:
@@ -301,7 +304,7 @@ def test_check_hello() -> None:
     good = Hello(cluster_size=3, node_id=2, client_endpoint="h:1")
     assert check_hello(good, 3, 0) is good
     for bad, match in [
-        (Hello(cluster_size=3, node_id=2, client_endpoint="h:1", version=2), "version"),
+        (Hello(cluster_size=3, node_id=2, client_endpoint="h:1", version=1), "version"),
         (Hello(cluster_size=5, node_id=2, client_endpoint="h:1"), "cluster size"),
         (Hello(cluster_size=3, node_id=3, client_endpoint="h:1"), "node id"),
         (Hello(cluster_size=3, node_id=0, client_endpoint="h:1"), "node id"),
@@ -378,9 +381,10 @@ def test_no_large_allocation_on_hostile_headers() -> None:
 
 def test_the_documented_examples() -> None:
     """The byte dumps of docs/cluster-protocol.md §4."""
-    hello = Hello(cluster_size=3, node_id=1, client_endpoint="127.0.0.1:2612")
+    hello = Hello(cluster_size=3, node_id=1, client_endpoint="127.0.0.1:2612", http_endpoint="127.0.0.1:1616")
     assert encode_frame(hello) == bytes.fromhex(
-        "0000001c b456c824 01 54465843 0001 0003 00000001 000e 3132372e302e302e313a32363132"
+        "0000002c 7ac2b14e 01 54465843 0002 0003 00000001 000e 3132372e302e302e313a32363132"
+        "000e 3132372e302e302e313a31363136"
     )
     assert encode_frame(TimeoutNow(0, 2, 8)) == bytes.fromhex("00000010 dbee8e50 0a 00000000 00000002 0000000000000008")
     append = AppendEntries(0, 1, 2, 5, 2, (Entry(6, 2, b"ab"),), 5)

@@ -1,0 +1,37 @@
+"""The HTTP listener: gevent's WSGI server running the node's Bottle application (REST, health, metrics)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gevent.pool import Pool
+from gevent.pywsgi import WSGIServer
+
+from taskflux.config import format_endpoint
+
+logger = logging.getLogger("taskflux.http")
+
+MAX_HTTP_CONNECTIONS = 1024
+
+
+class HttpServer:
+    """Serves a WSGI application on ``address``; one greenlet per connection, keep-alive, no access log
+    (one line per request would drown the significant events)."""
+
+    def __init__(self, app: Any, address: tuple[str, int], max_connections: int = MAX_HTTP_CONNECTIONS) -> None:
+        self._server = WSGIServer(address, app, spawn=Pool(max_connections), log=None, error_log=logger)
+
+    @property
+    def address(self) -> str:
+        return format_endpoint(self._server.server_host, self._server.server_port)
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop_accepting(self) -> None:
+        self._server.close()
+
+    def stop(self, timeout: float) -> None:
+        """Let requests in progress finish for up to ``timeout`` seconds, then close every connection."""
+        self._server.stop(timeout=timeout)

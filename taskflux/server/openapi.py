@@ -1,0 +1,197 @@
+"""The OpenAPI 3.1 document of the REST interface (served at ``/api/v1/openapi.json``).
+
+Tests check that its paths and methods are exactly the application's routes.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from taskflux import __version__
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    texts = {
+        400: "invalid input; `error.field` names the field",
+        404: "no such queue (or lease)",
+        409: "the queue exists",
+        413: "the body or payload is over the limit",
+        415: "unsupported content type",
+        421: "not the leader: `error.leader` is the leader's HTTP address (also in `Location`)",
+        422: "refused by a queue policy",
+        503: "no leader known, or the node is stopping",
+        504: "not confirmed in time: the outcome is unknown",
+    }
+    return {str(status): _json(_ref("Error"), texts[status]) for status in statuses}
+
+
+LEADER_ERRORS = (421, 503, 504)
+NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+        "description": "queue name, 0-255 printable ASCII characters; the default queue is the empty segment"}
+
+
+def _operation(summary: str, responses: dict[str, Any], *, parameters: list[dict[str, Any]] | None = None,
+               body: dict[str, Any] | None = None) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = body
+    return operation
+
+
+def _duration(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": {"type": "string", "example": "5s"},
+            "description": description}
+
+
+def _original(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"post": _operation(
+        summary,
+        {"200": _json(_ref("Envelope"), "executed (business errors included, in `payload`)"),
+         "400": _json(_ref("Envelope"), "invalid queue name, not the leader, or a validation problem"),
+         "415": _json({"type": "object"}, "not application/json")},
+        body={"required": True, "content": {JSON: {"schema": schema}}},
+    )}
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["reason", "message"],
+        "properties": {"reason": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"},
+                       "code": {"type": "integer"}, "leader_id": {"type": ["integer", "null"]},
+                       "leader": {"type": ["string", "null"]}, "policy": {"type": "string"},
+                       "limits": {"type": "array", "items": {"type": "integer"}}},
+    }}},
+    "Policies": {"type": "object", "properties": {
+        "max_queue_size": {"type": ["integer", "null"], "minimum": 0},
+        "max_payload_size": {"type": ["integer", "null"], "minimum": 0},
+        "priority_range": {"type": ["array", "null"], "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+    }},
+    "Queue": {"type": "object", "properties": {
+        "name": {"type": "string"}, "implementation": {"enum": ["H4", "QA"]}, "count": {"type": "integer"},
+        "policies": _ref("Policies"),
+    }},
+    "NewQueue": {"type": "object", "additionalProperties": False, "properties": {
+        "implementation": {"enum": ["H4", "QA"], "default": "H4"},
+        "max_queue_size": {"type": ["integer", "null"], "minimum": 0},
+        "max_payload_size": {"type": ["integer", "null"], "minimum": 0},
+        "priority_range": {"oneOf": [
+            {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+            {"type": "object", "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}}},
+            {"type": "null"}]},
+    }},
+    "NewRecord": {"type": "object", "required": ["priority"], "additionalProperties": False, "properties": {
+        "priority": {"type": "integer", "description": "int64; smaller is more urgent"},
+        "payload": {"type": "string", "description": "text, stored as UTF-8"},
+        "payload_base64": {"type": "string", "description": "binary payload, standard base64"},
+    }},
+    "Record": {"type": "object", "properties": {
+        "queue": {"type": "string"}, "id": {"type": "integer"}, "priority": {"type": "integer"},
+        "payload": {"type": ["string", "null"], "description": "the payload as text, null when not UTF-8"},
+        "payload_base64": {"type": "string"},
+        "lease": {"type": "string", "description": "leased mode: the token to ack or nack"},
+        "lease_seconds": {"type": "number"},
+    }},
+    "Cluster": {"type": "object", "properties": {
+        "node_id": {"type": "integer"}, "role": {"enum": ["leader", "follower", "candidate", "pre_candidate"]},
+        "term": {"type": "integer"}, "leader_id": {"type": ["integer", "null"]},
+        "commit_index": {"type": "integer"}, "applied_index": {"type": "integer"},
+        "nodes": {"type": "array", "items": {"type": "object", "properties": {
+            "id": {"type": "integer"}, "role": {"type": "string"}, "client_endpoint": {"type": "string"},
+            "http_address": {"type": ["string", "null"]}}}},
+    }},
+    "Envelope": {"type": "object", "properties": {
+        "success": {"type": "boolean"}, "error": {"type": ["string", "null"]},
+        "leaderId": {"type": ["integer", "null"]}, "payload": {"type": ["object", "null"]},
+    }},
+}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    """The whole document (built once)."""
+    queue_paths = {
+        "/api/v1/queues": {"get": _operation(
+            "List the queues", {"200": _json({"type": "object", "properties": {
+                "queues": {"type": "array", "items": _ref("Queue")}}}, "every queue"),
+                **_errors(*LEADER_ERRORS)})},
+        "/api/v1/queues/{name}": {
+            "put": _operation("Create a queue", {"201": _json(_ref("Queue"), "created (committed)"),
+                                                 **_errors(400, 409, 415, *LEADER_ERRORS)},
+                              parameters=[NAME],
+                              body={"required": False, "content": {JSON: {"schema": _ref("NewQueue")}}}),
+            "get": _operation("A queue and its record count", {"200": _json(_ref("Queue"), "the queue"),
+                                                               **_errors(400, 404, *LEADER_ERRORS)},
+                              parameters=[NAME]),
+            "delete": _operation("Delete a queue and its records", {"204": {"description": "deleted (committed)"},
+                                                                   **_errors(400, 404, *LEADER_ERRORS)},
+                                 parameters=[NAME]),
+        },
+        "/api/v1/queues/{name}/records": {"post": _operation(
+            "Add a record: JSON (text or base64 payload), or a text/plain or application/octet-stream body with "
+            "?priority=",
+            {"201": _json({"type": "object", "properties": {"queue": {"type": "string"}, "id": {"type": "integer"},
+                                                            "priority": {"type": "integer"}}},
+                          "stored (committed)"),
+             **_errors(400, 404, 413, 415, 422, *LEADER_ERRORS)},
+            parameters=[NAME, {"name": "priority", "in": "query", "required": False, "schema": {"type": "integer"},
+                               "description": "for text/plain and application/octet-stream bodies"}],
+            body={"required": True, "content": {JSON: {"schema": _ref("NewRecord")},
+                                                "text/plain": {"schema": {"type": "string"}},
+                                                "application/octet-stream": {"schema": {"type": "string",
+                                                                                        "format": "binary"}}}},
+        )},
+        "/api/v1/queues/{name}/dequeue": {"post": _operation(
+            "Take the most urgent record: immediate (removed, committed, before the answer) or leased (reserved "
+            "until acked, nacked or expired)",
+            {"200": _json(_ref("Record"), "a record"), "204": {"description": "no record within the wait"},
+             **_errors(400, 404, *LEADER_ERRORS)},
+            parameters=[NAME, _duration("wait", "how long to wait for a record (default 0, at most 300s)"),
+                        _duration("lease", "leased mode: how long the record stays reserved (at most 12h)")],
+        )},
+        "/api/v1/leases/{token}/ack": {"post": _operation(
+            "Remove a leased record for good", {"204": {"description": "removed (committed)"},
+                                                **_errors(404, *LEADER_ERRORS)},
+            parameters=[{"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}])},
+        "/api/v1/leases/{token}/nack": {"post": _operation(
+            "Put a leased record back", {"204": {"description": "back in its queue"}, **_errors(404)},
+            parameters=[{"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}])},
+        "/api/v1/cluster": {"get": _operation("This node's view of the cluster",
+                                              {"200": _json(_ref("Cluster"), "the cluster")})},
+        "/api/v1/openapi.json": {"get": _operation("This document", {"200": _json({"type": "object"}, "OpenAPI")})},
+        "/health/live": {"get": _operation("The process serves HTTP", {"200": _json({"type": "object"}, "live")})},
+        "/health/ready": {"get": _operation(
+            "Ready: a leader is known and everything committed is applied",
+            {"200": _json({"type": "object"}, "ready"), "503": _json({"type": "object"}, "not ready")})},
+        "/metrics": {"get": _operation("Prometheus metrics", {"200": {
+            "description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}})},
+    }
+    original = {
+        "/commands/v1/enqueue": _original("The original's enqueue (no ack phase; committed before the answer)", {
+            "type": "object", "properties": {"queue": {"type": "string"}, "key": {"type": ["integer", "string"]},
+                                             "payload": {"type": "string"}}, "required": ["queue", "payload"]}),
+        "/commands/v1/dequeue": _original("The original's immediate dequeue (never waits; committed)", {
+            "type": "object", "properties": {"queue": {"type": "string"}}}),
+        "/commands/v1/count": _original("The original's count", {
+            "type": "object", "properties": {"queue": {"type": "string"}}}),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "TaskFlux REST API", "version": __version__,
+                 "description": "Priority queues replicated with Raft. Every write is answered once committed "
+                                "(fsynced on a majority of nodes)."},
+        "paths": {**queue_paths, **original},
+        "components": {"schemas": SCHEMAS},
+    }

@@ -1,0 +1,600 @@
+"""The REST interface: a Bottle application over the QueueService.
+
+Two sets of routes:
+
+* ``/commands/v1/*`` — the original's three routes with its JSON envelope, kept field for field (spec §5),
+  its defects fixed: policy violations are reported, a dequeue is logged nowhere per request.
+* ``/api/v1/*`` — a resource API: queues, records, immediate and leased dequeues, leases, the cluster;
+  status codes that mean what they say (see ``docs/rest.md`` and ``/api/v1/openapi.json``).
+
+Plus ``/health/live``, ``/health/ready`` and ``/metrics``. Every answer is JSON, errors included; bad
+input never reaches the node. Writes are answered once committed, like on every interface.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import bottle
+
+from taskflux.config import Config, parse_duration
+from taskflux.domain.commands import NO_LIMIT, CreateQueue
+from taskflux.domain.errors import INT32_MAX, INT64_MAX, INT64_MIN, ErrorCode, Implementation, PolicyCode
+from taskflux.domain.names import MAX_QUEUE_NAME_BYTES, is_valid_queue_name
+from taskflux.domain.queue import Queue
+from taskflux.domain.records import Record
+from taskflux.domain.results import Failure, PolicyViolation, RecordAdded, RecordRemoved, Result
+from taskflux.server.leases import MAX_LEASE_SECONDS, LeaseNotFound, LeaseTable
+from taskflux.server.node import CommitTimeout, Node, NodeStopped, NotLeader
+from taskflux.server.openapi import openapi_document
+from taskflux.server.service import QueueService, Reserved
+
+logger = logging.getLogger("taskflux.rest")
+
+MAX_WAIT_SECONDS = 300.0
+JSON_SLACK_BYTES = 64 * 1024  # room for the JSON around a base64 payload
+JSON_TYPE = "application/json"
+
+# The original's texts (spec §5), kept for the compatibility routes.
+ORIGINAL_INVALID_NAME = "Передано невалидное название очереди"
+ORIGINAL_NOT_LEADER = "Узел не является лидером"
+ORIGINAL_UNKNOWN = "Неизвестная ошибка"
+
+IMPLEMENTATION_NAMES = {Implementation.H4: "H4", Implementation.QA: "QA"}
+POLICY_NAMES = {
+    PolicyCode.GENERIC: "generic",
+    PolicyCode.MAX_QUEUE_SIZE: "max_queue_size",
+    PolicyCode.PRIORITY_RANGE: "priority_range",
+    PolicyCode.MAX_PAYLOAD_SIZE: "max_payload_size",
+}
+# Business error -> (HTTP status, reason, the request field it is about)
+FAILURE_STATUS: dict[ErrorCode, tuple[int, str, str | None]] = {
+    ErrorCode.INVALID_QUEUE_NAME: (400, "invalid_queue_name", "name"),
+    ErrorCode.QUEUE_DOES_NOT_EXIST: (404, "queue_not_found", None),
+    ErrorCode.QUEUE_ALREADY_EXISTS: (409, "queue_exists", None),
+    ErrorCode.INVALID_PRIORITY_RANGE: (400, "invalid_priority_range", "priority_range"),
+    ErrorCode.INVALID_MAX_QUEUE_SIZE: (400, "invalid_max_queue_size", "max_queue_size"),
+    ErrorCode.INVALID_MAX_PAYLOAD_SIZE: (400, "invalid_max_payload_size", "max_payload_size"),
+    ErrorCode.PRIORITY_RANGE_NOT_SPECIFIED: (400, "priority_range_required", "priority_range"),
+    ErrorCode.UNKNOWN_PRIORITY_QUEUE_CODE: (400, "invalid_implementation", "implementation"),
+}
+
+
+class ApiError(Exception):
+    """An answer other than success: its status and JSON body."""
+
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, body)
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+
+def error(status: int, reason: str, message: str, field: str | None = None, **extra: Any) -> ApiError:
+    """The resource API's error: ``{"error": {"reason", "message", "field"?, ...}}``."""
+    body: dict[str, Any] = {"reason": reason, "message": message}
+    if field is not None:
+        body["field"] = field
+    body.update(extra)
+    return ApiError(status, {"error": body})
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> bottle.HTTPResponse:
+    response = bottle.HTTPResponse(json.dumps(body, ensure_ascii=False), status=status, headers=headers)
+    response.content_type = "application/json; charset=utf-8"
+    return response
+
+
+def _problem(status: int, title: str, errors: dict[str, list[str]] | None = None) -> ApiError:
+    """An RFC 9457 problem document, the shape the original's framework gave its 400 and 415 answers."""
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if errors is not None:
+        body["errors"] = errors
+    return ApiError(status, body)
+
+
+# --- reading requests -----------------------------------------------------------------------------
+
+
+def read_body(limit: int) -> bytes:
+    """The request body, refused with 413 beyond ``limit`` bytes before it is read into memory."""
+    request = bottle.request
+    length = request.content_length
+    if length > limit:
+        raise error(413, "body_too_large", f"the body is {length} bytes, the limit is {limit}")
+    stream = request.environ["wsgi.input"]
+    data = stream.read(length) if length >= 0 else stream.read(limit + 1)
+    if len(data) > limit:
+        raise error(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
+    return data
+
+
+def media_type() -> str:
+    return bottle.request.content_type.split(";")[0].strip().lower()
+
+
+def read_json_object(limit: int, *, optional: bool = False) -> dict[str, Any]:
+    """A JSON object body (``Content-Type: application/json``); ``{}`` for an optional empty body."""
+    data = read_body(limit)
+    if optional and not data.strip():
+        return {}
+    if media_type() != JSON_TYPE:
+        raise error(415, "unsupported_media_type", f"send the body as {JSON_TYPE}")
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as problem:
+        raise error(400, "invalid_json", f"the body is not valid JSON: {problem}") from None
+    if not isinstance(value, dict):
+        raise error(400, "invalid_json", "the body must be a JSON object")
+    return value
+
+
+def int_field(value: Any, field: str, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise error(400, "invalid_field", f"{field} must be an integer", field)
+    if not low <= value <= high:
+        raise error(400, "invalid_field", f"{field} must be between {low} and {high}", field)
+    return value
+
+
+def optional_int_field(body: dict[str, Any], field: str, low: int, high: int) -> int | None:
+    value = body.get(field)
+    return None if value is None else int_field(value, field, low, high)
+
+
+def duration_param(name: str, default: float | None, high: float) -> float | None:
+    raw = bottle.request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        seconds = parse_duration(raw)
+    except ValueError as problem:
+        raise error(400, "invalid_parameter", f"{name}: {problem}", name) from None
+    if seconds > high:
+        raise error(400, "invalid_parameter", f"{name} may be at most {high:g} s", name)
+    return seconds
+
+
+def queue_name(raw: str) -> str:
+    if not is_valid_queue_name(raw):
+        raise error(400, "invalid_queue_name",
+                    f"a queue name is 0-{MAX_QUEUE_NAME_BYTES} printable ASCII characters (0x21-0x7E)", "name")
+    return raw
+
+
+# --- writing answers ------------------------------------------------------------------------------
+
+
+def queue_json(queue: Queue) -> dict[str, Any]:
+    policies = queue.policies
+    return {
+        "name": queue.name,
+        "implementation": IMPLEMENTATION_NAMES.get(queue.implementation, str(queue.implementation)),
+        "count": queue.count,
+        "policies": {
+            "max_queue_size": policies.max_queue_size,
+            "max_payload_size": policies.max_payload_size,
+            "priority_range": list(policies.priority_range) if policies.priority_range is not None else None,
+        },
+    }
+
+
+def record_json(record: Record) -> dict[str, Any]:
+    try:
+        text: str | None = record.payload.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return {
+        "id": record.id,
+        "priority": record.priority,
+        "payload": text,
+        "payload_base64": base64.b64encode(record.payload).decode("ascii"),
+    }
+
+
+def failure_error(failure: Failure) -> ApiError:
+    status, reason, field = FAILURE_STATUS.get(failure.code, (500, "internal", None))
+    return error(status, reason, failure.message or reason.replace("_", " "), field, code=int(failure.code))
+
+
+def policy_error(violation: PolicyViolation) -> ApiError:
+    policy = POLICY_NAMES.get(violation.policy, str(int(violation.policy)))
+    return error(422, "policy_violation", f"refused by the queue's {policy} policy {list(violation.limits)}",
+                 policy=policy, limits=list(violation.limits))
+
+
+def raise_unless_ok(result: Result) -> Result:
+    if isinstance(result, Failure):
+        raise failure_error(result)
+    if isinstance(result, PolicyViolation):
+        raise policy_error(result)
+    return result
+
+
+class RestApi:
+    """The Bottle application of one node."""
+
+    def __init__(
+        self,
+        service: QueueService,
+        leases: LeaseTable,
+        config: Config,
+        cluster: Callable[[], dict[str, Any]],
+        leader_address: Callable[[int], str | None],
+        metrics_page: Callable[[], tuple[bytes, str]] | None = None,
+    ) -> None:
+        self.service = service
+        self.node: Node = service.node
+        self.leases = leases
+        self.config = config
+        self.cluster = cluster
+        self.leader_address = leader_address
+        self.metrics_page = metrics_page
+        self.max_payload = config.max_payload_size
+        self.app = bottle.Bottle()
+        self.app.router.add_filter("queue", lambda _conf: (r".*?", None, None))  # "" is the default queue
+        for status in (400, 404, 405, 413, 500):
+            self.app.error(status)(self._framework_error)
+        self._routes()
+
+    # --- plumbing ---------------------------------------------------------------------------------
+
+    def _route(self, method: str, path: str, handler: Callable[..., Any]) -> None:
+        @functools.wraps(handler)
+        def wrapper(**kwargs: Any) -> Any:
+            try:
+                return handler(**kwargs)
+            except ApiError as problem:
+                return json_response(problem.status, problem.body, problem.headers)
+            except NotLeader as not_leader:
+                problem = self.not_leader_error(not_leader.leader_id)
+                return json_response(problem.status, problem.body, problem.headers)
+            except CommitTimeout:
+                return json_response(504, {"error": {
+                    "reason": "outcome_unknown",
+                    "message": "not confirmed in time: the write may or may not have taken effect",
+                }})
+            except NodeStopped:
+                return json_response(503, {"error": {"reason": "stopping", "message": "the node is stopping"}})
+
+        self.app.route(path, method, wrapper)
+
+    def _framework_error(self, problem: bottle.HTTPError) -> str:
+        bottle.response.content_type = "application/json; charset=utf-8"
+        reason = {404: "no_such_route", 405: "method_not_allowed", 413: "body_too_large"}.get(
+            problem.status_code, "bad_request" if problem.status_code < 500 else "internal")
+        if problem.status_code >= 500:
+            logger.error("REST %s %s failed: %r", bottle.request.method, bottle.request.path, problem.exception)
+        return json.dumps({"error": {"reason": reason, "message": str(problem.body or problem.status_line)}})
+
+    def not_leader_error(self, leader_id: int) -> ApiError:
+        if leader_id < 0:
+            return error(503, "no_leader", "this node is not the leader and knows no leader yet",
+                         leader_id=None, leader=None)
+        address = self.leader_address(leader_id)
+        headers = {"Location": f"http://{address}{bottle.request.fullpath}"} if address else {}
+        problem = error(421, "not_leader", f"this node is not the leader; the leader is node {leader_id}",
+                        leader_id=leader_id, leader=address)
+        problem.headers = headers
+        return problem
+
+    def _routes(self) -> None:
+        route = self._route
+        route("POST", "/commands/v1/enqueue", self.original_enqueue)
+        route("POST", "/commands/v1/dequeue", self.original_dequeue)
+        route("POST", "/commands/v1/count", self.original_count)
+        route("GET", "/api/v1/queues", self.list_queues)
+        route("PUT", "/api/v1/queues/<name:queue>", self.create_queue)
+        route("GET", "/api/v1/queues/<name:queue>", self.get_queue)
+        route("DELETE", "/api/v1/queues/<name:queue>", self.delete_queue)
+        route("POST", "/api/v1/queues/<name:queue>/records", self.add_record)
+        route("POST", "/api/v1/queues/<name:queue>/dequeue", self.dequeue)
+        route("POST", "/api/v1/leases/<token>/ack", self.ack)
+        route("POST", "/api/v1/leases/<token>/nack", self.nack)
+        route("GET", "/api/v1/cluster", self.get_cluster)
+        route("GET", "/api/v1/openapi.json", self.openapi)
+        route("GET", "/health/live", self.live)
+        route("GET", "/health/ready", self.ready)
+        route("GET", "/metrics", self.metrics)
+
+    # --- the original's routes (spec §5) --------------------------------------------------------------
+
+    def _original_body(self, required: tuple[str, ...]) -> dict[str, Any]:
+        """The original's request rules: JSON only (415), names case-insensitive, required fields (400)."""
+        if media_type() != JSON_TYPE:
+            raise _problem(415, "Unsupported Media Type")
+        try:
+            value = json.loads(read_body(self.max_payload + JSON_SLACK_BYTES) or b"null")
+        except (ValueError, UnicodeDecodeError):
+            raise _problem(400, "One or more validation errors occurred.",
+                           {"$": ["The JSON value could not be converted."]}) from None
+        if not isinstance(value, dict):
+            raise _problem(400, "One or more validation errors occurred.", {"$": ["A JSON object is required."]})
+        fields = {str(key).lower(): item for key, item in value.items()}
+        missing = [name for name in required if fields.get(name) is None]
+        if missing:
+            raise _problem(400, "One or more validation errors occurred.",
+                           {name: [f"The {name} field is required."] for name in missing})
+        return fields
+
+    @staticmethod
+    def _envelope(payload: Any, status: int = 200, error_text: str | None = None,
+                  leader_id: int | None = None) -> bottle.HTTPResponse:
+        return json_response(status, {"success": error_text is None, "error": error_text,
+                                      "leaderId": leader_id, "payload": payload})
+
+    def _original(self, run: Callable[[], Any]) -> bottle.HTTPResponse:
+        try:
+            return self._envelope(run())
+        except NotLeader as not_leader:
+            leader = None if not_leader.leader_id < 0 else not_leader.leader_id
+            return self._envelope(None, 400, ORIGINAL_NOT_LEADER, leader)
+        except CommitTimeout:
+            return self._envelope(None, 400, ORIGINAL_UNKNOWN, self._known_leader())
+
+    def _known_leader(self) -> int | None:
+        leader = self.node.leader_id
+        return None if leader < 0 else leader
+
+    @staticmethod
+    def _original_name(fields: dict[str, Any]) -> str | None:
+        name = fields.get("queue")
+        name = "" if name is None else name
+        return name if isinstance(name, str) and is_valid_queue_name(name) else None
+
+    @staticmethod
+    def _original_result(result: Result, success: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(result, Failure):
+            return {"type": "error", "subtype": int(result.code), "message": ""}
+        if isinstance(result, PolicyViolation):
+            return {"type": "policy-violation", "ok": False, "policy": int(result.policy),
+                    "limits": list(result.limits)}
+        return success
+
+    def original_enqueue(self) -> bottle.HTTPResponse:
+        fields = self._original_body(("queue", "payload"))
+        name = self._original_name(fields)
+        key, payload = fields.get("key", 0), fields["payload"]
+        if isinstance(key, str):
+            try:
+                key = int(key.strip())
+            except ValueError:
+                key = None
+        if not isinstance(key, int) or isinstance(key, bool) or not INT64_MIN <= key <= INT64_MAX:
+            raise _problem(400, "One or more validation errors occurred.", {"key": ["Expected a 64-bit integer."]})
+        if not isinstance(payload, str):
+            raise _problem(400, "One or more validation errors occurred.", {"payload": ["Expected a string."]})
+        if name is None:
+            return self._envelope(None, 400, ORIGINAL_INVALID_NAME)
+        data = payload.encode("utf-8")
+        if len(data) > self.max_payload:
+            raise error(413, "payload_too_large", f"the payload exceeds max_payload_size ({self.max_payload} bytes)")
+        return self._original(lambda: self._original_result(
+            self.service.enqueue(name, key, data), {"type": "enqueue", "ok": True}))
+
+    def original_dequeue(self) -> bottle.HTTPResponse:
+        name = self._original_name(self._original_body(()))
+        if name is None:
+            return self._envelope(None, 400, ORIGINAL_INVALID_NAME)
+
+        def run() -> dict[str, Any]:
+            reserved = self.service.reserve(name, 0)
+            if reserved is None:
+                return {"type": "dequeue", "ok": False}
+            if isinstance(reserved, Failure):
+                return self._original_result(reserved, {})
+            try:
+                result = self.service.remove(reserved)
+            except NotLeader:
+                # Taken, but its removal lost leadership (the record is back in the queue): the original's
+                # answer for this case is "unknown error" with the leader's id.
+                raise CommitTimeout() from None
+            record = reserved.record
+            return self._original_result(result, {
+                "type": "dequeue", "ok": True, "queue": name, "id": record.id, "priority": record.priority,
+                "data": base64.b64encode(record.payload).decode("ascii"),
+            })
+
+        return self._original(run)
+
+    def original_count(self) -> bottle.HTTPResponse:
+        name = self._original_name(self._original_body(()))
+        if name is None:
+            return self._envelope(None, 400, ORIGINAL_INVALID_NAME)
+
+        def run() -> dict[str, Any]:
+            queue = self.service.get_queue(name)
+            if isinstance(queue, Failure):
+                return self._original_result(queue, {})
+            return {"count": queue.count}
+
+        return self._original(run)
+
+    # --- queues -----------------------------------------------------------------------------------
+
+    def list_queues(self) -> bottle.HTTPResponse:
+        return json_response(200, {"queues": [queue_json(queue) for queue in self.service.list_queues()]})
+
+    def get_queue(self, name: str) -> bottle.HTTPResponse:
+        queue = self.service.get_queue(queue_name(name))
+        if isinstance(queue, Failure):
+            raise failure_error(queue)
+        return json_response(200, queue_json(queue))
+
+    def create_queue(self, name: str) -> bottle.HTTPResponse:
+        name = queue_name(name)
+        body = read_json_object(JSON_SLACK_BYTES, optional=True)
+        unknown = sorted(set(body) - {"implementation", "max_queue_size", "max_payload_size", "priority_range"})
+        if unknown:
+            raise error(400, "unknown_field", f"unknown field {unknown[0]!r}", unknown[0])
+        implementation_name = body.get("implementation", "H4")
+        implementation = {"H4": Implementation.H4, "QA": Implementation.QA}.get(
+            implementation_name.upper() if isinstance(implementation_name, str) else "")
+        if implementation is None:
+            raise error(400, "invalid_field", "implementation must be \"H4\" (heap) or \"QA\" (queue array)",
+                        "implementation")
+        max_queue_size = optional_int_field(body, "max_queue_size", 0, INT32_MAX)
+        max_payload_size = optional_int_field(body, "max_payload_size", 0, INT32_MAX)
+        priority_range = self._priority_range(body.get("priority_range"))
+        result = self.service.create_queue(CreateQueue(
+            name, implementation,
+            NO_LIMIT if max_queue_size is None else max_queue_size,
+            NO_LIMIT if max_payload_size is None else max_payload_size,
+            priority_range,
+        ))
+        raise_unless_ok(result)
+        queue = self.node.manager.get(name)
+        body = queue_json(queue) if queue is not None else {"name": name}
+        return json_response(201, body, {"Location": f"/api/v1/queues/{name}"})
+
+    @staticmethod
+    def _priority_range(value: Any) -> tuple[int, int] | None:
+        if value is None:
+            return None
+        if isinstance(value, dict):
+            value = [value.get("min"), value.get("max")]
+        if not isinstance(value, list) or len(value) != 2:
+            raise error(400, "invalid_field", "priority_range is [min, max] or {\"min\": .., \"max\": ..}",
+                        "priority_range")
+        low = int_field(value[0], "priority_range", INT64_MIN, INT64_MAX)
+        high = int_field(value[1], "priority_range", INT64_MIN, INT64_MAX)
+        if low > high:
+            raise error(400, "invalid_priority_range", "priority_range min is above its max", "priority_range")
+        return low, high
+
+    def delete_queue(self, name: str) -> bottle.HTTPResponse:
+        name = queue_name(name)
+        if name == "":
+            raise error(400, "default_queue", "the default queue cannot be deleted", "name")
+        raise_unless_ok(self.service.delete_queue(name))
+        return bottle.HTTPResponse(status=204)
+
+    # --- records ----------------------------------------------------------------------------------
+
+    def add_record(self, name: str) -> bottle.HTTPResponse:
+        name = queue_name(name)
+        priority, payload = self._record_input()
+        if len(payload) > self.max_payload:
+            raise error(413, "payload_too_large", f"the payload exceeds max_payload_size ({self.max_payload} bytes)",
+                        "payload")
+        result = raise_unless_ok(self.service.enqueue(name, priority, payload))
+        record_id = result.record_id if isinstance(result, RecordAdded) else None
+        return json_response(201, {"queue": name, "id": record_id, "priority": priority})
+
+    def _record_input(self) -> tuple[int, bytes]:
+        """(priority, payload) from JSON (text or base64) or from a raw text/binary body + ``?priority=``."""
+        kind = media_type()
+        if kind == JSON_TYPE:
+            body = read_json_object(self.max_payload * 4 // 3 + JSON_SLACK_BYTES)
+            if "priority" not in body:
+                raise error(400, "missing_field", "priority is required", "priority")
+            priority = int_field(body["priority"], "priority", INT64_MIN, INT64_MAX)
+            unknown = sorted(set(body) - {"priority", "payload", "payload_base64"})
+            if unknown:
+                raise error(400, "unknown_field", f"unknown field {unknown[0]!r}", unknown[0])
+            if ("payload" in body) == ("payload_base64" in body):
+                raise error(400, "missing_field", "give exactly one of payload (text) and payload_base64", "payload")
+            if "payload" in body:
+                if not isinstance(body["payload"], str):
+                    raise error(400, "invalid_field", "payload must be a string", "payload")
+                return priority, body["payload"].encode("utf-8")
+            try:
+                return priority, base64.b64decode(body["payload_base64"], validate=True)
+            except (binascii.Error, TypeError, ValueError):
+                raise error(400, "invalid_field", "payload_base64 is not valid base64", "payload_base64") from None
+        if kind in ("text/plain", "application/octet-stream"):
+            raw = bottle.request.query.get("priority")
+            if raw is None:
+                raise error(400, "missing_parameter", "priority is required (?priority=)", "priority")
+            try:
+                priority = int(raw)
+            except ValueError:
+                raise error(400, "invalid_parameter", "priority must be an integer", "priority") from None
+            int_field(priority, "priority", INT64_MIN, INT64_MAX)
+            return priority, read_body(self.max_payload)
+        raise error(415, "unsupported_media_type",
+                    f"send a record as {JSON_TYPE}, text/plain or application/octet-stream")
+
+    def dequeue(self, name: str) -> bottle.HTTPResponse:
+        name = queue_name(name)
+        wait = duration_param("wait", 0.0, MAX_WAIT_SECONDS)
+        lease = duration_param("lease", None, MAX_LEASE_SECONDS)
+        if lease is not None and lease <= 0:
+            raise error(400, "invalid_parameter", "lease must be longer than 0 s", "lease")
+        read_body(JSON_SLACK_BYTES)  # nothing expected, but a body must not be left unread on keep-alive
+        reserved = self.service.reserve(name, wait)
+        if reserved is None:
+            return bottle.HTTPResponse(status=204)
+        if isinstance(reserved, Failure):
+            raise failure_error(reserved)
+        if lease is not None:
+            granted = self.leases.grant(reserved, lease)
+            body = record_json(reserved.record)
+            body.update(queue=name, lease=granted.token, lease_seconds=lease)
+            return json_response(200, body)
+        return self._remove_now(name, reserved)
+
+    def _remove_now(self, name: str, reserved: Reserved) -> bottle.HTTPResponse:
+        """Immediate mode: the removal is committed before the record is shown."""
+        result = self.service.remove(reserved)
+        if not isinstance(result, RecordRemoved):
+            raise_unless_ok(result)
+        body = record_json(reserved.record)
+        body["queue"] = name
+        return json_response(200, body)
+
+    def ack(self, token: str) -> bottle.HTTPResponse:
+        try:
+            raise_unless_ok(self.leases.ack(token))
+        except LeaseNotFound:
+            raise self._no_lease() from None
+        return bottle.HTTPResponse(status=204)
+
+    def nack(self, token: str) -> bottle.HTTPResponse:
+        try:
+            self.leases.nack(token)
+        except LeaseNotFound:
+            raise self._no_lease() from None
+        return bottle.HTTPResponse(status=204)
+
+    @staticmethod
+    def _no_lease() -> ApiError:
+        return error(404, "lease_not_found",
+                     "no such lease: unknown, already acked or nacked, or expired (its record went back)")
+
+    # --- cluster, health, metrics, the document ----------------------------------------------------
+
+    def get_cluster(self) -> bottle.HTTPResponse:
+        return json_response(200, self.cluster())
+
+    def openapi(self) -> bottle.HTTPResponse:
+        return json_response(200, openapi_document())
+
+    def live(self) -> bottle.HTTPResponse:
+        return json_response(200, {"status": "live"})
+
+    def ready(self) -> bottle.HTTPResponse:
+        status = self.cluster()
+        reasons = []
+        if status["leader_id"] is None:
+            reasons.append("no known leader")
+        if status["applied_index"] < status["commit_index"]:
+            reasons.append(f"applied {status['applied_index']} of {status['commit_index']} committed entries")
+        if self.node.failed is not None:
+            reasons.append("the node loop has failed")
+        body = {"status": "ready" if not reasons else "not ready", "reasons": reasons, "node_id": status["node_id"],
+                "role": status["role"], "leader_id": status["leader_id"], "time": time.time()}
+        return json_response(200 if not reasons else 503, body)
+
+    def metrics(self) -> bottle.HTTPResponse:
+        if self.metrics_page is None:
+            raise error(404, "no_metrics", "metrics are not collected on this node")
+        data, content_type = self.metrics_page()
+        return bottle.HTTPResponse(data, status=200, headers={"Content-Type": content_type})
