@@ -1,0 +1,342 @@
+"""The gRPC service ``taskflux.TaskFluxService`` over a QueueService, and the server that hosts it.
+
+The same guarantees as the binary protocol: an enqueue is answered once committed; a dequeued record is
+reserved on the leader until its ack commits, and put back on a nack, when the stream completes, is
+cancelled or fails, or when the client goes away while it waits. The original's defects are fixed as
+``spec/client-protocol.md`` §6.4 recommends (see ``docs/grpc.md``).
+
+Runs under gevent: ``monkey.patch_all()`` and ``grpc.experimental.gevent.init_gevent()`` must come first.
+The executor's workers are then greenlets; every open stream holds one for its whole life.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import NoReturn, TypeVar
+
+import gevent
+import grpc
+
+from taskflux.config import Config, format_endpoint
+from taskflux.domain.names import is_valid_queue_name
+from taskflux.domain.results import Failure, PolicyViolation, RecordRemoved
+from taskflux.server.grpc_api import messages
+from taskflux.server.grpc_api import taskflux_pb2 as pb
+from taskflux.server.grpc_api import taskflux_pb2_grpc as pb_grpc
+from taskflux.server.node import CommitTimeout, Node, NodeStopped, NotLeader
+from taskflux.server.service import INVALID_NAME, QueueService, Reserved
+
+logger = logging.getLogger("taskflux.grpc")
+
+DEFAULT_MAX_WORKERS = 512
+MIN_NATIVE_THREADS = 64  # every blocking gRPC poll holds one thread of the hub's pool (DESIGN.md)
+MESSAGE_OVERHEAD_BYTES = 64 * 1024  # a request's fields besides the payload (queue name, framing)
+WAIT_WITHOUT_LIMIT = -1
+
+OUTCOME_UNKNOWN = "the request was not committed in time ({}); its outcome is unknown: it may still take effect"
+STOPPING = "the node is stopping; retry on another node"
+Response = TypeVar("Response")
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:
+    context.abort(code, details)
+    raise AssertionError("context.abort returned")  # it always raises
+
+
+def _abort_unavailable(context: grpc.ServicerContext, error: CommitTimeout | NodeStopped) -> NoReturn:
+    details = OUTCOME_UNKNOWN.format(error) if isinstance(error, CommitTimeout) else STOPPING
+    _abort(context, grpc.StatusCode.UNAVAILABLE, details)
+
+
+def _protocol_violation(context: grpc.ServicerContext, expected: str, got: str | None) -> NoReturn:
+    _abort(context, grpc.StatusCode.FAILED_PRECONDITION, f"expected {expected}, got {got or 'an empty message'}")
+
+
+class _DequeueCall:
+    """One Dequeue stream's record in hand and wait in progress. ``end`` runs when gRPC terminates the
+    call (completed, cancelled, deadline, abort) and may run while the handler is blocked or abandoned:
+    it puts back whatever the stream still holds, so no record is ever lost with a stream."""
+
+    def __init__(self, service: QueueService) -> None:
+        self.service = service
+        self.held: Reserved | None = None
+        self.waiter: gevent.Greenlet | None = None
+        self.ended = False
+
+    def end(self) -> None:
+        self.ended = True
+        if self.waiter is not None:
+            self.waiter.kill(block=False)
+        self.put_back()
+
+    def put_back(self) -> None:
+        """Nack the held record, if any (at most once)."""
+        held, self.held = self.held, None
+        if held is not None:
+            self.service.release(held)
+
+    def take(self) -> Reserved:
+        """The held record, now the caller's to remove or put back."""
+        held, self.held = self.held, None
+        assert held is not None, "no record is held"
+        return held
+
+    def reserve(self, name: str, wait: float | None) -> Reserved | Failure | None:
+        """Reserve a record of ``name`` (held by this call), waiting up to ``wait`` seconds (None: without
+        limit). The wait runs in its own greenlet so that the end of the call interrupts it."""
+        outcome = self.service.reserve(name, 0)
+        if outcome is None and wait != 0 and not self.ended:
+            outcome = self._wait(name, wait)
+        if isinstance(outcome, Reserved):
+            self.held = outcome
+            if self.ended:
+                self.put_back()
+                return None
+        return outcome
+
+    def _wait(self, name: str, wait: float | None) -> Reserved | Failure | None:
+        waiter = self.waiter = gevent.spawn(self.service.reserve, name, wait)
+        try:
+            outcome = waiter.get()  # re-raises NotLeader, CommitTimeout, NodeStopped
+        except BaseException:
+            waiter.kill()
+            if isinstance(waiter.value, Reserved):
+                self.service.release(waiter.value)
+            raise
+        finally:
+            self.waiter = None
+        return outcome if isinstance(outcome, Reserved | Failure) else None  # GreenletExit: the call ended
+
+
+class TaskFluxServicer(pb_grpc.TaskFluxServiceServicer):
+    """The RPCs of ``taskflux.proto`` over a QueueService (the leader serves; other nodes answer not_leader)."""
+
+    def __init__(self, service: QueueService, max_payload_size: int) -> None:
+        self.service = service
+        self.max_payload_size = max_payload_size
+
+    # --- unary RPCs -------------------------------------------------------------------------------
+
+    def CreateQueue(self, request: pb.CreateQueueRequest, context: grpc.ServicerContext) -> pb.CreateQueueResponse:
+        def create() -> pb.CreateQueueResponse:
+            result = self.service.create_queue(messages.create_command(request))
+            if isinstance(result, Failure):
+                return pb.CreateQueueResponse(error=messages.error(result, request.queue))
+            return pb.CreateQueueResponse(data=pb.CreateQueueResponse.CreateQueueResponseData())
+
+        return self._unary(context, pb.CreateQueueResponse, create)
+
+    def DeleteQueue(self, request: pb.DeleteQueueRequest, context: grpc.ServicerContext) -> pb.DeleteQueueResponse:
+        def delete() -> pb.DeleteQueueResponse:
+            result = self.service.delete_queue(request.queue)
+            if isinstance(result, Failure):
+                return pb.DeleteQueueResponse(error=messages.error(result, request.queue))
+            return pb.DeleteQueueResponse(data=pb.DeleteQueueResponse.DeleteQueueResponseData())
+
+        return self._unary(context, pb.DeleteQueueResponse, delete)
+
+    def GetCount(self, request: pb.GetCountRequest, context: grpc.ServicerContext) -> pb.GetCountResponse:
+        def count() -> pb.GetCountResponse:
+            queue = self.service.get_queue(request.queue)
+            if isinstance(queue, Failure):
+                return pb.GetCountResponse(error=messages.error(queue, request.queue))
+            return pb.GetCountResponse(data=pb.GetCountResponse.GetCountResponseData(count=queue.count))
+
+        return self._unary(context, pb.GetCountResponse, count)
+
+    def ListQueues(self, request: pb.ListQueuesRequest, context: grpc.ServicerContext) -> pb.ListQueuesResponse:
+        def list_queues() -> pb.ListQueuesResponse:
+            queues = [messages.queue_info(queue) for queue in self.service.list_queues()]
+            return pb.ListQueuesResponse(data=pb.ListQueuesResponse.ListQueuesResponseData(queues=queues))
+
+        return self._unary(context, pb.ListQueuesResponse, list_queues)
+
+    def _unary(
+        self, context: grpc.ServicerContext, response_type: Callable[..., Response], action: Callable[[], Response]
+    ) -> Response:
+        try:
+            return action()
+        except NotLeader as error:
+            return response_type(not_leader=messages.not_leader(error.leader_id))
+        except (CommitTimeout, NodeStopped) as error:
+            _abort_unavailable(context, error)
+
+    # --- Enqueue: rounds of data -> data{} "received", then ack -> the outcome ----------------------
+
+    def Enqueue(
+        self, requests: Iterator[pb.EnqueueRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.EnqueueResponse]:
+        for request in requests:
+            kind = request.WhichOneof("result")
+            if kind != "data":
+                _protocol_violation(context, "data (queue and record) to start an enqueue", kind)
+            data = request.data
+            refusal = self._receive(data, context)
+            yield refusal or RECEIVED
+            if refusal is not None:
+                continue
+            decision = next(requests, None)
+            if decision is None:
+                return  # the client completed the stream instead of acking: nothing was inserted
+            kind = decision.WhichOneof("result")
+            if kind != "ack":
+                _protocol_violation(context, "ack for the record just sent", kind)
+            yield self._insert(data, context) if decision.ack.ack else RECEIVED
+
+    def _receive(self, data: pb.EnqueueRequest.EnqueueRequestData, context: grpc.ServicerContext) -> (
+        pb.EnqueueResponse | None
+    ):
+        """The refusal of a record on arrival (invalid name, not the leader), or None: send the ack."""
+        if not data.HasField("record"):
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "enqueue data without a record")
+        size = len(data.record.payload)
+        if size > self.max_payload_size:
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                   f"payload of {size} bytes is larger than this server's max_payload_size of "
+                   f"{self.max_payload_size} bytes; nothing was inserted")
+        if not is_valid_queue_name(data.queue):
+            return pb.EnqueueResponse(error=messages.error(INVALID_NAME, data.queue))
+        try:
+            self.service.node.ensure_serving()  # not_leader now is safe to retry: nothing was sent yet
+        except NotLeader as error:
+            return pb.EnqueueResponse(not_leader=messages.not_leader(error.leader_id))
+        except NodeStopped as error:
+            _abort_unavailable(context, error)
+        return None
+
+    def _insert(self, data: pb.EnqueueRequest.EnqueueRequestData, context: grpc.ServicerContext) -> pb.EnqueueResponse:
+        record = data.record
+        try:
+            result = self.service.enqueue(data.queue, record.priority, record.payload)
+        except NotLeader as error:
+            return pb.EnqueueResponse(not_leader=messages.not_leader(error.leader_id))
+        except (CommitTimeout, NodeStopped) as error:
+            _abort_unavailable(context, error)
+        if isinstance(result, Failure):
+            return pb.EnqueueResponse(error=messages.error(result, data.queue))
+        if isinstance(result, PolicyViolation):
+            violation = messages.policy_violation(result, data.queue, record.priority, len(record.payload))
+            return pb.EnqueueResponse(data=pb.EnqueueResponse.EnqueueResponseData(policy_violation=violation))
+        return RECEIVED
+
+    # --- Dequeue: rounds of request -> record (or none), then ack/nack -> success{} -------------------
+
+    def Dequeue(
+        self, requests: Iterator[pb.DequeueRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.DequeueResponse]:
+        call = _DequeueCall(self.service)
+        if not context.add_callback(call.end):
+            return  # the call is already over
+        try:
+            yield from self._dequeue_rounds(requests, context, call)
+        finally:
+            call.put_back()
+
+    def _dequeue_rounds(
+        self, requests: Iterator[pb.DequeueRequest], context: grpc.ServicerContext, call: _DequeueCall
+    ) -> Iterator[pb.DequeueResponse]:
+        for request in requests:
+            kind = request.WhichOneof("operation")
+            if kind != "request":
+                _protocol_violation(context, "request (queue and timeout) to start a dequeue", kind)
+            name = request.request.queue
+            try:
+                outcome = call.reserve(name, self._wait_seconds(request.request.timeout, context))
+            except NotLeader as error:
+                yield pb.DequeueResponse(not_leader=messages.not_leader(error.leader_id))
+                continue
+            except (CommitTimeout, NodeStopped) as error:
+                _abort_unavailable(context, error)
+            if not isinstance(outcome, Reserved):
+                yield NO_RECORD if outcome is None else pb.DequeueResponse(error=messages.error(outcome, name))
+                continue
+            yield pb.DequeueResponse(success=pb.DequeueResponse.DequeueResponseData(
+                record=messages.queue_record(outcome.record)))
+            decision = next(requests, None)
+            if decision is None:
+                return  # completed without an ack: the record goes back (Dequeue's finally)
+            kind = decision.WhichOneof("operation")
+            if kind != "ack":
+                _protocol_violation(context, "ack for the record just received", kind)
+            yield self._settle(call, decision.ack.ack, name, context)
+
+    @staticmethod
+    def _wait_seconds(timeout_ms: int, context: grpc.ServicerContext) -> float | None:
+        if timeout_ms == WAIT_WITHOUT_LIMIT:
+            return None
+        if timeout_ms < WAIT_WITHOUT_LIMIT:
+            _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
+                   f"timeout {timeout_ms} ms is invalid: -1 waits without limit, 0 does not wait, "
+                   "a positive number waits that many milliseconds")
+        return timeout_ms / 1000
+
+    def _settle(self, call: _DequeueCall, ack: bool, name: str, context: grpc.ServicerContext) -> pb.DequeueResponse:
+        """Ack (remove for good, once committed) or nack (put back) the held record."""
+        if not ack:
+            call.put_back()
+            return NO_RECORD
+        try:
+            result = self.service.remove(call.take())  # puts the record back itself when it cannot commit
+        except NotLeader as error:
+            return pb.DequeueResponse(not_leader=messages.not_leader(error.leader_id))
+        except (CommitTimeout, NodeStopped) as error:
+            _abort_unavailable(context, error)
+        if isinstance(result, Failure):
+            return pb.DequeueResponse(error=messages.error(result, name))
+        assert isinstance(result, RecordRemoved), f"unexpected result of a removal: {result!r}"
+        return NO_RECORD
+
+
+RECEIVED = pb.EnqueueResponse(data=pb.EnqueueResponse.EnqueueResponseData())
+NO_RECORD = pb.DequeueResponse(success=pb.DequeueResponse.DequeueResponseData())
+
+
+class GrpcServer:
+    """Serves ``taskflux.TaskFluxService`` on ``config.grpc_listen_address`` (h2c, no TLS).
+
+    ``max_workers`` bounds the calls in progress, streams included (each holds a worker greenlet for its
+    life); calls beyond it are refused at once with RESOURCE_EXHAUSTED instead of queueing behind streams.
+    Messages larger than ``max_payload_size`` plus a small overhead are refused by gRPC itself with
+    RESOURCE_EXHAUSTED before they are buffered whole.
+    """
+
+    def __init__(
+        self, service: QueueService, node: Node, config: Config, max_workers: int = DEFAULT_MAX_WORKERS
+    ) -> None:
+        self.node = node
+        self._host, self._port = config.grpc_listen_address
+        self._bound_port = 0
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+            options=[
+                ("grpc.max_receive_message_length", config.max_payload_size + MESSAGE_OVERHEAD_BYTES),
+                ("grpc.so_reuseport", 0),  # a second node on the same port must fail, not share it
+            ],
+            maximum_concurrent_rpcs=max_workers,
+        )
+        pb_grpc.add_TaskFluxServiceServicer_to_server(TaskFluxServicer(service, config.max_payload_size), self._server)
+
+    @property
+    def address(self) -> str:
+        """The bound ``host:port`` (the real port once started, also when configured as 0)."""
+        return format_endpoint(self._host, self._bound_port or self._port)
+
+    def start(self) -> None:
+        """Bind and serve. Raises OSError when the address cannot be bound."""
+        hub_threads = gevent.get_hub().threadpool
+        hub_threads.maxsize = max(hub_threads.maxsize, MIN_NATIVE_THREADS)
+        endpoint = format_endpoint(self._host, self._port)
+        try:
+            self._bound_port = self._server.add_insecure_port(endpoint)
+        except RuntimeError as error:
+            raise OSError(f"cannot listen for gRPC on {endpoint}: {error}") from None
+        if self._bound_port == 0:
+            raise OSError(f"cannot listen for gRPC on {endpoint}")
+        self._server.start()
+
+    def stop(self, grace: float) -> None:
+        """Refuse new calls, give those in progress ``grace`` seconds, then cancel the rest (a stream's
+        unacknowledged record goes back to its queue) and return once everything is shut down."""
+        self._server.stop(grace).wait()
