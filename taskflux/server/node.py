@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import gevent
 from gevent.event import AsyncResult, Event
@@ -40,6 +41,9 @@ from taskflux.raft.ready import NO_LEADER, Ready, Role, Snapshot, SoftState
 from taskflux.raft.types import Entry, SnapshotMeta
 from taskflux.server.disk_thread import DiskThread
 from taskflux.storage.disk import DiskStorage
+
+if TYPE_CHECKING:
+    from taskflux.server.metrics import NodeMetrics
 
 logger = logging.getLogger("taskflux.node")
 
@@ -103,6 +107,7 @@ class Node:
         send: Callable[[Message], None],
         settings: NodeSettings | None = None,
         rng: random.Random | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.id = raft_config.node_id
         self.settings = settings or NodeSettings()
@@ -128,6 +133,10 @@ class Node:
         self._stopping = False
         self.applied_entries = 0
         self.batches = 0
+        self.leader_changes = 0  # times a new leader became known (etcd's leader_changes_seen)
+        self._metrics = metrics
+        if metrics is not None:
+            metrics.watch_node(self)
 
     # --- life cycle -------------------------------------------------------------------------------
 
@@ -202,6 +211,20 @@ class Node:
     def last_index(self) -> int:
         """The highest index in this node's log."""
         return self._raft.log.last_index()
+
+    # --- read-only views (metrics) -----------------------------------------------------------------
+
+    @property
+    def storage(self) -> DiskStorage:
+        return self._storage
+
+    def replication_lag(self) -> dict[int, int]:
+        """Entries each follower lacks (last index - match index), by peer; empty when not leader."""
+        if not self.is_leader:
+            return {}
+        last = self._raft.log.last_index()
+        return {peer: last - progress.match_index for peer, progress in self._raft.progress.items()
+                if peer != self.id}
 
     def submit(self, command: Command) -> Result:
         """Replicate ``command`` and return the result of applying it, once it is committed (durable
@@ -366,7 +389,13 @@ class Node:
         if ready.snapshot is not None:
             self._install_snapshot(ready.snapshot)
         if ready.hard_state is not None or ready.entries:
-            self._disk_io(self._persist, ready.hard_state, ready.entries)
+            metrics = self._metrics
+            if metrics is None:
+                self._disk_io(self._persist, ready.hard_state, ready.entries)
+            else:
+                started = time.perf_counter()
+                self._disk_io(self._persist, ready.hard_state, ready.entries)
+                metrics.observe_persist(time.perf_counter() - started, len(ready.entries))
             self.batches += 1
         for message in ready.messages_after_persist:
             self._send(message)
@@ -411,6 +440,8 @@ class Node:
             )
             self._leadership_changed.set()
             self._leadership_changed = Event()
+            if soft_state.leader_id != previous.leader_id and soft_state.leader_id != NO_LEADER:
+                self.leader_changes += 1
         if soft_state.role is Role.LEADER and previous.role is not Role.LEADER:
             self._term_start_index = self._raft.log.last_index()  # at least the new term's no-op entry
         if previous.role is Role.LEADER and soft_state.role is not Role.LEADER:
@@ -462,10 +493,13 @@ class Node:
 
     def _install_snapshot(self, snapshot: Snapshot) -> None:
         """A snapshot from the leader replaces the whole state. Reservations die with the old state."""
+        started = time.monotonic()
         manager = decode_snapshot(io.BytesIO(snapshot.data))
         self._disk_io(self._storage.save_snapshot, snapshot.meta, [snapshot.data])
         self.manager = manager
         self._applied_index = snapshot.meta.index
+        if self._metrics is not None:
+            self._metrics.observe_snapshot("leader", len(snapshot.data), time.monotonic() - started)
         logger.info("installed a snapshot from the leader up to index %d", snapshot.meta.index)
 
     def _maybe_snapshot(self) -> None:
@@ -486,8 +520,8 @@ class Node:
         chunks = list(encode_snapshot(self.manager))
         self._disk_io(self._storage.save_snapshot, meta, chunks)
         self._raft.compacted(meta)
-        logger.info(
-            "snapshot at index %d: %d bytes in %.3f s",
-            applied, sum(map(len, chunks)), time.monotonic() - started,
-        )
+        size_bytes, seconds = sum(map(len, chunks)), time.monotonic() - started
+        logger.info("snapshot at index %d: %d bytes in %.3f s", applied, size_bytes, seconds)
+        if self._metrics is not None:
+            self._metrics.observe_snapshot("local", size_bytes, seconds)
         return meta

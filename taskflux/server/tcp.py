@@ -12,6 +12,8 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Callable
+from typing import Any
 
 import gevent
 from gevent.pool import Pool
@@ -22,6 +24,8 @@ from taskflux.domain.commands import CreateQueue
 from taskflux.domain.errors import ErrorCode
 from taskflux.domain.names import is_valid_queue_name
 from taskflux.domain.results import Failure, PolicyViolation, RecordRemoved, Result
+from taskflux.server import metrics as outcomes
+from taskflux.server.metrics import InterfaceMetrics, NodeMetrics
 from taskflux.server.node import CommitTimeout, Node, NodeStopped, NotLeader
 from taskflux.server.peers import PeerNetwork
 from taskflux.server.service import QueueService
@@ -38,6 +42,16 @@ AUTHORIZED = wire.encode(wire.AuthorizationResponse(True))
 BOOTSTRAPPED = wire.encode(wire.BootstrapResponse(True))
 NO_RECORD = wire.encode(wire.CommandResponse(wire.DequeueResponse(None)))
 
+INTERFACE = "tcp"
+COMMAND_NAMES: dict[type, str] = {
+    wire.EnqueueCommand: "enqueue",
+    wire.DequeueCommand: "dequeue",
+    wire.CountCommand: "count",
+    wire.CreateQueueCommand: "create_queue",
+    wire.DeleteQueueCommand: "delete_queue",
+    wire.ListQueuesCommand: "list_queues",
+}
+
 
 class ClientGone(Exception):
     """The client closed the connection, went idle too long, or broke the protocol."""
@@ -46,11 +60,14 @@ class ClientGone(Exception):
 class ClientServer:
     """Accepts binary-protocol clients on ``tcp_adapter_listen_host:port``."""
 
-    def __init__(self, node: Node, peers: PeerNetwork, config: Config) -> None:
+    def __init__(self, node: Node, peers: PeerNetwork, config: Config, metrics: NodeMetrics | None = None) -> None:
         self.node = node
         self.peers = peers
         self.config = config
         self._sessions: set[Session] = set()
+        self._metrics = None if metrics is None else metrics.interface(INTERFACE)
+        if metrics is not None:
+            metrics.watch_clients(INTERFACE, self._sessions.__len__)
         self._sweeper: gevent.Greenlet | None = None
         self._pool = Pool(config.tcp_adapter_max_connections)
         self._server = StreamServer(
@@ -97,7 +114,7 @@ class ClientServer:
 
     def _serve(self, sock: socket.socket, address: tuple[str, int]) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        session = Session(sock, self.node, self.peers, self.config)
+        session = Session(sock, self.node, self.peers, self.config, self._metrics)
         self._sessions.add(session)
         try:
             session.run()
@@ -115,15 +132,19 @@ class ClientServer:
 class Session:
     """One client connection's conversation."""
 
-    def __init__(self, sock: socket.socket, node: Node, peers: PeerNetwork, config: Config) -> None:
+    def __init__(
+        self, sock: socket.socket, node: Node, peers: PeerNetwork, config: Config,
+        metrics: InterfaceMetrics | None = None,
+    ) -> None:
         self.sock = sock
         self.node = node
+        self.metrics = metrics
         self.service = QueueService(node)
         self.peers = peers
         self.waiting_since: float | None = None  # when the current read or write on the client began
         self.expired = False
         self.decoder = wire.PacketDecoder(wire.Direction.CLIENT_TO_SERVER, max_payload_bytes=config.max_payload_size)
-        self.handlers = {
+        self.handlers: dict[type, Callable[[Any], str]] = {
             wire.EnqueueCommand: self.enqueue,
             wire.DequeueCommand: self.dequeue,
             wire.CountCommand: self.count,
@@ -189,16 +210,34 @@ class Session:
         while True:
             packet = self.read()
             if isinstance(packet, wire.CommandRequest):
-                try:
-                    self.handlers[type(packet.command)](packet.command)
-                except NotLeader as not_leader:
-                    self.not_leader(not_leader.leader_id)
-                except CommitTimeout as timeout:
-                    # The outcome is unknown: no answer would be true. Closing tells the client exactly that.
-                    raise ClientGone(str(timeout)) from None
+                self.execute(packet.command)
             elif isinstance(packet, wire.ClusterMetadataRequest):
                 self.cluster_metadata()
             # any other known packet is read and ignored (spec §3.2)
+
+    def execute(self, command: wire.Command) -> None:
+        """Run one command's whole flow; with metrics, count its outcome and time it."""
+        metrics = self.metrics
+        started = time.perf_counter() if metrics is not None else 0.0
+        outcome = outcomes.INTERNAL_ERROR
+        try:
+            outcome = self.handlers[type(command)](command)
+        except NotLeader as not_leader:
+            outcome = outcomes.NOT_LEADER
+            self.not_leader(not_leader.leader_id)
+        except CommitTimeout as timeout:
+            outcome = outcomes.TIMEOUT
+            # The outcome is unknown: no answer would be true. Closing tells the client exactly that.
+            raise ClientGone(str(timeout)) from None
+        except ClientGone:
+            outcome = outcomes.DISCONNECTED
+            raise
+        except NodeStopped:
+            outcome = outcomes.STOPPED
+            raise
+        finally:
+            if metrics is not None:
+                metrics.observe_request(COMMAND_NAMES[type(command)], outcome, time.perf_counter() - started)
 
     def handshake(self) -> None:
         first = self.read()
@@ -214,71 +253,88 @@ class Session:
         self.write(BOOTSTRAPPED)
 
     def cluster_metadata(self) -> None:
+        metrics = self.metrics
+        started = time.perf_counter() if metrics is not None else 0.0
         leader = self.node.leader_id
         self.write(wire.encode(wire.ClusterMetadataResponse(
             tuple(self.peers.client_endpoints), None if leader < 0 else leader, self.node.id,
         )))
+        if metrics is not None:
+            metrics.observe_request("cluster_metadata", outcomes.OK, time.perf_counter() - started)
 
-    def answer(self, result: Result) -> None:
-        """The final answer of a write: Ok, a business error, or a policy violation."""
+    def answer(self, result: Result) -> str:
+        """The final answer of a write: Ok, a business error, or a policy violation. Returns the outcome."""
         if isinstance(result, Failure):
             self.error(result.code)
-        elif isinstance(result, PolicyViolation):
+            return outcomes.ERROR
+        if isinstance(result, PolicyViolation):
             self.respond(wire.PolicyViolationResponse(result.policy, result.limits))
-        else:
-            self.write(OK)
+            return outcomes.POLICY_VIOLATION
+        self.write(OK)
+        return outcomes.OK
 
-    # --- commands ---------------------------------------------------------------------------------
+    # --- commands: each returns its outcome (taskflux.server.metrics) -------------------------------
 
-    def enqueue(self, command: wire.EnqueueCommand) -> None:
+    def enqueue(self, command: wire.EnqueueCommand) -> str:
         if not is_valid_queue_name(command.queue):
             self.write(wire.encode(wire.ErrorResponse(ErrorCode.INVALID_QUEUE_NAME)))
-            return
+            return outcomes.ERROR
         self.node.ensure_serving()  # a NotLeader now, before the first Ok, is safe for the client to retry
         self.write(OK)
         decision = self.read()
         if isinstance(decision, wire.Nack):
             self.write(OK)
-            return
+            return outcomes.NACK
         if not isinstance(decision, wire.Ack):
             raise ClientGone(f"expected Ack or Nack after an enqueue, got {type(decision).__name__}")
-        self.answer(self.service.enqueue(command.queue, command.priority, command.payload))
+        outcome = self.answer(self.service.enqueue(command.queue, command.priority, command.payload))
+        if outcome == outcomes.OK and self.metrics is not None:
+            self.metrics.enqueued()
+        return outcome
 
-    def dequeue(self, command: wire.DequeueCommand) -> None:
+    def dequeue(self, command: wire.DequeueCommand) -> str:
         reserved = self.service.reserve(command.queue, command.timeout_ms / 1000)
         if reserved is None:
             self.write(NO_RECORD)
-            return
+            return outcomes.EMPTY
         if isinstance(reserved, Failure):
             self.error(reserved.code)
-            return
+            return outcomes.ERROR
+        metrics = self.metrics
         try:
             self.respond(wire.DequeueResponse(reserved.record))
+            if metrics is not None:
+                metrics.dequeued()
             decision = self.read()
         except ClientGone:
             self.service.release(reserved)
             raise
         if isinstance(decision, wire.Nack):
             self.service.release(reserved)
+            if metrics is not None:
+                metrics.nacked()
             self.write(OK)
-            return
+            return outcomes.NACK
         if not isinstance(decision, wire.Ack):
             self.service.release(reserved)
             raise ClientGone(f"expected Ack or Nack after a dequeue, got {type(decision).__name__}")
         result = self.service.remove(reserved)
-        if isinstance(result, RecordRemoved):
-            self.write(OK)
-        else:
-            self.answer(result)
+        if not isinstance(result, RecordRemoved):
+            return self.answer(result)
+        self.write(OK)
+        if metrics is not None:
+            metrics.acked()
+        return outcomes.OK
 
-    def count(self, command: wire.CountCommand) -> None:
+    def count(self, command: wire.CountCommand) -> str:
         queue = self.service.get_queue(command.queue)
         if isinstance(queue, Failure):
             self.error(queue.code)
-        else:
-            self.respond(wire.CountResponse(queue.count))
+            return outcomes.ERROR
+        self.respond(wire.CountResponse(queue.count))
+        return outcomes.OK
 
-    def create_queue(self, command: wire.CreateQueueCommand) -> None:
+    def create_queue(self, command: wire.CreateQueueCommand) -> str:
         create = CreateQueue(
             command.queue,
             command.implementation,
@@ -289,14 +345,15 @@ class Session:
         invalid = create.validate()
         if invalid is not None:  # validation ("mapping") errors are ErrorResponse packets (spec §2.3)
             self.write(wire.encode(wire.ErrorResponse(invalid.code)))
-            return
-        self.answer(self.service.create_queue(create))
+            return outcomes.ERROR
+        return self.answer(self.service.create_queue(create))
 
-    def delete_queue(self, command: wire.DeleteQueueCommand) -> None:
-        self.answer(self.service.delete_queue(command.queue))
+    def delete_queue(self, command: wire.DeleteQueueCommand) -> str:
+        return self.answer(self.service.delete_queue(command.queue))
 
-    def list_queues(self, command: wire.ListQueuesCommand) -> None:
+    def list_queues(self, command: wire.ListQueuesCommand) -> str:
         self.respond(wire.ListQueuesResponse(tuple(
             wire.QueueInfo(queue.name, queue.count, wire.queue_metadata(queue.policies))
             for queue in self.service.list_queues()
         )))
+        return outcomes.OK

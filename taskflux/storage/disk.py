@@ -188,6 +188,15 @@ class DiskStorage:
         """Size in bytes of the snapshot's data (0 when there is no snapshot)."""
         return self._snapshot.data_size
 
+    def log_usage(self) -> tuple[int, int]:
+        """The log's segment files and their bytes (header and records); (0, 0) once closed. Safe to call
+        while an append runs in another thread (for metrics)."""
+        log = self._log
+        if log is None:
+            return 0, 0
+        segments = log.segments
+        return len(segments), sum(segment.size_bytes for segment in segments)
+
     def read_snapshot(self, offset: int, max_bytes: int) -> bytes:
         """Up to ``max_bytes`` of the snapshot's data from ``offset``."""
         return self._snapshot.read(offset, max_bytes)
