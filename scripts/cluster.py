@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Run a TaskFlux cluster on this machine: N node processes on loopback, stopped together on Ctrl-C.
 
-    python scripts/cluster.py                    # 3 nodes: clients on 2602-2604, raft on 5000-5002
-    python scripts/cluster.py --nodes 5 --data /tmp/tf --client-port 7000 --cluster-port 7100
+    python scripts/cluster.py        # 3 nodes: clients on 2602-2604, REST 1616-1618, gRPC 1626-1628, raft 5000-5002
+    python scripts/cluster.py --nodes 5 --data /tmp/tf --client-port 7000 --cluster-port 7100 --http-port 0
 
-Node i listens for clients on client-port + i and for its peers on cluster-port + i, keeps its data in
+Node i listens for clients on client-port + i (REST on http-port + i, gRPC on grpc-port + i; 0 turns them
+off) and for its peers on cluster-port + i, keeps its data in
 DATA/node<i> and writes its log to DATA/node<i>.log. Extra ``--option=value`` arguments after ``--`` go to
 every node (for example ``-- --log-level=Debug``).
 """
@@ -28,6 +29,8 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=3, choices=(1, 3, 5))
     parser.add_argument("--client-port", type=int, default=2602)
     parser.add_argument("--cluster-port", type=int, default=5000)
+    parser.add_argument("--http-port", type=int, default=1616, help="REST of node i on this port + i (0: off)")
+    parser.add_argument("--grpc-port", type=int, default=1626, help="gRPC of node i on this port + i (0: off)")
     parser.add_argument("--data", default="cluster-data", help="directory for the nodes' data and logs")
     parser.add_argument("extra", nargs="*", help="options passed to every node (after --)")
     args = parser.parse_args()
@@ -36,12 +39,16 @@ def main() -> int:
     cluster_ports = [args.cluster_port + node for node in range(args.nodes)]
     for node in range(args.nodes):
         command = node_command(sys.executable, node, cluster_ports, args.client_port + node,
-                               Path(args.data) / f"node{node}", args.extra)
+                               Path(args.data) / f"node{node}", args.extra,
+                               http_port=args.http_port + node if args.http_port else None,
+                               grpc_port=args.grpc_port + node if args.grpc_port else None)
         # A session of its own: Ctrl-C reaches only this launcher, which then stops the nodes one by one.
         processes.append(spawn(command, Path(args.data) / f"node{node}.log", new_session=True))
-    print(f"{args.nodes} nodes started (logs in {args.data}/node<i>.log); client endpoints:")
+    print(f"{args.nodes} nodes started (logs in {args.data}/node<i>.log):")
     for node in range(args.nodes):
-        print(f"  node {node}: 127.0.0.1:{args.client_port + node}")
+        rest = f", REST http://127.0.0.1:{args.http_port + node}" if args.http_port else ""
+        grpc = f", gRPC 127.0.0.1:{args.grpc_port + node}" if args.grpc_port else ""
+        print(f"  node {node}: binary protocol 127.0.0.1:{args.client_port + node}{rest}{grpc}")
     endpoints = " ".join(f"127.0.0.1:{args.client_port + i}" for i in range(args.nodes))
     print(f"console: python -m taskflux.client -e {endpoints.replace(' ', ' -e ')}")
     print("Ctrl-C stops them all.")

@@ -26,10 +26,13 @@ def free_port() -> int:
 
 
 def node_command(python: str, node_id: int, cluster_ports: Sequence[int], client_port: int, data_dir: Path,
-                 extra: Sequence[str] = ()) -> list[str]:
+                 extra: Sequence[str] = (), http_port: int | None = None, grpc_port: int | None = None) -> list[str]:
     """``python taskflux.py`` for node ``node_id`` of a loopback cluster whose raft ports are ``cluster_ports``.
-    REST and gRPC are off (nothing serves them yet); ``extra`` options come last and win."""
+    REST and gRPC listen on loopback at the given ports, and are off without one; ``extra`` options come last
+    and win."""
     peers = " ".join(f"127.0.0.1:{port}" for port in cluster_ports)
+    http = [f"--http-listen-address=127.0.0.1:{http_port}"] if http_port else ["--http-enabled=false"]
+    grpc = [f"--grpc-listen-address=127.0.0.1:{grpc_port}"] if grpc_port else ["--grpc-enabled=false"]
     return [
         python, str(REPO / "taskflux.py"),
         f"--cluster-peers={peers}",
@@ -39,8 +42,8 @@ def node_command(python: str, node_id: int, cluster_ports: Sequence[int], client
         "--tcp-adapter-listen-host=127.0.0.1",
         f"--tcp-adapter-listen-port={client_port}",
         f"--tcp-adapter-advertise-address=127.0.0.1:{client_port}",
-        "--http-enabled=false",
-        "--grpc-enabled=false",
+        *http,
+        *grpc,
         f"--data-directory={data_dir}",
         "--log-format=text",
         *extra,

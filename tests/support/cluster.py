@@ -51,6 +51,8 @@ class NodeProcess:
         self.log_path = root / f"node{node_id}.log"
         self.client_port = client_port
         self.cluster_port = cluster_port
+        self.http_port = free_port()
+        self.grpc_port = free_port()
         self.peers = peers
         self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
@@ -58,6 +60,14 @@ class NodeProcess:
     @property
     def client_address(self) -> str:
         return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def http_address(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     def command(self) -> list[str]:
         options = {
@@ -68,6 +78,8 @@ class NodeProcess:
             "tcp-adapter-listen-host": "127.0.0.1",
             "tcp-adapter-listen-port": str(self.client_port),
             "tcp-adapter-advertise-address": self.client_address,
+            "http-listen-address": self.http_address,
+            "grpc-listen-address": self.grpc_address,
             "data-directory": str(self.data_dir),
             "log-format": "text",
             **self.extra,
