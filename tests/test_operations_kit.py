@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +28,7 @@ import pytest
 import yaml
 
 from taskflux.config import OPTIONS, Config, load_config
+from taskflux.server import main as server_main
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,7 +43,7 @@ OPERATIONS = REPO / "docs" / "operations.md"
 
 PORTS = {"client": 2602, "http": 1606, "grpc": 1607, "cluster": 5000}
 HEALTH_PATH = "/health/ready"
-IN_FLIGHT_GRACE = 2.0  # Server.stop: clients.stop(timeout=2.0)
+IN_FLIGHT_GRACE = float(getattr(server_main, "STOP_REQUESTS_SECONDS", 2.0))  # Server.stop: in-flight requests
 CONFIG_ERROR_STATUS = 2  # taskflux.server.main.main: a configuration error
 
 
@@ -423,6 +427,52 @@ def test_health_checks_pass_on_200_and_fail_on_503_or_no_answer(health_server: t
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
     assert _run_check(_health_commands()["Dockerfile"], closed) != 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_node_with_the_image_configuration_becomes_ready_and_stops_gracefully(tmp_path: Path) -> None:
+    """The image's command line and environment, run here as a process (ports and data directory moved so
+    that nothing collides): the health check turns healthy, logs are JSON lines, SIGTERM exits 0 in time."""
+    instructions = read_dockerfile(DOCKERFILE)
+    ports = {name: _free_port() for name in ("cluster", "client", "http", "grpc")}
+    command = [
+        sys.executable, str(REPO / "taskflux.py"), *node_argv(container_command(instructions), workdir(instructions)),
+        f"--cluster-peers=127.0.0.1:{ports['cluster']}",
+        f"--tcp-adapter-listen-port={ports['client']}",
+        f"--http-listen-address=0.0.0.0:{ports['http']}",
+        f"--grpc-listen-address=0.0.0.0:{ports['grpc']}",
+        f"--data-directory={tmp_path / 'data'}",
+    ]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TASKFLUX_")}
+    env.update(dockerfile_env(instructions))
+    log_path = tmp_path / "node.log"
+    (check,) = docker_args(instructions, "HEALTHCHECK")
+    health = exec_form(check.partition("CMD ")[2])
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while _run_check(health, ports["http"]) != 0:
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, f"never ready:\n{log_path.read_text()}"
+            time.sleep(0.2)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        config = load_config(command[2:], {k: v for k, v in env.items() if k.startswith("TASKFLUX_")})
+        assert process.wait(timeout=stop_bound(config) + 10) == 0, log_path.read_text()
+        assert time.monotonic() - started < stop_bound(config) + 5
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    assert lines and all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
+    assert lines[-1]["msg"] == "stopped"
 
 
 # --- docker-compose.yaml ---------------------------------------------------------------------------------
