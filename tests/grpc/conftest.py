@@ -4,6 +4,7 @@ gRPC's gevent integration is switched on here, before any gRPC object exists."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import time
@@ -79,8 +80,9 @@ class Stream:
 
     def status(self) -> tuple[grpc.StatusCode, str]:
         """The final status once the call ended (reading any remaining responses first)."""
-        for _ in self.call:
-            pass
+        with contextlib.suppress(grpc.RpcError):
+            for _ in self.call:
+                pass
         return self.call.code(), self.call.details()
 
 
