@@ -116,6 +116,15 @@ def read_body(limit: int) -> bytes:
     return data
 
 
+def check_path() -> None:
+    """Refuse a path that is not UTF-8 (Bottle would drop the bad bytes, turning "caf\\xe9" into "caf")."""
+    raw = bottle.request.environ.get("bottle.raw_path", "")
+    try:
+        raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise error(400, "invalid_path", "the path is not valid UTF-8") from None
+
+
 def media_type() -> str:
     return bottle.request.content_type.split(";")[0].strip().lower()
 
@@ -250,6 +259,7 @@ class RestApi:
         @functools.wraps(handler)
         def wrapper(**kwargs: Any) -> Any:
             try:
+                check_path()
                 return handler(**kwargs)
             except ApiError as problem:
                 return json_response(problem.status, problem.body, problem.headers)
