@@ -22,6 +22,17 @@ UNKNOWN_IMPLEMENTATION = 0  # refused by CreateQueue.validate() with UnknownPrio
 INVALID_LIMIT = -2  # refused by CreateQueue.validate() with the limit's own code, in the spec's order
 SHOWN_NAME_CHARS = 64
 
+ERROR_CODES: dict[ErrorCode, pb.ErrorCode] = {  # the same numbers (spec §6.2), spelled out for the type checker
+    ErrorCode.UNKNOWN: pb.Unknown,
+    ErrorCode.INVALID_QUEUE_NAME: pb.InvalidQueueName,
+    ErrorCode.QUEUE_DOES_NOT_EXIST: pb.QueueDoesNotExist,
+    ErrorCode.QUEUE_ALREADY_EXISTS: pb.QueueAlreadyExists,
+    ErrorCode.INVALID_PRIORITY_RANGE: pb.InvalidPriorityRange,
+    ErrorCode.INVALID_MAX_QUEUE_SIZE: pb.InvalidMaxQueueSize,
+    ErrorCode.INVALID_MAX_PAYLOAD_SIZE: pb.InvalidMaxPayloadSize,
+    ErrorCode.PRIORITY_RANGE_NOT_SPECIFIED: pb.PriorityRangeNotSpecified,
+    ErrorCode.UNKNOWN_PRIORITY_QUEUE_CODE: pb.UnknownPriorityQueueCode,
+}
 DEFAULT_MESSAGES = {
     ErrorCode.UNKNOWN: "the request failed",
     ErrorCode.INVALID_QUEUE_NAME: "invalid queue name {name}: 0-255 characters in 0x21-0x7E",
@@ -47,7 +58,7 @@ def error(failure: Failure, name: str) -> pb.ErrorResponse:
     else:
         template = DEFAULT_MESSAGES.get(failure.code, failure.code.name.lower().replace("_", " "))
         message = template.format(name=show_name(name))
-    return pb.ErrorResponse(code=int(failure.code), message=message)
+    return pb.ErrorResponse(code=ERROR_CODES[failure.code], message=message)
 
 
 def not_leader(leader_id: int) -> pb.NotLeaderResponse:
