@@ -30,11 +30,13 @@ RUN groupadd --system --gid 10001 taskflux \
  && chown taskflux:taskflux /var/lib/taskflux \
  && chmod 0750 /var/lib/taskflux
 
-# The application, owned by root and read-only for the node; compiled once here so that start-up does
-# not compile (PYTHONDONTWRITEBYTECODE keeps the running node from writing anything outside the volume).
+# The application, owned by root and read-only for the node (readable whatever the umask of the checkout
+# was); compiled once here so that start-up does not compile (PYTHONDONTWRITEBYTECODE keeps the running
+# node from writing anything outside the volume).
 COPY taskflux.py config.yaml ./
 COPY taskflux ./taskflux
-RUN python -m compileall -q taskflux taskflux.py
+RUN python -m compileall -q taskflux taskflux.py \
+ && chmod -R a+rX,go-w /opt/taskflux
 
 # Defaults for a container: listen on every interface, keep the data in the volume. They are environment
 # variables, so they win over config.yaml (and over a config file you mount); set them to change them.
