@@ -2,8 +2,9 @@
 
 Each file is parsed and checked against what the node really does: configurations are fed to
 ``taskflux.config.load_config`` exactly as the service or container would see them, the health checks are
-run against a local HTTP server, the unit is checked by ``systemd-analyze`` when it is installed and the image
-is built when a Docker daemon answers (``slow``).
+run against a local HTTP server, a real node is started with the image's command line and environment (and
+must become ready, log JSON lines and stop with status 0 on SIGTERM), the unit is checked by
+``systemd-analyze`` when it is installed and the image is built when a Docker daemon answers (``slow``).
 """
 
 from __future__ import annotations
