@@ -5,6 +5,7 @@ cancellation, a protocol violation, the server stopping (spec §6.4 DEFECT fixed
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import gevent
 import grpc
@@ -201,3 +202,23 @@ def test_many_consumers_each_get_a_distinct_record(harness: Harness) -> None:
     gevent.joinall(consumers, timeout=30, raise_error=True)
     assert sorted(c.value for c in consumers) == [(i, b"%d" % i) for i in range(8)]
     assert harness.count("") == 0
+
+
+def test_a_hundred_streams_wait_at_once_without_exhausting_native_threads(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, max_workers=128).start()
+    try:
+        streams = [harness.dequeue_stream() for _ in range(100)]
+        for stream in streams:
+            stream.send(dequeue("", -1))
+        wait_until(lambda: harness.waiting_consumers("") == 100, what="every stream to wait")
+        assert harness.count("") == 0  # unary calls are still served meanwhile
+        fill(harness, "", *((i, b"") for i in range(100)))
+        got = sorted(record_of(stream.receive())[0] for stream in streams)
+        assert got == list(range(100))
+        for stream in streams:
+            assert stream.exchange(dequeue_ack(True)) == NO_RECORD
+            stream.done_writing()
+            assert stream.status()[0] is grpc.StatusCode.OK
+        assert harness.count("") == 0
+    finally:
+        harness.stop()
