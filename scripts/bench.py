@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Load generator for a running TaskFlux node or cluster over the binary client protocol.
+"""Load generator for a running TaskFlux node or cluster over the binary client protocol (and REST or gRPC).
 
     python scripts/bench.py --endpoints 127.0.0.1:2602                     # 4 producers + 4 consumers
     python scripts/bench.py --endpoints 127.0.0.1:2602 127.0.0.1:2603 -P 32 -C 32 -n 50000
     python scripts/bench.py --start-node                                   # a temporary single node
+    python scripts/bench.py --start-node --interfaces binary,rest -P 16 -C 16  # the same load per interface
 
 Producers and consumers are OS processes (fork), one connection each, a blocking closed loop (no
 pipelining). Phases: ``enqueue`` (P producers put N), ``drain`` (C consumers dequeue + ack N),
@@ -47,7 +48,11 @@ if str(REPO) not in sys.path:
 from taskflux.wire import client_protocol as wire  # noqa: E402
 
 sys.path.insert(0, str(REPO / "scripts"))
+from bench_clients import ClientError, RestConnection  # noqa: E402
+from bench_clients import NotLeader as InterfaceNotLeader  # noqa: E402
 from local_nodes import NodeStartError, free_port, node_command, spawn, wait_listening  # noqa: E402
+
+INTERFACES = ("binary", "rest")
 
 MAX_WORKERS = 64
 I32 = struct.Struct(">i")
@@ -288,17 +293,26 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def worker(role: str, leader: tuple[str, int], endpoints: list[tuple[str, int]], queue: str, quota: int,
-           payload_size: int, seed: int, go: Any, deadline_s: float, stop_on_empty: bool, out: Any) -> None:
-    """One producer ("put") or consumer ("get") process: connect, wait for the start signal, run ``quota`` ops."""
+def connect(interface: str, address: tuple[str, int], queue: str, timeout: float) -> Any:
+    """A client of ``interface`` with ``put(priority, payload)``, ``get(timeout_ms) -> bool`` and ``close()``."""
+    if interface == "rest":
+        return RestConnection(address, queue, timeout)
+    return Connection(address, queue, timeout)
+
+
+def worker(role: str, interface: str, leader: tuple[str, int], endpoints: list[tuple[str, int]], queue: str,
+           quota: int, payload_size: int, seed: int, go: Any, deadline_s: float, stop_on_empty: bool,
+           out: Any) -> None:
+    """One producer ("put") or consumer ("get") process: connect, wait for the start signal, run ``quota`` ops.
+    ``leader`` is the address of ``interface`` on the leader; only the binary protocol follows NotLeader."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     result = WorkerResult(role)
     rng = random.Random(seed)
     payload = rng.randbytes(payload_size)
     priorities = [rng.randrange(1000) for _ in range(min(quota, 65536) or 1)]
-    conn: Connection | None = None
+    conn: Any = None
     try:
-        conn = Connection(leader, queue, timeout=max(5.0, min(30.0, deadline_s)))
+        conn = connect(interface, leader, queue, timeout=max(5.0, min(30.0, deadline_s)))
         go.wait()
         cpu0 = _cpu()
         start = time.perf_counter()
@@ -330,7 +344,7 @@ def worker(role: str, leader: tuple[str, int], endpoints: list[tuple[str, int]],
                 if not result.first_error:
                     result.first_error = str(exc)
                 continue
-            except BenchError as exc:
+            except (BenchError, ClientError, InterfaceNotLeader) as exc:
                 result.errors += 1
                 if not result.first_error:
                     result.first_error = str(exc)
@@ -340,7 +354,7 @@ def worker(role: str, leader: tuple[str, int], endpoints: list[tuple[str, int]],
         result.ops = done
         result.end = time.time()
         result.cpu = _cpu() - cpu0
-    except (OSError, BenchError) as exc:
+    except (OSError, BenchError, ClientError) as exc:
         result.errors += 1
         result.first_error = result.first_error or f"{type(exc).__name__}: {exc}"
         result.end = time.time()
@@ -394,8 +408,8 @@ def split(total: int, parts: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(parts)]
 
 
-def run_phase(name: str, args: argparse.Namespace, leader: tuple[str, int], endpoints: list[tuple[str, int]],
-              server_pids: list[int]) -> list[dict[str, Any]]:
+def run_phase(name: str, interface: str, args: argparse.Namespace, leader: tuple[str, int],
+              endpoints: list[tuple[str, int]], server_pids: list[int]) -> list[dict[str, Any]]:
     """Run one phase with fresh worker processes; return one summary row per role."""
     ctx = mp.get_context("fork")
     go = ctx.Event()
@@ -407,7 +421,7 @@ def run_phase(name: str, args: argparse.Namespace, leader: tuple[str, int], endp
         plan += [("get", q, name == "drain") for q in split(args.n, args.consumers)]
     procs = []
     for i, (role, quota, stop_on_empty) in enumerate(plan):
-        p = ctx.Process(target=worker, args=(role, leader, endpoints, args.queue, quota, args.payload,
+        p = ctx.Process(target=worker, args=(role, interface, leader, endpoints, args.queue, quota, args.payload,
                                              args.seed * 1000 + i + hash(name) % 997, go, args.phase_timeout,
                                              stop_on_empty, out), daemon=True)
         p.start()
@@ -448,7 +462,8 @@ def run_phase(name: str, args: argparse.Namespace, leader: tuple[str, int], endp
         lat = sorted(x for r in mine for x in r.latencies)
         cpu = sum(r.cpu for r in mine)
         rows.append({
-            "phase": name, "role": role, "workers": len(mine), "ops": ops, "seconds": round(elapsed, 3),
+            "interface": interface, "phase": name, "role": role, "workers": len(mine), "ops": ops,
+            "seconds": round(elapsed, 3),
             "ops_per_s": ops / elapsed,
             "p50_ms": percentile(lat, 0.5) * 1e3, "p99_ms": percentile(lat, 0.99) * 1e3,
             "p999_ms": percentile(lat, 0.999) * 1e3,
@@ -464,31 +479,45 @@ def run_phase(name: str, args: argparse.Namespace, leader: tuple[str, int], endp
 
 
 def print_rows(rows: list[dict[str, Any]]) -> None:
-    header = (f"{'phase':8} {'role':4} {'conns':>5} {'ops':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+    header = (f"{'iface':6} {'phase':8} {'role':4} {'conns':>5} {'ops':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
               f"{'p99.9 ms':>9} {'cli cpu':>7} {'max wkr':>7} {'srv cpu':>7} {'srv sys':>7} {'busy':>5} {'err':>4}")
     print(header)
     print("-" * len(header))
     for r in rows:
         srv = "-" if r["server_cpu_cores"] is None else f"{r['server_cpu_cores']:.2f}"
         sys_share = "-" if r["server_sys_share"] is None else f"{100 * r['server_sys_share']:.0f}%"
-        print(f"{r['phase']:8} {r['role']:4} {r['workers']:5d} {r['ops']:7d} {r['ops_per_s']:9.0f} "
+        print(f"{r['interface']:6} {r['phase']:8} {r['role']:4} {r['workers']:5d} {r['ops']:7d} {r['ops_per_s']:9.0f} "
               f"{r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['p999_ms']:9.2f} {r['client_cpu_cores']:7.2f} "
               f"{r['max_worker_cpu']:7.2f} {srv:>7} {sys_share:>7} {r['machine_busy_cores']:5.2f} {r['errors']:4d}")
     for r in rows:
         if r["first_error"]:
-            print(f"  {r['phase']}/{r['role']}: {r['errors']} errors, {r['redirects']} NotLeader redirects; "
-                  f"first: {r['first_error']}")
+            print(f"  {r['interface']}/{r['phase']}/{r['role']}: {r['errors']} errors, {r['redirects']} NotLeader "
+                  f"redirects; first: {r['first_error']}")
         if r["timed_out"]:
-            print(f"  {r['phase']}/{r['role']}: stopped by the phase time limit")
+            print(f"  {r['interface']}/{r['phase']}/{r['role']}: stopped by the phase time limit")
 
 
 # --- a temporary node --------------------------------------------------------------------------------------------
 
-def start_node(python: str, extra: list[str]) -> tuple[subprocess.Popen[bytes], tuple[str, int], str]:
-    """A single node on free loopback ports with its data in a temp dir; returns (process, client address, dir)."""
+def wait_listening_address(address: tuple[str, int], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(address, timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise BenchError(f"nothing listens on {address[0]}:{address[1]}") from None
+            time.sleep(0.05)
+
+
+def start_node(python: str, extra: list[str]) -> tuple[subprocess.Popen[bytes], dict[str, tuple[str, int]], str]:
+    """A single node on free loopback ports with its data in a temp dir; returns (process, address per
+    interface, dir)."""
     root = tempfile.mkdtemp(prefix="taskflux-bench-")
-    cluster_port, client_port = free_port(), free_port()
-    command = node_command(python, 0, [cluster_port], client_port, Path(root) / "data", ["--log-level=Warning", *extra])
+    cluster_port, client_port, http_port, grpc_port = free_port(), free_port(), free_port(), free_port()
+    command = node_command(python, 0, [cluster_port], client_port, Path(root) / "data", ["--log-level=Warning", *extra],
+                           http_port=http_port, grpc_port=grpc_port)
     proc = spawn(command, Path(root) / "node.log")
     try:
         wait_listening(proc, client_port, Path(root) / "node.log")
@@ -496,7 +525,9 @@ def start_node(python: str, extra: list[str]) -> tuple[subprocess.Popen[bytes], 
         proc.kill()
         shutil.rmtree(root, ignore_errors=True)
         raise BenchError(f"the temporary node did not start: {error}") from None
-    return proc, ("127.0.0.1", client_port), root
+    addresses = {"binary": ("127.0.0.1", client_port), "rest": ("127.0.0.1", http_port),
+                 "grpc": ("127.0.0.1", grpc_port)}
+    return proc, addresses, root
 
 
 # --- main --------------------------------------------------------------------------------------------------------
@@ -520,6 +551,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--payload", type=int, default=100, help="payload bytes")
     parser.add_argument("-n", type=int, default=20000, help="messages per phase")
     parser.add_argument("--phases", default="enqueue,drain,mixed")
+    parser.add_argument("--interfaces", default="binary",
+                        help=f"comma list of {', '.join(INTERFACES)}: the phases run once per interface")
+    parser.add_argument("--http", metavar="HOST:PORT", help="the leader's REST address (implied by --start-node)")
     parser.add_argument("--phase-timeout", type=float, default=60.0, help="time limit of one phase, seconds")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
@@ -538,6 +572,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.phase_list) - {"enqueue", "drain", "mixed"}
     if unknown or not args.phase_list:
         parser.error(f"--phases: unknown {sorted(unknown)}; choose from enqueue, drain, mixed")
+    args.interface_list = [i.strip() for i in args.interfaces.split(",") if i.strip()]
+    unknown = set(args.interface_list) - set(INTERFACES)
+    if unknown or not args.interface_list:
+        parser.error(f"--interfaces: unknown {sorted(unknown)}; choose from {', '.join(INTERFACES)}")
+    if "rest" in args.interface_list and not (args.http or args.start_node):
+        parser.error("--interfaces rest needs --http HOST:PORT (the leader's REST address) or --start-node")
     if bool(args.endpoints) == args.start_node:
         parser.error("give either --endpoints HOST:PORT ... or --start-node")
     try:
@@ -559,12 +599,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.start_node:
             venv = REPO / ".venv" / "bin" / "python"
             python = args.node_python or (str(venv) if venv.exists() else sys.executable)
-            node, address, root = start_node(python, args.node_option)
-            endpoints = [address]
+            node, addresses, root = start_node(python, args.node_option)
+            endpoints = [addresses["binary"]]
             server_pids.append(node.pid)
-            print(f"started a temporary node (pid {node.pid}) on {address[0]}:{address[1]}, data in {root}")
+            print(f"started a temporary node (pid {node.pid}) on {addresses['binary'][0]}:{addresses['binary'][1]}, "
+                  f"data in {root}")
         else:
             endpoints = [parse_endpoint(e) for e in args.endpoints]
+            addresses = {"rest": parse_endpoint(args.http)} if args.http else {}
         leader = find_leader(endpoints, args.queue, timeout=20)
         conn = Connection(leader, args.queue, timeout=10)
         try:
@@ -576,8 +618,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.producers} producers + {args.consumers} consumers, n={args.n}, payload {args.payload} B, "
               f"client {os.cpu_count()} CPUs")
         rows: list[dict[str, Any]] = []
-        for phase in args.phase_list:
-            rows += run_phase(phase, args, leader, endpoints, server_pids)
+        for interface in args.interface_list:
+            if interface != "binary":
+                wait_listening_address(addresses[interface])
+            target = leader if interface == "binary" else addresses[interface]
+            for phase in args.phase_list:
+                rows += run_phase(phase, interface, args, target, endpoints, server_pids)
         print()
         print_rows(rows)
         print("\nops/s = ops / (start signal → the role's last op); latency per op: put = request/Ok + Ack/Ok, "
