@@ -7,6 +7,10 @@ import logging
 import sys
 import time
 
+from taskflux.config import VERBOSE
+
+logging.addLevelName(VERBOSE, "VERBOSE")
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message (and the exception, if any)."""
