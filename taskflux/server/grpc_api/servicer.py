@@ -41,6 +41,7 @@ Response = TypeVar("Response")
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:
+    logger.info("gRPC call from %s ended with %s: %s", context.peer(), code.name, details)
     context.abort(code, details)
     raise AssertionError("context.abort returned")  # it always raises
 
