@@ -13,6 +13,7 @@ import gevent
 from gevent.event import Event
 
 from taskflux.config import Config, ConfigError, HelpRequested, format_endpoint, load_config
+from taskflux.server.grpc_api.servicer import GrpcServer
 from taskflux.server.http import HttpServer
 from taskflux.server.leases import LeaseTable
 from taskflux.server.logs import setup_logging
@@ -70,6 +71,7 @@ class Server:
         if config.http_enabled:
             self.rest = RestApi(self.service, self.leases, config, self.cluster_status, self.leader_http_address)
             self.http = HttpServer(self.rest.app, config.http_listen_address)
+        self.grpc = GrpcServer(self.service, self.node, config) if config.grpc_enabled else None
         self.stopped = Event()
         self._stopping = False
 
@@ -77,19 +79,20 @@ class Server:
         self.node.deliver(message)  # type: ignore[arg-type]
 
     def start(self) -> None:
-        if self.config.grpc_enabled:
-            logger.warning("gRPC is not available in this version: grpc_* is ignored")
         self.node.start()
         self.leases.start()
         if self.http is not None:
             self.http.start()
             self.peers.advertise_http(self._advertised(self.http.address))
+        if self.grpc is not None:
+            self.grpc.start()
         self.peers.start()
         self.clients.start()
         logger.info(
-            "node %d of %d serving clients on %s, REST on %s, cluster on %s:%d, data in %s",
+            "node %d of %d serving clients on %s, REST on %s, gRPC on %s, cluster on %s:%d, data in %s",
             self.config.cluster_node_id, self.config.cluster_size, self.clients.address,
             self.http.address if self.http is not None else "(off)",
+            self.grpc.address if self.grpc is not None else "(off)",
             self.config.cluster_listen_host, self.config.cluster_listen_port, self.config.data_directory,
         )
 
@@ -141,6 +144,8 @@ class Server:
         stoppers = [gevent.spawn(self.clients.stop, STOP_REQUESTS_SECONDS)]
         if self.http is not None:
             stoppers.append(gevent.spawn(self.http.stop, STOP_REQUESTS_SECONDS))
+        if self.grpc is not None:
+            stoppers.append(gevent.spawn(self.grpc.stop, STOP_REQUESTS_SECONDS))
         gevent.joinall(stoppers)
         self.leases.stop()
         self.node.stop()
