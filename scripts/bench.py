@@ -48,11 +48,11 @@ if str(REPO) not in sys.path:
 from taskflux.wire import client_protocol as wire  # noqa: E402
 
 sys.path.insert(0, str(REPO / "scripts"))
-from bench_clients import ClientError, RestConnection  # noqa: E402
+from bench_clients import ClientError, GrpcConnection, RestConnection  # noqa: E402
 from bench_clients import NotLeader as InterfaceNotLeader  # noqa: E402
 from local_nodes import NodeStartError, free_port, node_command, spawn, wait_listening  # noqa: E402
 
-INTERFACES = ("binary", "rest")
+INTERFACES = ("binary", "rest", "grpc")
 
 MAX_WORKERS = 64
 I32 = struct.Struct(">i")
@@ -297,6 +297,8 @@ def connect(interface: str, address: tuple[str, int], queue: str, timeout: float
     """A client of ``interface`` with ``put(priority, payload)``, ``get(timeout_ms) -> bool`` and ``close()``."""
     if interface == "rest":
         return RestConnection(address, queue, timeout)
+    if interface == "grpc":
+        return GrpcConnection(address, queue, timeout)
     return Connection(address, queue, timeout)
 
 
@@ -554,6 +556,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--interfaces", default="binary",
                         help=f"comma list of {', '.join(INTERFACES)}: the phases run once per interface")
     parser.add_argument("--http", metavar="HOST:PORT", help="the leader's REST address (implied by --start-node)")
+    parser.add_argument("--grpc", metavar="HOST:PORT", help="the leader's gRPC address (implied by --start-node)")
     parser.add_argument("--phase-timeout", type=float, default=60.0, help="time limit of one phase, seconds")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
@@ -578,6 +581,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--interfaces: unknown {sorted(unknown)}; choose from {', '.join(INTERFACES)}")
     if "rest" in args.interface_list and not (args.http or args.start_node):
         parser.error("--interfaces rest needs --http HOST:PORT (the leader's REST address) or --start-node")
+    if "grpc" in args.interface_list and not (args.grpc or args.start_node):
+        parser.error("--interfaces grpc needs --grpc HOST:PORT (the leader's gRPC address) or --start-node")
     if bool(args.endpoints) == args.start_node:
         parser.error("give either --endpoints HOST:PORT ... or --start-node")
     try:
@@ -606,7 +611,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"data in {root}")
         else:
             endpoints = [parse_endpoint(e) for e in args.endpoints]
-            addresses = {"rest": parse_endpoint(args.http)} if args.http else {}
+            addresses = {name: parse_endpoint(value) for name, value in (("rest", args.http), ("grpc", args.grpc))
+                         if value}
         leader = find_leader(endpoints, args.queue, timeout=20)
         conn = Connection(leader, args.queue, timeout=10)
         try:

@@ -1,14 +1,18 @@
-"""The benchmark's REST client: the same put / get + ack closed loop as the binary protocol's, over HTTP.
+"""The benchmark's REST and gRPC clients: the binary protocol's put / get + ack closed loop, per interface.
 
-``put`` is one committed enqueue (``POST .../records``); ``get`` is a leased dequeue plus its ack (two
+REST: ``put`` is one committed enqueue (``POST .../records``); ``get`` is a leased dequeue plus its ack (two
 requests, like the binary protocol's dequeue + Ack). One keep-alive connection per client.
+gRPC: one Enqueue and one Dequeue stream per client; ``put`` is a data + ack round, ``get`` a request +
+ack round. gRPC is imported only where a client is made (after the fork: no gRPC state crosses it).
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import queue
 import socket
+from typing import Any
 from urllib.parse import quote
 
 
@@ -60,3 +64,72 @@ class RestConnection:
 
     def close(self) -> None:
         self.conn.close()
+
+
+class _Stream:
+    """A bidirectional gRPC stream driven one message at a time."""
+
+    def __init__(self, method: Any) -> None:
+        self._requests: queue.Queue[object] = queue.Queue()
+        self._responses = method(iter(self._requests.get, None))
+
+    def exchange(self, request: object) -> Any:
+        self._requests.put(request)
+        return next(self._responses)
+
+    def close(self) -> None:
+        self._requests.put(None)
+
+
+class GrpcConnection:
+    """One channel to a node's gRPC interface, with an Enqueue and a Dequeue stream."""
+
+    def __init__(self, address: tuple[str, int], queue_name: str, timeout: float) -> None:
+        import grpc
+
+        from taskflux.server.grpc_api import taskflux_pb2 as pb
+        from taskflux.server.grpc_api import taskflux_pb2_grpc as pb_grpc
+
+        self.pb = pb
+        self.queue = queue_name
+        self.channel = grpc.insecure_channel(f"{address[0]}:{address[1]}")
+        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+        stub = pb_grpc.TaskFluxServiceStub(self.channel)
+        self.enqueue = _Stream(stub.Enqueue)
+        self.dequeue = _Stream(stub.Dequeue)
+        self.ack_enqueue = pb.EnqueueRequest(ack=pb.AckMessage(ack=True))
+        self.ack_dequeue = pb.DequeueRequest(ack=pb.AckMessage(ack=True))
+
+    @staticmethod
+    def _check(answer: Any, expected: str) -> None:
+        kind = answer.WhichOneof("result")
+        if kind == "not_leader":
+            raise NotLeader(str(answer).strip())
+        if kind != expected:
+            raise ClientError(str(answer).strip())
+
+    def put(self, priority: int, payload: bytes) -> None:
+        pb = self.pb
+        data = pb.EnqueueRequest(data=pb.EnqueueRequest.EnqueueRequestData(
+            queue=self.queue, record=pb.QueueRecord(priority=priority, payload=payload)))
+        self._check(self.enqueue.exchange(data), "data")
+        answer = self.enqueue.exchange(self.ack_enqueue)
+        self._check(answer, "data")
+        if answer.data.HasField("policy_violation"):
+            raise ClientError(str(answer).strip())
+
+    def get(self, timeout_ms: int) -> bool:
+        pb = self.pb
+        request = pb.DequeueRequest(request=pb.DequeueRequest.DequeueRequestData(queue=self.queue,
+                                                                                 timeout=timeout_ms))
+        answer = self.dequeue.exchange(request)
+        self._check(answer, "success")
+        if not answer.success.HasField("record"):
+            return False
+        self._check(self.dequeue.exchange(self.ack_dequeue), "success")
+        return True
+
+    def close(self) -> None:
+        self.enqueue.close()
+        self.dequeue.close()
+        self.channel.close()
