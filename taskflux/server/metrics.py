@@ -23,7 +23,7 @@ its record counter, plus a share of a ~2.3-entry batch) that is ≈ 5 µs of the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
@@ -60,15 +60,18 @@ SNAPSHOT_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 
 
 ROLE_NAMES = {role: role.name.lower() for role in Role}
 
+K = TypeVar("K")
+V = TypeVar("V")
 
-class _Children(dict[Any, Any]):
+
+class _Children(dict[K, V]):
     """A cache of labelled children: a miss creates the entry with ``make(key)``, a hit is a dict look-up."""
 
-    def __init__(self, make: Callable[[Any], Any]) -> None:
+    def __init__(self, make: Callable[[K], V]) -> None:
         super().__init__()
         self._make = make
 
-    def __missing__(self, key: Any) -> Any:
+    def __missing__(self, key: K) -> V:
         value = self[key] = self._make(key)
         return value
 
@@ -94,7 +97,8 @@ class InterfaceMetrics:
             command, outcome = key
             return requests.labels(interface, command, outcome).inc, durations.labels(interface, command).observe
 
-        self._requests = _Children(make)
+        self._requests: _Children[tuple[str, str], tuple[Callable[[], None], Callable[[float], None]]] = \
+            _Children(make)
 
     def observe_request(self, command: str, outcome: str, seconds: float) -> None:
         """One finished request: its command, outcome and latency in seconds."""
@@ -165,7 +169,7 @@ class NodeMetrics:
             self.snapshot_duration_seconds.labels(source)
         self._observe_persist = self.persist_duration_seconds.observe
         self._observe_batch = self.persist_batch_entries.observe
-        self._interfaces = _Children(lambda name: InterfaceMetrics(self, name))
+        self._interfaces: _Children[str, InterfaceMetrics] = _Children(lambda name: InterfaceMetrics(self, name))
         for name in INTERFACES:  # every interface's record counters show from the start, at 0
             self.interface(name)
         self.collector = NodeCollector()
@@ -179,7 +183,7 @@ class NodeMetrics:
 
     def interface(self, name: str) -> InterfaceMetrics:
         """The cached request metrics of the client interface ``name`` (keep it: the fastest path)."""
-        return self._interfaces[name]  # type: ignore[no-any-return]
+        return self._interfaces[name]
 
     def observe_request(self, interface: str, command: str, outcome: str, seconds: float) -> None:
         """One finished request of ``interface``: its command, outcome and latency in seconds."""

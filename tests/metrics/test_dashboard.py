@@ -28,7 +28,7 @@ def dashboard_queries() -> list[str]:
 
 def exposed_sample_names() -> set[str]:
     scrape = Scrape(NodeMetrics())
-    names = set()
+    names: set[str] = set()
     for name, family in scrape.families.items():
         if family.type == "histogram":
             names.update(name + suffix for suffix in HISTOGRAM_SUFFIXES)
