@@ -17,6 +17,7 @@ from taskflux.server.grpc_api.servicer import GrpcServer
 from taskflux.server.http import HttpServer
 from taskflux.server.leases import LeaseTable
 from taskflux.server.logs import setup_logging
+from taskflux.server.metrics import NodeMetrics
 from taskflux.server.node import Node, NodeSettings
 from taskflux.server.peers import PeerNetwork
 from taskflux.server.rest import RestApi
@@ -45,6 +46,7 @@ class Server:
             max_record_bytes=config.max_payload_size + ENTRY_OVERHEAD_BYTES,
         )
         own = config.cluster_node_id
+        self.metrics = NodeMetrics()
         self.peers = PeerNetwork(
             own,
             config.cluster_peers,
@@ -63,15 +65,17 @@ class Server:
                 request_timeout=config.client_request_timeout,
                 snapshot_segments_threshold=config.snapshot_creation_segments_threshold,
             ),
+            metrics=self.metrics,
         )
-        self.clients = ClientServer(self.node, self.peers, config)
+        self.clients = ClientServer(self.node, self.peers, config, metrics=self.metrics)
         self.service = QueueService(self.node)
         self.leases = LeaseTable(self.service)
         self.http: HttpServer | None = None
         if config.http_enabled:
-            self.rest = RestApi(self.service, self.leases, config, self.cluster_status, self.leader_http_address)
+            self.rest = RestApi(self.service, self.leases, config, self.cluster_status, self.leader_http_address,
+                                self.metrics)
             self.http = HttpServer(self.rest.app, config.http_listen_address)
-        self.grpc = GrpcServer(self.service, self.node, config) if config.grpc_enabled else None
+        self.grpc = GrpcServer(self.service, self.node, config, metrics=self.metrics) if config.grpc_enabled else None
         self.stopped = Event()
         self._stopping = False
 

@@ -31,7 +31,9 @@ from taskflux.domain.names import MAX_QUEUE_NAME_BYTES, is_valid_queue_name
 from taskflux.domain.queue import Queue
 from taskflux.domain.records import Record
 from taskflux.domain.results import Failure, PolicyViolation, RecordAdded, RecordRemoved, Result
+from taskflux.server import metrics as outcomes
 from taskflux.server.leases import MAX_LEASE_SECONDS, LeaseNotFound, LeaseTable
+from taskflux.server.metrics import NodeMetrics
 from taskflux.server.node import CommitTimeout, Node, NodeStopped, NotLeader
 from taskflux.server.openapi import openapi_document
 from taskflux.server.service import QueueService, Reserved
@@ -219,6 +221,19 @@ def policy_error(violation: PolicyViolation) -> ApiError:
                  policy=policy, limits=list(violation.limits))
 
 
+def outcome_of(status: int) -> str:
+    """A REST answer's outcome for the request metrics."""
+    if status < 300:
+        return outcomes.EMPTY if status == 204 and bottle.request.path.endswith("/dequeue") else outcomes.OK
+    if status in (421, 503):
+        return outcomes.NOT_LEADER
+    if status == 504:
+        return outcomes.TIMEOUT
+    if status == 422:
+        return outcomes.POLICY_VIOLATION
+    return outcomes.ERROR if status < 500 else outcomes.INTERNAL_ERROR
+
+
 def raise_unless_ok(result: Result) -> Result:
     if isinstance(result, Failure):
         raise failure_error(result)
@@ -237,7 +252,7 @@ class RestApi:
         config: Config,
         cluster: Callable[[], dict[str, Any]],
         leader_address: Callable[[int], str | None],
-        metrics_page: Callable[[], tuple[bytes, str]] | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.service = service
         self.node: Node = service.node
@@ -245,7 +260,8 @@ class RestApi:
         self.config = config
         self.cluster = cluster
         self.leader_address = leader_address
-        self.metrics_page = metrics_page
+        self.node_metrics = metrics
+        self.metrics = None if metrics is None else metrics.interface("rest")
         self.max_payload = config.max_payload_size
         self.app = bottle.Bottle()
         self.app.router.add_filter("queue", lambda _conf: (r".*?", None, None))  # "" is the default queue
@@ -255,26 +271,35 @@ class RestApi:
 
     # --- plumbing ---------------------------------------------------------------------------------
 
-    def _route(self, method: str, path: str, handler: Callable[..., Any]) -> None:
+    def _route(self, method: str, path: str, handler: Callable[..., Any], counted: bool = True) -> None:
+        command = handler.__name__
+
         @functools.wraps(handler)
         def wrapper(**kwargs: Any) -> Any:
-            try:
-                check_path()
-                return handler(**kwargs)
-            except ApiError as problem:
-                return json_response(problem.status, problem.body, problem.headers)
-            except NotLeader as not_leader:
-                problem = self.not_leader_error(not_leader.leader_id)
-                return json_response(problem.status, problem.body, problem.headers)
-            except CommitTimeout:
-                return json_response(504, {"error": {
-                    "reason": "outcome_unknown",
-                    "message": "not confirmed in time: the write may or may not have taken effect",
-                }})
-            except NodeStopped:
-                return json_response(503, {"error": {"reason": "stopping", "message": "the node is stopping"}})
+            started = time.perf_counter()
+            response = self._answer(handler, kwargs)
+            if counted and self.metrics is not None:
+                self.metrics.observe_request(command, outcome_of(response.status_code), time.perf_counter() - started)
+            return response
 
         self.app.route(path, method, wrapper)
+
+    def _answer(self, handler: Callable[..., Any], kwargs: dict[str, Any]) -> bottle.HTTPResponse:
+        try:
+            check_path()
+            return handler(**kwargs)  # type: ignore[no-any-return]
+        except ApiError as problem:
+            return json_response(problem.status, problem.body, problem.headers)
+        except NotLeader as not_leader:
+            problem = self.not_leader_error(not_leader.leader_id)
+            return json_response(problem.status, problem.body, problem.headers)
+        except CommitTimeout:
+            return json_response(504, {"error": {
+                "reason": "outcome_unknown",
+                "message": "not confirmed in time: the write may or may not have taken effect",
+            }})
+        except NodeStopped:
+            return json_response(503, {"error": {"reason": "stopping", "message": "the node is stopping"}})
 
     def _framework_error(self, problem: bottle.HTTPError) -> str:
         bottle.response.content_type = "application/json; charset=utf-8"
@@ -309,10 +334,10 @@ class RestApi:
         route("POST", "/api/v1/leases/<token>/ack", self.ack)
         route("POST", "/api/v1/leases/<token>/nack", self.nack)
         route("GET", "/api/v1/cluster", self.get_cluster)
-        route("GET", "/api/v1/openapi.json", self.openapi)
-        route("GET", "/health/live", self.live)
-        route("GET", "/health/ready", self.ready)
-        route("GET", "/metrics", self.metrics)
+        route("GET", "/api/v1/openapi.json", self.openapi, counted=False)
+        route("GET", "/health/live", self.live, counted=False)
+        route("GET", "/health/ready", self.ready, counted=False)
+        route("GET", "/metrics", self.metrics_page, counted=False)
 
     # --- the original's routes (spec §5) --------------------------------------------------------------
 
@@ -495,6 +520,7 @@ class RestApi:
             raise error(413, "payload_too_large", f"the payload exceeds max_payload_size ({self.max_payload} bytes)",
                         "payload")
         result = raise_unless_ok(self.service.enqueue(name, priority, payload))
+        self._count("enqueued")
         record_id = result.record_id if isinstance(result, RecordAdded) else None
         return json_response(201, {"queue": name, "id": record_id, "priority": priority})
 
@@ -544,6 +570,7 @@ class RestApi:
             return bottle.HTTPResponse(status=204)
         if isinstance(reserved, Failure):
             raise failure_error(reserved)
+        self._count("dequeued")
         if lease is not None:
             granted = self.leases.grant(reserved, lease)
             body = record_json(reserved.record)
@@ -556,6 +583,7 @@ class RestApi:
         result = self.service.remove(reserved)
         if not isinstance(result, RecordRemoved):
             raise_unless_ok(result)
+        self._count("acked")
         body = record_json(reserved.record)
         body["queue"] = name
         return json_response(200, body)
@@ -565,6 +593,7 @@ class RestApi:
             raise_unless_ok(self.leases.ack(token))
         except LeaseNotFound:
             raise self._no_lease() from None
+        self._count("acked")
         return bottle.HTTPResponse(status=204)
 
     def nack(self, token: str) -> bottle.HTTPResponse:
@@ -572,7 +601,12 @@ class RestApi:
             self.leases.nack(token)
         except LeaseNotFound:
             raise self._no_lease() from None
+        self._count("nacked")
         return bottle.HTTPResponse(status=204)
+
+    def _count(self, records: str) -> None:
+        if self.metrics is not None:
+            getattr(self.metrics, records)()
 
     @staticmethod
     def _no_lease() -> ApiError:
@@ -603,8 +637,8 @@ class RestApi:
                 "role": status["role"], "leader_id": status["leader_id"], "time": time.time()}
         return json_response(200 if not reasons else 503, body)
 
-    def metrics(self) -> bottle.HTTPResponse:
-        if self.metrics_page is None:
+    def metrics_page(self) -> bottle.HTTPResponse:
+        if self.node_metrics is None:
             raise error(404, "no_metrics", "metrics are not collected on this node")
-        data, content_type = self.metrics_page()
+        data, content_type = self.node_metrics.render()
         return bottle.HTTPResponse(data, status=200, headers={"Content-Type": content_type})

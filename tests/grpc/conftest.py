@@ -21,6 +21,7 @@ from gevent.queue import Queue
 
 from taskflux.config import Config, load_config
 from taskflux.raft.config import RaftConfig
+from taskflux.server.metrics import NodeMetrics
 from taskflux.server.node import Node, NodeSettings
 from taskflux.server.service import QueueService
 from taskflux.storage.disk import DiskStorage
@@ -89,7 +90,8 @@ class Stream:
 class Harness:
     """One node (leader, or a follower that never hears of a leader), its gRPC server and a client."""
 
-    def __init__(self, path: Path, *, leader: bool = True, request_timeout: float = 5.0, max_workers: int = 64):
+    def __init__(self, path: Path, *, leader: bool = True, request_timeout: float = 5.0, max_workers: int = 64,
+                 metrics: NodeMetrics | None = None):
         self.storage = DiskStorage(path / "data")
         raft = (RaftConfig(node_id=0, cluster_size=1, election_ticks=4, heartbeat_ticks=1) if leader
                 else RaftConfig(node_id=1, cluster_size=3))
@@ -97,7 +99,7 @@ class Harness:
         self.node = Node(raft, self.storage, lambda message: None, settings, random.Random(1))
         self.service = QueueService(self.node)
         self.config = node_config(path, client_request_timeout=request_timeout)
-        self.server = GrpcServer(self.service, self.node, self.config, max_workers=max_workers)
+        self.server = GrpcServer(self.service, self.node, self.config, max_workers=max_workers, metrics=metrics)
         self.channel: grpc.Channel | None = None
         self.stub: pb_grpc.TaskFluxServiceStub
 

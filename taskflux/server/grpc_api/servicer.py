@@ -25,6 +25,8 @@ from taskflux.domain.results import Failure, PolicyViolation, RecordRemoved
 from taskflux.server.grpc_api import messages
 from taskflux.server.grpc_api import taskflux_pb2 as pb
 from taskflux.server.grpc_api import taskflux_pb2_grpc as pb_grpc
+from taskflux.server.grpc_api.observe import MetricsInterceptor
+from taskflux.server.metrics import NodeMetrics
 from taskflux.server.node import CommitTimeout, Node, NodeStopped, NotLeader
 from taskflux.server.service import INVALID_NAME, QueueService, Reserved
 
@@ -304,7 +306,8 @@ class GrpcServer:
     """
 
     def __init__(
-        self, service: QueueService, node: Node, config: Config, max_workers: int = DEFAULT_MAX_WORKERS
+        self, service: QueueService, node: Node, config: Config, max_workers: int = DEFAULT_MAX_WORKERS,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.node = node
         self._host, self._port = config.grpc_listen_address
@@ -316,6 +319,7 @@ class GrpcServer:
                 ("grpc.so_reuseport", 0),  # a second node on the same port must fail, not share it
             ],
             maximum_concurrent_rpcs=max_workers,
+            interceptors=[MetricsInterceptor(metrics)] if metrics is not None else None,
         )
         pb_grpc.add_TaskFluxServiceServicer_to_server(TaskFluxServicer(service, config.max_payload_size), self._server)
 

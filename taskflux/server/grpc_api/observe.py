@@ -1,0 +1,100 @@
+"""Request metrics for the gRPC service, as a server interceptor (the servicer stays unaware of them).
+
+A unary call is one request. On the Enqueue and Dequeue streams every answer is one request, timed from
+the client message it answers: a round's data step and ack step are counted separately, by the step
+(``Enqueue.data``, ``Enqueue.ack``, ``Dequeue.request``, ``Dequeue.ack``). The outcome is read from the
+answer's ``result`` oneof; a call ended with an error status counts once with ``error`` (or ``timeout``
+for UNAVAILABLE: the outcome of the write is unknown).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from taskflux.server import metrics as outcomes
+from taskflux.server.metrics import InterfaceMetrics, NodeMetrics
+
+ONEOF_OUTCOMES = {"data": outcomes.OK, "success": outcomes.OK, "error": outcomes.ERROR,
+                  "not_leader": outcomes.NOT_LEADER, "policy_violation": outcomes.POLICY_VIOLATION}
+
+
+def answer_outcome(answer: Any) -> str:
+    kind = answer.WhichOneof("result")
+    if kind == "data" and "policy_violation" in answer.data.DESCRIPTOR.fields_by_name \
+            and answer.data.HasField("policy_violation"):  # only EnqueueResponse's data has one
+        return outcomes.POLICY_VIOLATION
+    return ONEOF_OUTCOMES.get(kind, outcomes.OK)
+
+
+class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Counts and times every call (unary) or stream step (streaming) of ``taskflux.TaskFluxService``."""
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self.metrics: InterfaceMetrics = metrics.interface("grpc")
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        method = details.method.rsplit("/", 1)[-1]
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self._stream(method, handler.stream_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _unary(self, method: str, behaviour: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        observe = self.metrics.observe_request
+
+        def call(request: Any, context: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                answer = behaviour(request, context)
+            except BaseException:
+                observe(method, status_outcome(context), time.perf_counter() - started)
+                raise
+            observe(method, answer_outcome(answer), time.perf_counter() - started)
+            return answer
+
+        return call
+
+    def _stream(self, method: str, behaviour: Callable[[Any, Any], Iterator[Any]]) -> Callable[[Any, Any], Any]:
+        observe = self.metrics.observe_request
+
+        def call(requests: Iterator[Any], context: Any) -> Iterator[Any]:
+            last = [time.perf_counter(), method]
+
+            def timed_requests() -> Iterator[Any]:
+                for request in requests:
+                    last[0] = time.perf_counter()
+                    last[1] = f"{method}.{request.WhichOneof(request.DESCRIPTOR.oneofs[0].name)}"
+                    yield request
+
+            try:
+                for answer in behaviour(timed_requests(), context):
+                    observe(last[1], answer_outcome(answer), time.perf_counter() - last[0])
+                    yield answer
+            except GeneratorExit:
+                raise
+            except BaseException:
+                observe(last[1], status_outcome(context), time.perf_counter() - last[0])
+                raise
+
+        return call
+
+
+def status_outcome(context: Any) -> str:
+    """The outcome of a call that ended with an exception (``context.abort`` sets the code, then raises)."""
+    return outcomes.TIMEOUT if context.code() == grpc.StatusCode.UNAVAILABLE else outcomes.ERROR
