@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import gevent
+import prometheus_client
 from gevent.event import Event
 
 from taskflux.config import Config, ConfigError, HelpRequested, format_endpoint, load_config
@@ -178,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"taskflux: configuration error: {error}", file=sys.stderr)
         return 2
     setup_logging(config.log_level, config.log_format)
+    prometheus_client.disable_created_metrics()  # a *_created series per counter and histogram is noise here
     gevent.get_hub().threadpool.maxsize = THREADPOOL_SIZE
     try:
         server = Server(config)
