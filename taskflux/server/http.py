@@ -30,7 +30,12 @@ class HttpServer:
     (one line per request would drown the significant events)."""
 
     def __init__(self, app: Any, address: tuple[str, int], max_connections: int = MAX_HTTP_CONNECTIONS) -> None:
-        self._server = _NoDelayWSGIServer(address, app, spawn=Pool(max_connections), log=None, error_log=logger)
+        self._pool = Pool(max_connections)
+        self._server = _NoDelayWSGIServer(address, app, spawn=self._pool, log=None, error_log=logger)
+
+    def connections(self) -> int:
+        """Open client connections (keep-alive ones included)."""
+        return len(self._pool)
 
     @property
     def address(self) -> str:

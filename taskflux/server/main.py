@@ -76,6 +76,7 @@ class Server:
             self.rest = RestApi(self.service, self.leases, config, self.cluster_status, self.leader_http_address,
                                 self.metrics)
             self.http = HttpServer(self.rest.app, config.http_listen_address)
+            self.metrics.watch_clients("rest", self.http.connections)
         self.grpc = GrpcServer(self.service, self.node, config, metrics=self.metrics) if config.grpc_enabled else None
         self.stopped = Event()
         self._stopping = False

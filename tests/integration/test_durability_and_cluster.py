@@ -192,3 +192,35 @@ def test_sigterm_on_the_leader_hands_leadership_over_and_exits_0(cluster: LocalC
     rest = [n for n in range(3) if n != leader]
     successor = RawConnection(cluster.nodes[cluster.wait_for_leader(rest)].client_address)
     assert sorted(drain(successor)) == sorted(acked)
+
+
+def test_sigterm_while_clients_write_loses_no_acknowledged_write(cluster: LocalCluster) -> None:
+    leader = cluster.wait_for_leader()
+    acked: list[bytes] = []
+    stop = threading.Event()
+
+    def write(worker: int) -> None:
+        try:
+            conn = RawConnection(cluster.nodes[leader].client_address, timeout=5)
+            for i in range(100_000):
+                if stop.is_set():
+                    return
+                payload = b"w%d-%d" % (worker, i)
+                if conn.enqueue("", 1, payload) != wire.Ok():
+                    return
+                acked.append(payload)
+        except (OSError, ConnectionError):
+            return  # the leader went away under this writer: what it acked so far is what counts
+
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(3)]
+    for thread in writers:
+        thread.start()
+    wait_until(lambda: len(acked) >= 30, 20, "writes before the stop")
+    assert cluster.nodes[leader].terminate() == 0  # while the writers keep writing
+    stop.set()
+    for thread in writers:
+        thread.join(timeout=20)
+    rest = [n for n in range(3) if n != leader]
+    successor = RawConnection(cluster.nodes[cluster.wait_for_leader(rest)].client_address)
+    stored = drain(successor)
+    assert set(acked) <= set(stored), f"lost {len(set(acked) - set(stored))} acknowledged writes"

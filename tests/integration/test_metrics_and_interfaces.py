@@ -89,6 +89,7 @@ def test_one_queue_through_every_interface_and_metrics_that_follow(tmp_path: Any
         assert scrape.value("taskflux_queue_depth", queue="shared") == 1
         assert scrape.value("taskflux_raft_role", role="leader") == 1
         assert scrape.value("taskflux_clients_connected", interface="tcp") == 1  # `binary` is still open
+        assert scrape.value("taskflux_clients_connected", interface="rest") == 1  # the scrape's own connection
         assert scrape.value("taskflux_raft_persist_batch_entries_count") >= 5
         assert scrape.value("taskflux_raft_commit_index") == scrape.value("taskflux_raft_applied_index") >= 6
         assert scrape.value("taskflux_storage_log_segments") >= 1
