@@ -148,8 +148,14 @@ class LocalCluster:
         return [node.client_address for node in self.nodes]
 
     def start(self) -> None:
-        for node in self.nodes:
-            node.start()
+        """Start every node; if one fails, stop the others before raising (a fixture whose setup fails
+        never reaches its teardown, and the nodes would outlive the test run)."""
+        try:
+            for node in self.nodes:
+                node.start()
+        except BaseException:
+            self.stop()
+            raise
 
     def metadata(self, node_id: int) -> object | None:
         """ClusterMetadata as node ``node_id`` sees it, or None when it does not answer."""
