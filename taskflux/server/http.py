@@ -7,21 +7,28 @@ import socket
 from typing import Any
 
 from gevent.pool import Pool
-from gevent.pywsgi import WSGIServer
+from gevent.pywsgi import LoggingLogAdapter, WSGIServer
 
 from taskflux.config import format_endpoint
 
 logger = logging.getLogger("taskflux.http")
 
 MAX_HTTP_CONNECTIONS = 1024
+IDLE_TIMEOUT_SECONDS = 60.0  # a connection that sends nothing (no request line, no body) for this long is closed
 
 
-class _NoDelayWSGIServer(WSGIServer):
-    """Answers leave at once: without TCP_NODELAY a response written in two parts waits for the client's
-    delayed ACK (40 ms on Linux) whenever the client, too, sends its request in two parts."""
+class _TunedWSGIServer(WSGIServer):
+    """Every connection gets TCP_NODELAY and an idle timeout.
+
+    Without TCP_NODELAY a response written in two parts waits for the client's delayed ACK (40 ms on Linux)
+    whenever the client, too, sends its request in two parts. Without a timeout, connections that never
+    send a request would hold the pool's places for ever (a long-polling dequeue is not affected: it waits
+    on the node, not on the socket).
+    """
 
     def handle(self, sock: socket.socket, address: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(IDLE_TIMEOUT_SECONDS)
         super().handle(sock, address)
 
 
@@ -31,7 +38,10 @@ class HttpServer:
 
     def __init__(self, app: Any, address: tuple[str, int], max_connections: int = MAX_HTTP_CONNECTIONS) -> None:
         self._pool = Pool(max_connections)
-        self._server = _NoDelayWSGIServer(address, app, spawn=self._pool, log=None, error_log=logger)
+        # What the WSGI server itself reports is a client's doing (a malformed request, a dropped
+        # connection): INFO, like the binary protocol's protocol errors.
+        self._server = _TunedWSGIServer(address, app, spawn=self._pool, log=None,
+                                        error_log=LoggingLogAdapter(logger, logging.INFO))
 
     def connections(self) -> int:
         """Open client connections (keep-alive ones included)."""

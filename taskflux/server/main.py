@@ -145,13 +145,17 @@ class Server:
         self.clients.stop_accepting()
         if self.http is not None:
             self.http.stop_accepting()
+        stoppers = []
+        if self.grpc is not None:
+            # gRPC has no "stop accepting" apart from stop(grace): new calls are refused from now on, the
+            # calls in progress get the hand-over's time plus the usual grace.
+            handover_bound = 2 * self.config.raft_election_timeout * (self.config.cluster_size - 1)
+            stoppers.append(gevent.spawn(self.grpc.stop, STOP_REQUESTS_SECONDS + handover_bound))
         if self.node.is_leader and self.config.cluster_size > 1:
             self._hand_over_leadership()
-        stoppers = [gevent.spawn(self.clients.stop, STOP_REQUESTS_SECONDS)]
+        stoppers.append(gevent.spawn(self.clients.stop, STOP_REQUESTS_SECONDS))
         if self.http is not None:
             stoppers.append(gevent.spawn(self.http.stop, STOP_REQUESTS_SECONDS))
-        if self.grpc is not None:
-            stoppers.append(gevent.spawn(self.grpc.stop, STOP_REQUESTS_SECONDS))
         gevent.joinall(stoppers)
         self.leases.stop()
         self.node.stop()

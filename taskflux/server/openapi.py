@@ -25,7 +25,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
     texts = {
         400: "invalid input; `error.field` names the field",
         404: "no such queue (or lease)",
-        409: "the queue exists",
+        409: "the queue exists (or, for a lease ack, the lease ended with this node's leadership)",
         413: "the body or payload is over the limit",
         415: "unsupported content type",
         421: "not the leader: `error.leader` is the leader's HTTP address (also in `Location`)",
@@ -101,6 +101,9 @@ SCHEMAS: dict[str, Any] = {
         "queue": {"type": "string"}, "id": {"type": "integer"}, "priority": {"type": "integer"},
         "payload": {"type": ["string", "null"], "description": "the payload as text, null when not UTF-8"},
         "payload_base64": {"type": "string"},
+        "removal": {"enum": ["committed", "unconfirmed"],
+                    "description": "immediate mode: unconfirmed = the removal may or may not commit (the record "
+                                   "may be delivered again)"},
         "lease": {"type": "string", "description": "leased mode: the token to ack or nack"},
         "lease_seconds": {"type": "number"},
     }},
@@ -163,7 +166,7 @@ def openapi_document() -> dict[str, Any]:
         )},
         "/api/v1/leases/{token}/ack": {"post": _operation(
             "Remove a leased record for good", {"204": {"description": "removed (committed)"},
-                                                **_errors(404, *LEADER_ERRORS)},
+                                                **_errors(404, 409, *LEADER_ERRORS)},
             parameters=[{"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}])},
         "/api/v1/leases/{token}/nack": {"post": _operation(
             "Put a leased record back", {"204": {"description": "back in its queue"}, **_errors(404)},

@@ -112,7 +112,12 @@ def read_body(limit: int) -> bytes:
     if length > limit:
         raise error(413, "body_too_large", f"the body is {length} bytes, the limit is {limit}")
     stream = request.environ["wsgi.input"]
-    data = stream.read(length) if length >= 0 else stream.read(limit + 1)
+    try:
+        data = stream.read(length) if length >= 0 else stream.read(limit + 1)
+    except (OSError, ValueError) as problem:  # the client sent less than it announced, or broke the chunking
+        raise error(400, "incomplete_body", f"the body could not be read: {problem}") from None
+    if 0 <= length != len(data):
+        raise error(400, "incomplete_body", f"the body ended after {len(data)} of {length} bytes")
     if len(data) > limit:
         raise error(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
     return data
@@ -140,7 +145,7 @@ def read_json_object(limit: int, *, optional: bool = False) -> dict[str, Any]:
         raise error(415, "unsupported_media_type", f"send the body as {JSON_TYPE}")
     try:
         value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as problem:
+    except (ValueError, UnicodeDecodeError, RecursionError) as problem:
         raise error(400, "invalid_json", f"the body is not valid JSON: {problem}") from None
     if not isinstance(value, dict):
         raise error(400, "invalid_json", "the body must be a JSON object")
@@ -221,8 +226,19 @@ def policy_error(violation: PolicyViolation) -> ApiError:
                  policy=policy, limits=list(violation.limits))
 
 
+OUTCOME_KEY = "taskflux.outcome"
+
+
+def note_outcome(outcome: str) -> None:
+    """Record this request's outcome where the status code does not tell it."""
+    bottle.request.environ[OUTCOME_KEY] = outcome
+
+
 def outcome_of(status: int) -> str:
     """A REST answer's outcome for the request metrics."""
+    noted = bottle.request.environ.get(OUTCOME_KEY)
+    if noted is not None:
+        return noted  # type: ignore[no-any-return]
     if status < 300:
         return outcomes.EMPTY if status == 204 and bottle.request.path.endswith("/dequeue") else outcomes.OK
     if status in (421, 503):
@@ -299,6 +315,7 @@ class RestApi:
                 "message": "not confirmed in time: the write may or may not have taken effect",
             }})
         except NodeStopped:
+            note_outcome(outcomes.STOPPED)
             return json_response(503, {"error": {"reason": "stopping", "message": "the node is stopping"}})
 
     def _framework_error(self, problem: bottle.HTTPError) -> str:
@@ -314,7 +331,9 @@ class RestApi:
             return error(503, "no_leader", "this node is not the leader and knows no leader yet",
                          leader_id=None, leader=None)
         address = self.leader_address(leader_id)
-        headers = {"Location": f"http://{address}{bottle.request.fullpath}"} if address else {}
+        query = bottle.request.query_string
+        target = bottle.request.fullpath + (f"?{query}" if query else "")
+        headers = {"Location": f"http://{address}{target}"} if address else {}
         problem = error(421, "not_leader", f"this node is not the leader; the leader is node {leader_id}",
                         leader_id=leader_id, leader=address)
         problem.headers = headers
@@ -347,7 +366,7 @@ class RestApi:
             raise _problem(415, "Unsupported Media Type")
         try:
             value = json.loads(read_body(self.max_payload + JSON_SLACK_BYTES) or b"null")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise _problem(400, "One or more validation errors occurred.",
                            {"$": ["The JSON value could not be converted."]}) from None
         if not isinstance(value, dict):
@@ -369,9 +388,11 @@ class RestApi:
         try:
             return self._envelope(run())
         except NotLeader as not_leader:
+            note_outcome(outcomes.NOT_LEADER)
             leader = None if not_leader.leader_id < 0 else not_leader.leader_id
             return self._envelope(None, 400, ORIGINAL_NOT_LEADER, leader)
         except CommitTimeout:
+            note_outcome(outcomes.TIMEOUT)
             return self._envelope(None, 400, ORIGINAL_UNKNOWN, self._known_leader())
 
     def _known_leader(self) -> int | None:
@@ -386,9 +407,13 @@ class RestApi:
 
     @staticmethod
     def _original_result(result: Result, success: dict[str, Any]) -> dict[str, Any]:
+        """The envelope's payload for a result; a refusal's outcome is noted for the metrics (the status
+        is 200 either way on these routes)."""
         if isinstance(result, Failure):
+            note_outcome(outcomes.ERROR)
             return {"type": "error", "subtype": int(result.code), "message": ""}
         if isinstance(result, PolicyViolation):
+            note_outcome(outcomes.POLICY_VIOLATION)
             return {"type": "policy-violation", "ok": False, "policy": int(result.policy),
                     "limits": list(result.limits)}
         return success
@@ -411,8 +436,13 @@ class RestApi:
         data = payload.encode("utf-8")
         if len(data) > self.max_payload:
             raise error(413, "payload_too_large", f"the payload exceeds max_payload_size ({self.max_payload} bytes)")
-        return self._original(lambda: self._original_result(
-            self.service.enqueue(name, key, data), {"type": "enqueue", "ok": True}))
+        def run() -> dict[str, Any]:
+            result = self.service.enqueue(name, key, data)
+            if isinstance(result, RecordAdded):
+                self._count("enqueued")
+            return self._original_result(result, {"type": "enqueue", "ok": True})
+
+        return self._original(run)
 
     def original_dequeue(self) -> bottle.HTTPResponse:
         name = self._original_name(self._original_body(()))
@@ -422,20 +452,24 @@ class RestApi:
         def run() -> dict[str, Any]:
             reserved = self.service.reserve(name, 0)
             if reserved is None:
+                note_outcome(outcomes.EMPTY)
                 return {"type": "dequeue", "ok": False}
             if isinstance(reserved, Failure):
                 return self._original_result(reserved, {})
+            record = reserved.record
+            taken = {"type": "dequeue", "ok": True, "queue": name, "id": record.id, "priority": record.priority,
+                     "data": base64.b64encode(record.payload).decode("ascii")}
             try:
                 result = self.service.remove(reserved)
             except NotLeader:
                 # Taken, but its removal lost leadership (the record is back in the queue): the original's
                 # answer for this case is "unknown error" with the leader's id.
                 raise CommitTimeout() from None
-            record = reserved.record
-            return self._original_result(result, {
-                "type": "dequeue", "ok": True, "queue": name, "id": record.id, "priority": record.priority,
-                "data": base64.b64encode(record.payload).decode("ascii"),
-            })
+            except CommitTimeout:
+                return taken  # removal unconfirmed: shown anyway, at worst delivered twice, never lost
+            self._count("dequeued")
+            self._count("acked")
+            return self._original_result(result, taken)
 
         return self._original(run)
 
@@ -579,13 +613,20 @@ class RestApi:
         return self._remove_now(name, reserved)
 
     def _remove_now(self, name: str, reserved: Reserved) -> bottle.HTTPResponse:
-        """Immediate mode: the removal is committed before the record is shown."""
-        result = self.service.remove(reserved)
+        """Immediate mode: the removal is committed before the record is shown. If its commit cannot be
+        confirmed in time, the record is back in the queue and may or may not be removed later: it is
+        shown anyway (``"removal": "unconfirmed"``), so that it is at worst delivered twice, never lost."""
+        body = record_json(reserved.record)
+        body["queue"] = name
+        try:
+            result = self.service.remove(reserved)
+        except CommitTimeout:
+            body["removal"] = "unconfirmed"
+            return json_response(200, body)
         if not isinstance(result, RecordRemoved):
             raise_unless_ok(result)
         self._count("acked")
-        body = record_json(reserved.record)
-        body["queue"] = name
+        body["removal"] = "committed"
         return json_response(200, body)
 
     def ack(self, token: str) -> bottle.HTTPResponse:
@@ -593,6 +634,11 @@ class RestApi:
             raise_unless_ok(self.leases.ack(token))
         except LeaseNotFound:
             raise self._no_lease() from None
+        except NotLeader:
+            # Leases live on the leader that granted them: this one is over, and its record is back in the
+            # queue (the new leader will deliver it again). Sending the ack elsewhere would not help.
+            raise error(409, "lease_lost", "this node is no longer the leader: the lease ended and its record "
+                        "went back to the queue") from None
         self._count("acked")
         return bottle.HTTPResponse(status=204)
 

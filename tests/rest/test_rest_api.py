@@ -354,3 +354,71 @@ def test_original_validation_answers(api: Wsgi) -> None:
     assert api("POST", "/commands/v1/enqueue", b"queue=q", "application/x-www-form-urlencoded").status == 415
     assert api("POST", "/commands/v1/count", b"{", "application/json").status == 400
     assert api("POST", "/commands/v1/count", b"[]", "application/json").status == 400
+
+
+# --- answers to the review of failure paths -------------------------------------------------------------
+
+
+def test_deeply_nested_json_is_a_400(api: Wsgi) -> None:
+    nested = b"[" * 60000
+    assert api("PUT", queue_path("q"), nested, "application/json").status == 400
+    assert api("POST", queue_path("", "/records"), nested, "application/json").status == 400
+    assert api("POST", "/commands/v1/count", nested, "application/json").status == 400
+
+
+def test_an_unconfirmed_immediate_removal_still_hands_the_record_over(
+    server: Server, api: Wsgi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add(api, "", 1, "precious")
+    add(api, "", 2, "also precious")
+
+    def timed_out(_reserved: object) -> None:
+        from taskflux.server.node import CommitTimeout
+
+        server.service.release(_reserved)  # what QueueService.remove does on CommitTimeout
+        raise CommitTimeout("not committed in time")
+
+    monkeypatch.setattr(server.service, "remove", timed_out)
+    answer = api("POST", queue_path("", "/dequeue"))
+    assert answer.status == 200
+    assert answer.json["payload"] == "precious" and answer.json["removal"] == "unconfirmed"
+    original = api("POST", "/commands/v1/dequeue", {"queue": ""}).json
+    assert original["success"] and original["payload"]["ok"]  # the record, not an "unknown error"
+    monkeypatch.undo()
+    assert api("POST", queue_path("", "/dequeue")).json["removal"] == "committed"
+
+
+def test_an_ack_on_a_node_that_lost_leadership_ends_the_lease(
+    server: Server, api: Wsgi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add(api, "", 1, "x")
+    token = api("POST", queue_path("", "/dequeue"), query="lease=30s").json["lease"]
+
+    def deposed(reserved: object) -> None:
+        from taskflux.server.node import NotLeader
+
+        server.service.release(reserved)  # type: ignore[arg-type]
+        raise NotLeader(2)
+
+    monkeypatch.setattr(server.service, "remove", deposed)
+    answer = api("POST", f"/api/v1/leases/{token}/ack")
+    assert answer.status == 409 and error_of(answer)["reason"] == "lease_lost"
+    assert count(api, "") == 1  # the record is back
+
+
+def test_original_routes_count_records_and_outcomes(server: Server, api: Wsgi) -> None:
+    create(api, "tiny", max_queue_size=1)
+    api("POST", "/commands/v1/enqueue", {"queue": "tiny", "payload": "a"})
+    api("POST", "/commands/v1/enqueue", {"queue": "tiny", "payload": "b"})  # refused by the policy
+    api("POST", "/commands/v1/dequeue", {"queue": "tiny"})
+    api("POST", "/commands/v1/dequeue", {"queue": "tiny"})  # empty
+    page = api("GET", "/metrics").body.decode()
+
+    def value(line_start: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in page.splitlines() if line.startswith(line_start))
+
+    assert value('taskflux_records_enqueued_total{interface="rest"}') == 1
+    assert value('taskflux_records_acked_total{interface="rest"}') == 1
+    requests = 'taskflux_requests_total{command="original_enqueue",interface="rest",outcome='
+    assert value(requests + '"ok"}') == 1 and value(requests + '"policy_violation"}') == 1
+    assert value('taskflux_requests_total{command="original_dequeue",interface="rest",outcome="empty"}') == 1

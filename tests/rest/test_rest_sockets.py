@@ -83,3 +83,42 @@ def test_garbage_on_the_http_port_does_not_disturb_other_clients(server: Server)
         assert sock.recv(65536).startswith(b"HTTP/1.1 400")
     conn = connect(server)
     assert request(conn, "GET", "/health/live") == (200, {"status": "live"})
+
+
+def test_idle_connections_are_closed_but_long_polls_are_not(server: Server,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("taskflux.server.http.IDLE_TIMEOUT_SECONDS", 0.3)
+    host, port = server.http.address.rsplit(":", 1)  # type: ignore[union-attr]
+    with socket.create_connection((host, int(port)), timeout=10) as idle:
+        poll = connect(server)
+        status, _ = request(poll, "POST", "/api/v1/queues//dequeue?wait=1s")  # waits longer than the timeout
+        assert status == 204
+        assert idle.recv(1) == b""  # the silent connection was closed
+    assert request(connect(server), "GET", "/health/live")[0] == 200
+
+
+def test_a_redirect_keeps_the_query(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    from taskflux.server.node import NotLeader
+
+    def not_leader(*_args: object) -> None:
+        raise NotLeader(0)
+
+    monkeypatch.setattr(server.service, "reserve", not_leader)
+    conn = connect(server)
+    conn.request("POST", "/api/v1/queues/jobs/dequeue?wait=10s&lease=30s")
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 421
+    assert response.getheader("Location").endswith("/api/v1/queues/jobs/dequeue?wait=10s&lease=30s")
+
+
+def test_a_body_shorter_than_announced_is_a_400(server: Server) -> None:
+    host, port = server.http.address.rsplit(":", 1)  # type: ignore[union-attr]
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /api/v1/queues//records?priority=1 HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/octet-stream\r\nContent-Length: 10\r\n\r\nabc")
+        sock.shutdown(socket.SHUT_WR)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert b"incomplete_body" in answer
+    assert request(connect(server), "GET", "/api/v1/queues/")[1]["count"] == 0
