@@ -322,11 +322,16 @@ OPTIONS: tuple[Option, ...] = (
            "Timeout to connect to a peer and for one send to a peer to complete; on expiry the link is "
            "dropped and redialled."),
     Option("client_request_timeout", "duration", "5s", _positive_duration,
-           "How long a client request waits for its entry to commit before the server gives up on it "
-           "(answers NotLeader -1 or an error) and moves on."),
+           "How long a client request waits for its entry to commit before the server stops waiting and "
+           "tells the client the outcome is unknown (the binary protocol closes the connection, REST "
+           "answers 504, gRPC UNAVAILABLE): the entry may still commit."),
     Option("http_enabled", "boolean", True, _parse_bool, "Serve REST and /metrics."),
     Option("http_listen_address", "host[:port]", "localhost:1606", lambda v: parse_endpoint(v, 1606),
            "Listen address of REST and /metrics; a missing port means 1606."),
+    Option("http_advertise_address", "host[:port]", None, lambda v: parse_endpoint(v, None),
+           "host:port REST clients use to reach this node; sent to the other nodes in the cluster handshake, "
+           "so that a follower's 421 answer and /api/v1/cluster point at it.",
+           "http_listen_address, its host replaced by this node's cluster_peers host when it is a wildcard"),
     Option("grpc_enabled", "boolean", True, _parse_bool, "Serve gRPC."),
     Option("grpc_listen_address", "host[:port]", "localhost:1607", lambda v: parse_endpoint(v, 1607),
            "Listen address of gRPC (h2c); a missing port means 1607."),
@@ -390,6 +395,7 @@ class Config:
     client_request_timeout: float
     http_enabled: bool
     http_listen_address: tuple[str, int]
+    http_advertise_address: tuple[str, int]
     grpc_enabled: bool
     grpc_listen_address: tuple[str, int]
     tcp_adapter_listen_host: str
@@ -535,13 +541,14 @@ class _ConfigSchemaBase(Schema):
                 field_name="raft_heartbeat_interval",
             )
 
-        advertised = data["tcp_adapter_advertise_address"]
-        if advertised is not None and _is_unspecified(advertised[0]):
-            raise ValidationError(
-                f"{format_endpoint(*advertised)} is a wildcard address clients cannot dial; "
-                f"accepted: a host:port clients can reach",
-                field_name="tcp_adapter_advertise_address",
-            )
+        for name in ("tcp_adapter_advertise_address", "http_advertise_address"):
+            advertised = data[name]
+            if advertised is not None and _is_unspecified(advertised[0]):
+                raise ValidationError(
+                    f"{format_endpoint(*advertised)} is a wildcard address clients cannot dial; "
+                    f"accepted: a host:port clients can reach",
+                    field_name=name,
+                )
 
     @post_load
     def _derive(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -550,6 +557,10 @@ class _ConfigSchemaBase(Schema):
             data["cluster_listen_port"] = own_port
         if data["tcp_adapter_advertise_address"] is None:
             data["tcp_adapter_advertise_address"] = (own_host, data["tcp_adapter_listen_port"])
+        if data["http_advertise_address"] is None:
+            http_host, http_port = data["http_listen_address"]
+            wildcard = http_host in ("", "*") or _is_unspecified(http_host)
+            data["http_advertise_address"] = (own_host if wildcard else http_host, http_port)
         return data
 
 

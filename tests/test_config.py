@@ -95,6 +95,7 @@ def test_every_option_from_every_source(tmp_path: Path) -> None:
         "client_request_timeout": "3s",
         "http_enabled": "false",
         "http_listen_address": "h1:8080",
+        "http_advertise_address": "rest.example:80",
         "grpc_enabled": "false",
         "grpc_listen_address": "h1:8081",
         "tcp_adapter_listen_host": "127.0.0.1",
@@ -125,6 +126,7 @@ def test_every_option_from_every_source(tmp_path: Path) -> None:
         client_request_timeout=3.0,
         http_enabled=False,
         http_listen_address=("h1", 8080),
+        http_advertise_address=("rest.example", 80),
         grpc_enabled=False,
         grpc_listen_address=("h1", 8081),
         tcp_adapter_listen_host="127.0.0.1",
@@ -501,3 +503,13 @@ def test_three_nodes_on_one_machine_from_the_shipped_file() -> None:
     assert (config.cluster_listen_host, config.cluster_listen_port) == ("127.0.0.1", 5001)
     assert config.client_endpoint == "127.0.0.1:2612"
     assert config.cluster_size == 3
+
+
+def test_the_http_advertise_address_defaults_to_a_dialable_listen_address() -> None:
+    peers = ["--cluster-peers", "node-a:5000 node-b:5000", "--cluster-node-id", "1"]
+    assert load_config([*peers, "--http-listen-address", "0.0.0.0:1616"], {}).http_advertise_address == (
+        "node-b", 1616)
+    assert load_config([*peers, "--http-listen-address", "10.1.2.3:1606"], {}).http_advertise_address == (
+        "10.1.2.3", 1606)
+    with pytest.raises(ConfigError, match=r"http_advertise_address: 0\.0\.0\.0:1 is a wildcard"):
+        load_config([*peers, "--http-advertise-address", "0.0.0.0:1"], {})

@@ -541,6 +541,8 @@ def test_compose_publishes_each_node_on_its_own_host_ports_and_advertises_them()
         # Clients on the Docker host follow the leader through ClusterMetadata: what a node advertises is
         # the address the host reaches its client port at.
         assert config.tcp_adapter_advertise_address == ("127.0.0.1", ports[container["client"]]), name
+        # ... and REST clients follow a follower's 421 to the leader's published HTTP port.
+        assert config.http_advertise_address == ("127.0.0.1", ports[container["http"]]), name
     assert len(host_ports) == len(set(host_ports)) == 9
 
 

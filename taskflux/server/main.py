@@ -32,7 +32,6 @@ logger = logging.getLogger("taskflux.server")
 ENTRY_OVERHEAD_BYTES = 1024  # a log entry holds a payload plus the command's header
 THREADPOOL_SIZE = 64
 STOP_REQUESTS_SECONDS = 2.0  # how long in-flight requests may take to finish on a graceful stop
-WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 
 
 class Server:
@@ -54,6 +53,7 @@ class Server:
             (config.cluster_listen_host, config.cluster_listen_port),
             config.client_endpoint,
             self._deliver,
+            http_endpoint=format_endpoint(*config.http_advertise_address) if config.http_enabled else "",
             timeout=config.cluster_request_timeout,
             max_frame_bytes=config.cluster_max_frame_bytes,
         )
@@ -89,7 +89,6 @@ class Server:
         self.leases.start()
         if self.http is not None:
             self.http.start()
-            self.peers.advertise_http(self._advertised(self.http.address))
         if self.grpc is not None:
             self.grpc.start()
         self.peers.start()
@@ -101,15 +100,6 @@ class Server:
             self.grpc.address if self.grpc is not None else "(off)",
             self.config.cluster_listen_host, self.config.cluster_listen_port, self.config.data_directory,
         )
-
-    def _advertised(self, bound: str) -> str:
-        """What other nodes tell clients about a listener of this node: a wildcard host is replaced by the
-        host this node has in ``cluster_peers``."""
-        host, _, port = bound.rpartition(":")
-        if host.strip("[]") in WILDCARD_HOSTS:
-            host = self.config.cluster_peers[self.config.cluster_node_id][0]
-            return format_endpoint(host, int(port))
-        return bound
 
     def leader_http_address(self, leader_id: int) -> str | None:
         """The REST address of node ``leader_id`` as it announced it, None when unknown."""

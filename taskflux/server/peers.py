@@ -173,12 +173,6 @@ class PeerNetwork:
         sock.sendall(encode_frame(self._hello))
         return hello.node_id
 
-    def advertise_http(self, endpoint: str) -> None:
-        """Set this node's HTTP endpoint for the handshakes to come (known once the listener is bound)."""
-        self.http_endpoints[self.node_id] = endpoint
-        self._hello = Hello(cluster_size=self.cluster_size, node_id=self.node_id,
-                            client_endpoint=self.client_endpoints[self.node_id], http_endpoint=endpoint)
-
     def _learn(self, hello: Hello) -> None:
         self.client_endpoints[hello.node_id] = hello.client_endpoint
         self.http_endpoints[hello.node_id] = hello.http_endpoint
