@@ -59,3 +59,19 @@ def test_a_call_ended_with_an_error_status_is_counted_once(observed: tuple[Harne
     assert ended.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert requests(metrics, "Enqueue.ack", "error") == 1
     assert harness.count("") == 0  # and the service still answers
+
+
+def test_open_streams_count_as_connected_clients(observed: tuple[Harness, NodeMetrics]) -> None:
+    from tests.grpc.conftest import wait_until
+
+    harness, metrics = observed
+
+    def connected() -> float:
+        text = metrics.render()[0].decode()
+        return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+                   if sample.name == "taskflux_clients_connected" and sample.labels == {"interface": "grpc"})
+
+    waiting = harness.stub.Dequeue(iter([dequeue("", timeout_ms=5000)]), timeout=CALL_TIMEOUT)
+    wait_until(lambda: connected() == 1, what="the waiting stream to count")
+    waiting.cancel()
+    wait_until(lambda: connected() == 0, what="the cancelled stream to stop counting")

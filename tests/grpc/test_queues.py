@@ -50,6 +50,8 @@ def test_create_queue_validation_errors(harness: Harness, request_fields: dict[s
     code_found, message = error_of(harness.stub.CreateQueue(pb.CreateQueueRequest(**request_fields)))
     assert code_found == code
     assert message and len(message) < 200
+    if code == pb.UnknownPriorityQueueCode:
+        assert f"code {request_fields['code']}" in message  # the code the client sent, not an internal one
     assert [q.name for q in harness.stub.ListQueues(pb.ListQueuesRequest()).data.queues] == [""]
 
 

@@ -35,6 +35,8 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def __init__(self, metrics: NodeMetrics) -> None:
         self.metrics: InterfaceMetrics = metrics.interface("grpc")
+        self.active = 0  # calls in progress, streams held open included: gRPC's "connected clients"
+        metrics.watch_clients("grpc", lambda: self.active)
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
@@ -60,11 +62,14 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
         def call(request: Any, context: Any) -> Any:
             started = time.perf_counter()
+            self.active += 1
             try:
                 answer = behaviour(request, context)
             except BaseException:
                 observe(method, status_outcome(context), time.perf_counter() - started)
                 raise
+            finally:
+                self.active -= 1
             observe(method, answer_outcome(answer), time.perf_counter() - started)
             return answer
 
@@ -82,6 +87,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                     last[1] = f"{method}.{request.WhichOneof(request.DESCRIPTOR.oneofs[0].name)}"
                     yield request
 
+            self.active += 1
             try:
                 for answer in behaviour(timed_requests(), context):
                     observe(last[1], answer_outcome(answer), time.perf_counter() - last[0])
@@ -91,6 +97,8 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             except BaseException:
                 observe(last[1], status_outcome(context), time.perf_counter() - last[0])
                 raise
+            finally:
+                self.active -= 1
 
         return call
 

@@ -20,6 +20,7 @@ import gevent
 import grpc
 
 from taskflux.config import Config, format_endpoint
+from taskflux.domain.errors import ErrorCode
 from taskflux.domain.names import is_valid_queue_name
 from taskflux.domain.results import Failure, PolicyViolation, RecordRemoved
 from taskflux.server.grpc_api import messages
@@ -126,6 +127,9 @@ class TaskFluxServicer(pb_grpc.TaskFluxServiceServicer):
         def create() -> pb.CreateQueueResponse:
             result = self.service.create_queue(messages.create_command(request))
             if isinstance(result, Failure):
+                if result.code is ErrorCode.UNKNOWN_PRIORITY_QUEUE_CODE:  # name the code the client sent
+                    result = Failure(result.code, f"unknown priority queue code {request.code}; "
+                                                  f"accepted: Heap4 (0), QueueArray (1)")
                 return pb.CreateQueueResponse(error=messages.error(result, request.queue))
             return pb.CreateQueueResponse(data=pb.CreateQueueResponse.CreateQueueResponseData())
 
