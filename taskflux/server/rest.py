@@ -32,6 +32,7 @@ from taskflux.domain.queue import Queue
 from taskflux.domain.records import Record
 from taskflux.domain.results import Failure, PolicyViolation, RecordAdded, RecordRemoved, Result
 from taskflux.server import metrics as outcomes
+from taskflux.server.http import client_gone
 from taskflux.server.leases import MAX_LEASE_SECONDS, LeaseNotFound, LeaseTable
 from taskflux.server.metrics import NodeMetrics
 from taskflux.server.node import CommitTimeout, Node, NodeStopped, NotLeader
@@ -604,6 +605,12 @@ class RestApi:
             return bottle.HTTPResponse(status=204)
         if isinstance(reserved, Failure):
             raise failure_error(reserved)
+        if wait and client_gone(bottle.request.environ):
+            # The client gave up on a long poll: removing (or leasing) the record now would hand it to
+            # nobody. It goes back for the next consumer.
+            self.service.release(reserved)
+            note_outcome(outcomes.DISCONNECTED)
+            return bottle.HTTPResponse(status=204)
         self._count("dequeued")
         if lease is not None:
             granted = self.leases.grant(reserved, lease)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import time
 from typing import Any
 
 import gevent
@@ -122,3 +123,20 @@ def test_a_body_shorter_than_announced_is_a_400(server: Server) -> None:
     assert answer.startswith(b"HTTP/1.1 400"), answer
     assert b"incomplete_body" in answer
     assert request(connect(server), "GET", "/api/v1/queues/")[1]["count"] == 0
+
+
+@pytest.mark.parametrize("mode", ["", "&lease=30s"])
+def test_a_record_found_after_the_long_polling_client_left_goes_back(server: Server, mode: str) -> None:
+    host, port = server.http.address.rsplit(":", 1)  # type: ignore[union-attr]
+    quitter = socket.create_connection((host, int(port)), timeout=10)
+    quitter.sendall(f"POST /api/v1/queues//dequeue?wait=10s{mode} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    gevent.sleep(0.2)
+    quitter.close()  # gives up before anything arrives
+    gevent.sleep(0.2)
+    other = connect(server)
+    assert request(other, "POST", "/api/v1/queues//records", {"priority": 1, "payload": "kept"})[0] == 201
+    deadline = time.monotonic() + 10
+    while request(other, "GET", "/api/v1/queues/")[1]["count"] != 1:  # reserved for a moment, then back
+        assert time.monotonic() < deadline, "the record did not come back"
+        gevent.sleep(0.02)
+    assert request(other, "POST", "/api/v1/queues//dequeue")[1]["payload"] == "kept"
