@@ -278,9 +278,9 @@ class Node:
         """A raft message from a peer (blocks while the inbox is full: back-pressure on the link)."""
         self._inbox.put(message)
 
-    def wait_for_record(self, queue: str, timeout: float) -> bool:
+    def wait_for_record(self, queue: str, timeout: float | None) -> bool:
         """Block until a record may be available in ``queue`` (an enqueue applied, a record released)
-        or ``timeout`` passes. Waiters are woken oldest first."""
+        or ``timeout`` passes (None: no limit). Waiters are woken oldest first."""
         event = Event()
         waiters = self._consumers.setdefault(queue, deque())
         waiters.append(event)

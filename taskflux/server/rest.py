@@ -308,8 +308,8 @@ class RestApi:
         except ApiError as problem:
             return json_response(problem.status, problem.body, problem.headers)
         except NotLeader as not_leader:
-            problem = self.not_leader_error(not_leader.leader_id)
-            return json_response(problem.status, problem.body, problem.headers)
+            redirect = self.not_leader_error(not_leader.leader_id)
+            return json_response(redirect.status, redirect.body, redirect.headers)
         except CommitTimeout:
             return json_response(504, {"error": {
                 "reason": "outcome_unknown",

@@ -30,6 +30,16 @@ def answer_outcome(answer: Any) -> str:
     return ONEOF_OUTCOMES.get(kind, outcomes.OK)
 
 
+class _Step:
+    """The stream step being answered: when its client message arrived, and what it was."""
+
+    __slots__ = ("command", "started")
+
+    def __init__(self, started: float, command: str) -> None:
+        self.started = started
+        self.command = command
+
+
 class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Counts and times every call (unary) or stream step (streaming) of ``taskflux.TaskFluxService``."""
 
@@ -79,23 +89,23 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         observe = self.metrics.observe_request
 
         def call(requests: Iterator[Any], context: Any) -> Iterator[Any]:
-            last = [time.perf_counter(), method]
+            last = _Step(time.perf_counter(), method)
 
             def timed_requests() -> Iterator[Any]:
                 for request in requests:
-                    last[0] = time.perf_counter()
-                    last[1] = f"{method}.{request.WhichOneof(request.DESCRIPTOR.oneofs[0].name)}"
+                    last.started = time.perf_counter()
+                    last.command = f"{method}.{request.WhichOneof(request.DESCRIPTOR.oneofs[0].name)}"
                     yield request
 
             self.active += 1
             try:
                 for answer in behaviour(timed_requests(), context):
-                    observe(last[1], answer_outcome(answer), time.perf_counter() - last[0])
+                    observe(last.command, answer_outcome(answer), time.perf_counter() - last.started)
                     yield answer
             except GeneratorExit:
                 raise
             except BaseException:
-                observe(last[1], status_outcome(context), time.perf_counter() - last[0])
+                observe(last.command, status_outcome(context), time.perf_counter() - last.started)
                 raise
             finally:
                 self.active -= 1
