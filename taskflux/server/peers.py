@@ -5,6 +5,10 @@ only from the connections its peers dialled to it (docs/cluster-protocol.md). On
 sends: it connects with back-off, says Hello, then writes every queued message in one ``sendall`` per
 wake-up. One greenlet per accepted connection reads. A peer that is down, slow, or sends garbage costs
 a dropped connection and some dropped messages, which raft retransmits; it never stalls the node.
+
+After the handshake no socket operation carries a gevent timer (one per send or receive would be on every
+message's path): a watchdog greenlet closes an outbound link whose send has been stuck for
+``cluster_request_timeout``, and TCP keepalive ends an inbound link whose peer has vanished.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -26,8 +31,9 @@ logger = logging.getLogger("taskflux.peers")
 
 OUTBOX_LIMIT = 4096  # messages queued for one peer; the oldest go first when it is unreachable
 RECV_BYTES = 256 * 1024
-IDLE_INBOUND_TIMEOUT = 60.0
 MAX_BACKOFF = 1.0
+WATCHDOG_INTERVAL = 0.25
+KEEPALIVE = ((socket.TCP_KEEPIDLE, 10), (socket.TCP_KEEPINTVL, 5), (socket.TCP_KEEPCNT, 3))  # ~25 s to notice
 
 
 class PeerNetwork:
@@ -61,6 +67,7 @@ class PeerNetwork:
                           if peer != node_id}
         self._wakeups = {peer: Event() for peer in self._outboxes}
         self.connected = dict.fromkeys(self._outboxes, False)
+        self._sending: dict[int, tuple[socket.socket, float]] = {}  # peer -> (socket, when its send began)
         self._server = StreamServer(listen, self._serve_inbound)
         self._greenlets: list[gevent.Greenlet] = []
         self._stopping = False
@@ -68,6 +75,7 @@ class PeerNetwork:
     def start(self) -> None:
         self._server.start()
         self._greenlets = [gevent.spawn(self._send_loop, peer) for peer in self._outboxes]
+        self._greenlets.append(gevent.spawn(self._watch_sends))
 
     def stop(self) -> None:
         self._stopping = True
@@ -100,6 +108,7 @@ class PeerNetwork:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sock.sendall(encode_frame(self._hello))
                 self._read_hello(sock, peer)
+                sock.settimeout(None)  # the watchdog bounds sends from here on
                 logger.info("connected to node %d at %s:%d", peer, *address)
                 self.connected[peer] = True
                 backoff = 0.05
@@ -111,7 +120,11 @@ class PeerNetwork:
                     batch = []
                     while outbox:
                         batch.append(encode_frame(outbox.popleft()))
-                    sock.sendall(b"".join(batch))
+                    self._sending[peer] = (sock, time.monotonic())
+                    try:
+                        sock.sendall(b"".join(batch))
+                    finally:
+                        del self._sending[peer]
             except (OSError, ClusterProtocolError) as error:
                 if self.connected[peer]:
                     logger.warning("link to node %d lost: %s", peer, error)
@@ -121,6 +134,19 @@ class PeerNetwork:
                     sock.close()
             gevent.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _watch_sends(self) -> None:
+        """Close the link of a peer whose send has been stuck for ``timeout`` (its buffers full: the peer
+        stopped reading); its send loop then redials with back-off."""
+        while True:
+            gevent.sleep(WATCHDOG_INTERVAL)
+            limit = time.monotonic() - self._timeout
+            for peer, (sock, since) in list(self._sending.items()):
+                if since < limit:
+                    logger.warning("a send to node %d has been stuck for %.1f s: dropping the link", peer,
+                                   self._timeout)
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
 
     def _read_hello(self, sock: socket.socket, peer: int) -> None:
         decoder = FrameDecoder(self._max_frame_bytes)
@@ -153,14 +179,18 @@ class PeerNetwork:
                 while (frame := decoder.next_frame()) is not None:
                     if peer < 0:
                         peer = self._accept_hello(frame, sock)
-                        sock.settimeout(IDLE_INBOUND_TIMEOUT)
+                        # Quiet links are normal (followers do not talk to each other): no read timeout;
+                        # the kernel's keepalive notices a peer that vanished.
+                        sock.settimeout(None)
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                        for option, value in KEEPALIVE:
+                            sock.setsockopt(socket.IPPROTO_TCP, option, value)
                     elif isinstance(frame, Hello) or frame.src != peer or frame.dst != self.node_id:
                         raise ClusterProtocolError(f"node {peer} sent {type(frame).__name__} not meant for it")
                     else:
                         self._deliver(frame)
         except TimeoutError:
-            # Followers never talk to each other: a quiet link is normal; its dialer redials when it needs to.
-            logger.debug("closing idle cluster connection from node %d", peer)
+            logger.warning("no handshake from %s:%d within %.1f s", *address[:2], self._timeout)
         except (OSError, ClusterProtocolError) as error:
             logger.warning("closing cluster connection from %s:%d (node %d): %s", *address[:2], peer, error)
         finally:
