@@ -30,6 +30,7 @@ import yaml
 
 from taskflux.config import OPTIONS, Config, load_config
 from taskflux.server import main as server_main
+from tests.support.cluster import HeldPorts
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -430,17 +431,13 @@ def test_health_checks_pass_on_200_and_fail_on_503_or_no_answer(health_server: t
     assert _run_check(_health_commands()["Dockerfile"], closed) != 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_a_node_with_the_image_configuration_becomes_ready_and_stops_gracefully(tmp_path: Path) -> None:
     """The image's command line and environment, run here as a process (ports and data directory moved so
     that nothing collides): the health check turns healthy, logs are JSON lines, SIGTERM exits 0 in time."""
     instructions = read_dockerfile(DOCKERFILE)
-    ports = {name: _free_port() for name in ("cluster", "client", "http", "grpc")}
+    held = HeldPorts(4)
+    ports = dict(zip(("cluster", "client", "http", "grpc"), held.ports, strict=True))
+    held.release()
     command = [
         sys.executable, str(REPO / "taskflux.py"), *node_argv(container_command(instructions), workdir(instructions)),
         f"--cluster-peers=127.0.0.1:{ports['cluster']}",

@@ -16,7 +16,7 @@ import pytest
 
 from taskflux.config import load_config
 from taskflux.server.main import Server
-from tests.support.cluster import free_port
+from tests.support.cluster import HeldPorts
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 10.0) -> None:
@@ -93,9 +93,12 @@ def quoted(name: str) -> str:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
+    held = HeldPorts(3)
+    cluster_port, client_port, http_port = held.ports
+    held.release()
     config = load_config([
-        "--cluster-peers", f"127.0.0.1:{free_port()}", "--tcp-adapter-listen-host", "127.0.0.1",
-        "--tcp-adapter-listen-port", str(free_port()), "--http-listen-address", f"127.0.0.1:{free_port()}",
+        "--cluster-peers", f"127.0.0.1:{cluster_port}", "--tcp-adapter-listen-host", "127.0.0.1",
+        "--tcp-adapter-listen-port", str(client_port), "--http-listen-address", f"127.0.0.1:{http_port}",
         "--grpc-enabled", "false", "--data-directory", str(tmp_path / "data"), "--log-level", "warning",
         "--max-payload-size", "64KiB", "--raft-election-timeout", "100ms", "--raft-tick-interval", "10ms",
         "--raft-heartbeat-interval", "20ms",

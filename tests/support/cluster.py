@@ -29,6 +29,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class HeldPorts:
+    """Distinct free loopback ports, kept bound until ``release()``: ports picked one at a time and released
+    at once can come back twice, and a proxy binding port 0 meanwhile could get one of them."""
+
+    def __init__(self, count: int) -> None:
+        self._sockets = []
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            self._sockets.append(sock)
+        self.ports = [sock.getsockname()[1] for sock in self._sockets]
+
+    def release(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+
+
 def wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
     """Poll ``condition`` until it returns something truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -45,14 +62,14 @@ class NodeProcess:
     """One ``python taskflux.py`` process with its own ports and data directory."""
 
     def __init__(self, node_id: int, root: Path, peers: list[str], cluster_port: int, client_port: int,
-                 extra: dict[str, str]) -> None:
+                 extra: dict[str, str], http_port: int | None = None, grpc_port: int | None = None) -> None:
         self.node_id = node_id
         self.data_dir = root / f"node{node_id}"
         self.log_path = root / f"node{node_id}.log"
         self.client_port = client_port
         self.cluster_port = cluster_port
-        self.http_port = free_port()
-        self.grpc_port = free_port()
+        self.http_port = http_port or free_port()
+        self.grpc_port = grpc_port or free_port()
         self.peers = peers
         self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
@@ -127,8 +144,10 @@ class LocalCluster:
 
     def __init__(self, size: int, root: Path, proxied: bool = False, **extra: str) -> None:
         self.root = root
-        cluster_ports = [free_port() for _ in range(size)]
-        client_ports = [free_port() for _ in range(size)]
+        held = HeldPorts(4 * size)
+        ports = iter(held.ports)
+        cluster_ports = [next(ports) for _ in range(size)]
+        client_ports = [next(ports) for _ in range(size)]
         self.proxies: dict[tuple[int, int], FaultyProxy] = {}
         self.nodes: list[NodeProcess] = []
         for me in range(size):
@@ -141,7 +160,9 @@ class LocalCluster:
                     self.proxies[(me, other)] = proxy
                     peers.append(proxy.address)
             options = {"raft-election-timeout": "500ms", **{k.replace("_", "-"): v for k, v in extra.items()}}
-            self.nodes.append(NodeProcess(me, root, peers, cluster_ports[me], client_ports[me], options))
+            self.nodes.append(NodeProcess(me, root, peers, cluster_ports[me], client_ports[me], options,
+                                          http_port=next(ports), grpc_port=next(ports)))
+        held.release()  # the proxies are bound: nothing else in this process takes ports before the nodes do
 
     @property
     def client_addresses(self) -> list[str]:
