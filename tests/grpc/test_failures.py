@@ -8,9 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from gevent import monkey
 
-from taskflux.storage.disk import DiskStorage
 from tests.grpc.conftest import (
     CALL_TIMEOUT,
     GrpcServer,
@@ -22,6 +20,7 @@ from tests.grpc.conftest import (
     pb,
     wait_until,
 )
+from tests.support.stalls import stall_appends
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -57,18 +56,6 @@ def queue_count(harness: Harness, name: str) -> int:
     queue = harness.node.manager.get(name)
     assert queue is not None
     return queue.count
-
-
-def stall_appends(storage: DiskStorage, seconds: float, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every log append takes ``seconds`` longer (a stalled disk; it runs in the node's disk thread)."""
-    real_sleep = monkey.get_original("time", "sleep")
-    append = storage.append
-
-    def stalled(entries) -> None:  # type: ignore[no-untyped-def]
-        real_sleep(seconds)
-        append(entries)
-
-    monkeypatch.setattr(storage, "append", stalled)
 
 
 @pytest.fixture

@@ -15,13 +15,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(3, tmp_path)
-    try:
-        cluster.start()
-        cluster.wait_for_leader()
+    with LocalCluster(3, tmp_path).running() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_every_operation_through_one_follower_endpoint(cluster: LocalCluster) -> None:

@@ -49,10 +49,7 @@ class Scrape:
 
 
 def test_one_queue_through_every_interface_and_metrics_that_follow(tmp_path: Any) -> None:
-    cluster = LocalCluster(1, tmp_path)
-    cluster.start()
-    try:
-        cluster.wait_for_leader()
+    with LocalCluster(1, tmp_path).running() as cluster:
         node = cluster.nodes[0]
         wait_until(lambda: rest(node.http_address, "GET", "/health/ready")[0] == 200, 20, "ready")
 
@@ -94,5 +91,3 @@ def test_one_queue_through_every_interface_and_metrics_that_follow(tmp_path: Any
         assert scrape.value("taskflux_raft_commit_index") == scrape.value("taskflux_raft_applied_index") >= 6
         assert scrape.value("taskflux_storage_log_segments") >= 1
         binary.close()
-    finally:
-        cluster.stop()

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import gevent
 import pytest
-from gevent import monkey
 
 from taskflux.domain.commands import AddRecord, CreateQueue, DeleteQueue, RemoveRecord
 from taskflux.domain.results import OK, RecordAdded, RecordRemoved
@@ -17,6 +16,7 @@ from taskflux.domain.snapshot_codec import state_digest
 from taskflux.raft.config import RaftConfig
 from taskflux.server.node import CommitTimeout, Node, NodeSettings, NodeStopped, NotLeader
 from taskflux.storage.disk import DiskStorage
+from tests.support.stalls import stall_appends
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -130,24 +130,12 @@ def test_a_follower_refuses_with_not_leader(tmp_path: Path) -> None:
         storage.close()
 
 
-def slow_appends(storage: DiskStorage, seconds: float, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every append of ``storage`` takes ``seconds`` longer (a disk that stalls; runs in the disk thread)."""
-    real_sleep = monkey.get_original("time", "sleep")
-    append = storage.append
-
-    def stalled(entries) -> None:  # type: ignore[no-untyped-def]
-        real_sleep(seconds)
-        append(entries)
-
-    monkeypatch.setattr(storage, "append", stalled)
-
-
 def test_a_proposal_not_committed_in_time_is_a_commit_timeout_and_may_still_apply(
     single: SingleNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     node = single.start(request_timeout=0.2)
     node.submit(CreateQueue("slow"))
-    slow_appends(single.storage, 0.6, monkeypatch)  # type: ignore[arg-type]
+    stall_appends(single.storage, 0.6, monkeypatch)  # type: ignore[arg-type]
     started = time.monotonic()
     with pytest.raises(CommitTimeout):
         node.submit(AddRecord("slow", 1, b"late"))
@@ -157,7 +145,7 @@ def test_a_proposal_not_committed_in_time_is_a_commit_timeout_and_may_still_appl
 
 def test_stop_answers_every_waiting_session(single: SingleNode, monkeypatch: pytest.MonkeyPatch) -> None:
     node = single.start()
-    slow_appends(single.storage, 0.3, monkeypatch)  # type: ignore[arg-type]
+    stall_appends(single.storage, 0.3, monkeypatch)  # type: ignore[arg-type]
     in_flight = [gevent.spawn(node.submit, AddRecord("", i, b"x")) for i in range(5)]
     gevent.sleep(0.05)
     stopper = gevent.spawn(single.stop)

@@ -7,13 +7,14 @@ cut any link in either direction.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from taskflux.wire import client_protocol as wire
@@ -177,6 +178,16 @@ class LocalCluster:
         except BaseException:
             self.stop()
             raise
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[LocalCluster]:
+        """Started, with a leader elected; every node killed on the way out, whatever happened."""
+        try:
+            self.start()
+            self.wait_for_leader()
+            yield self
+        finally:
+            self.stop()
 
     def metadata(self, node_id: int) -> object | None:
         """ClusterMetadata as node ``node_id`` sees it, or None when it does not answer."""
