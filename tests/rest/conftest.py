@@ -106,7 +106,8 @@ def server(tmp_path: Path) -> Iterator[Server]:
     node_server = Server(config)
     node_server.leases._sweep_interval = 0.02  # expire test leases promptly
     node_server.start()
-    wait_until(lambda: node_server.node.is_leader)
+    # Leading, and its term's first entry applied (before that, commit and applied index are still 0).
+    wait_until(lambda: node_server.node.is_leader and node_server.node.applied_index >= 1)
     yield node_server
     node_server.stop()
 
