@@ -121,7 +121,10 @@ class _Parser(argparse.ArgumentParser):
 
 class _Formatter(argparse.RawTextHelpFormatter):
     """Shows an option's value as required (``--port PORT``): every option takes an optional value only so that
-    a missing one is reported by name, and a boolean's may be left out."""
+    a missing one is reported by name, and a boolean's may be left out. The same width on every terminal."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=100)
 
     def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
         if action.nargs == argparse.OPTIONAL and action.const is _MISSING:
@@ -150,7 +153,8 @@ def _metavar(option: Option) -> str:
 
 def _help(option: Option) -> str:
     lines = textwrap.wrap(option.help, 76)
-    lines.append(f"default: {option.describe_default()}; env: {option.env}; yaml: {option.key}")
+    lines.append(f"default: {option.describe_default()}")
+    lines.append(f"env: {option.env}; yaml: {option.key}")
     return "\n".join(lines)
 
 
