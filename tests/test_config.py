@@ -470,6 +470,7 @@ def test_no_warning_when_every_variable_is_an_option() -> None:
     assert load_config(PEERS, {"TASKFLUX_CLUSTERNODEID": "2", "OTHER_PORT": "1"}).warnings == ()
 
 
+@pytest.mark.timeout(90)
 def test_a_node_starts_serves_and_logs_the_warning_beside_kubernetes_variables(tmp_path: Path) -> None:
     """A real node process in an environment like a Kubernetes pod's: it starts, answers /health/ready and
     logs one JSON warning naming the foreign variables, then stops cleanly on SIGTERM."""
@@ -575,6 +576,7 @@ def test_docs_list_every_option() -> None:
         assert f"`{option.key}`" in docs and f"`{option.env}`" in docs and f"`{option.cli}`" in docs, option.key
 
 
+@pytest.mark.timeout(90)
 def test_help_of_the_node_lists_every_option_with_its_description_and_default() -> None:
     result = subprocess.run([sys.executable, str(ROOT / "taskflux.py"), "--help"], cwd=ROOT, capture_output=True,
                             text=True, check=True, timeout=60)
