@@ -581,8 +581,10 @@ def test_help_of_the_node_lists_every_option_with_its_description_and_default() 
     result = subprocess.run([sys.executable, str(ROOT / "taskflux.py"), "--help"], cwd=ROOT, capture_output=True,
                             text=True, check=True, timeout=60)
     assert result.stdout.strip() == help_text().strip()
+    flowing = " ".join(result.stdout.split())  # the help of an option is wrapped over several lines
     for option in OPTIONS:
-        assert option.cli in result.stdout and option.help.split()[0] in result.stdout, option.key
+        assert f"{option.cli} " in flowing and " ".join(option.help.split()) in flowing, option.key
+        assert f"default: {option.describe_default()}" in flowing and option.env in flowing, option.key
     assert "-c PATH, --config PATH" in result.stdout
 
 

@@ -19,16 +19,58 @@ The package's modules, one job each: ``options`` (the option table: ``Config`` w
 """
 
 from taskflux.config.errors import ConfigError, HelpRequested
-from taskflux.config.loading import load_config
-from taskflux.config.options import OPTIONS, Config, Option, option
+from taskflux.config.loading import ConfigSchema, load_config
+from taskflux.config.options import (
+    DEFAULT_CLUSTER_FRAME_BYTES,
+    DEFAULT_PEER_PORT,
+    ENV_PREFIX,
+    MAX_INT64,
+    MAX_PAYLOAD_SIZE,
+    MAX_REPLICATION_SEND_SIZE,
+    OPTIONS,
+    REQUIRED,
+    Config,
+    Option,
+    option,
+)
 from taskflux.config.sources import help_text
-from taskflux.values import VERBOSE, format_endpoint, parse_duration, parse_endpoint, parse_size
+from taskflux.values import (
+    DURATION_FORMATS,
+    ENDPOINT_FORMATS,
+    GIB,
+    KIB,
+    LOG_LEVEL_FORMATS,
+    MAX_PORT,
+    MIB,
+    SIZE_FORMATS,
+    VERBOSE,
+    format_endpoint,
+    parse_duration,
+    parse_endpoint,
+    parse_size,
+)
 
 __all__ = [
+    "DEFAULT_CLUSTER_FRAME_BYTES",
+    "DEFAULT_PEER_PORT",
+    "DURATION_FORMATS",
+    "ENDPOINT_FORMATS",
+    "ENV_PREFIX",
+    "GIB",
+    "KIB",
+    "LOG_LEVEL_FORMATS",
+    "MAX_INT64",
+    "MAX_PAYLOAD_SIZE",
+    "MAX_PORT",
+    "MAX_REPLICATION_SEND_SIZE",
+    "MIB",
     "OPTIONS",
+    "REQUIRED",
+    "SIZE_FORMATS",
     "VERBOSE",
     "Config",
     "ConfigError",
+    "ConfigSchema",
     "HelpRequested",
     "Option",
     "format_endpoint",
