@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from taskflux import values
+from taskflux.client import TaskFluxClient
+from taskflux.client import connection as client_connection
 from taskflux.config import (
     OPTIONS,
     Config,
@@ -21,6 +29,7 @@ from taskflux.config import (
     parse_endpoint,
     parse_size,
 )
+from tests.support.cluster import HeldPorts, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ["--cluster-peers", "10.0.0.1:5000 10.0.0.2:5000 10.0.0.3:5000"]
@@ -405,7 +414,8 @@ def test_yaml_native_types(tmp_path: Path) -> None:
         ([*PEERS, "--cluster-node-id"], {}, ["--cluster-node-id: missing value; accepted:"]),
         ([*PEERS, "stray"], {}, ["stray: unexpected argument; accepted:"]),
         (["-c"], {}, ["-c: missing value"]),
-        (PEERS, {"TASKFLUX_NODE_ID": "1"}, ["TASKFLUX_NODE_ID: unknown option in the environment", "accepted:"]),
+        (["-x", *PEERS], {}, ["-x: unexpected argument; accepted:"]),
+        ([*PEERS, "--log-level", "--log-format", "text"], {}, ["--log-level: missing value; accepted:"]),
     ],
 )
 def test_errors_are_one_line_naming_key_value_and_accepted(
@@ -414,6 +424,90 @@ def test_errors_are_one_line_naming_key_value_and_accepted(
     message = error_of(argv, environ)
     for part in expected:
         assert part in message, message
+
+
+# --- unknown TASKFLUX_* variables: one warning line, never an exit ---------------------------------------
+
+# What Kubernetes puts into every pod of a namespace with a Service named "taskflux" (ports 2602 and 1606).
+KUBERNETES_SERVICE_VARIABLES = {
+    "TASKFLUX_SERVICE_HOST": "10.96.0.17",
+    "TASKFLUX_SERVICE_PORT": "2602",
+    "TASKFLUX_SERVICE_PORT_CLIENT": "2602",
+    "TASKFLUX_PORT": "tcp://10.96.0.17:2602",
+    "TASKFLUX_PORT_2602_TCP": "tcp://10.96.0.17:2602",
+    "TASKFLUX_PORT_2602_TCP_PROTO": "tcp",
+    "TASKFLUX_PORT_2602_TCP_PORT": "2602",
+    "TASKFLUX_PORT_2602_TCP_ADDR": "10.96.0.17",
+    "TASKFLUX_PORT_1606_TCP_ADDR": "10.96.0.17",
+}
+
+
+def test_unknown_environment_variables_are_one_warning_line_not_an_error() -> None:
+    environ = {**KUBERNETES_SERVICE_VARIABLES, "TASKFLUX_CLUSTER_NODE_IDD": "secret-7", "TASKFLUX_CLUSTER_NODE_ID": "1"}
+    config = load_config(PEERS, environ)
+    assert config.cluster_node_id == 1  # the real options still apply
+    (warning,) = config.warnings
+    assert "\n" not in warning and len(warning) < 1000
+    for name in [*KUBERNETES_SERVICE_VARIABLES, "TASKFLUX_CLUSTER_NODE_IDD"]:
+        assert name in warning, name
+    assert "TASKFLUX_CLUSTER_NODE_IDD (did you mean TASKFLUX_CLUSTER_NODE_ID?)" in warning
+    assert warning.count("did you mean") == 1  # no made-up suggestion for Kubernetes' own variables
+    assert "Kubernetes" in warning
+    assert "secret-7" not in warning and "10.96.0.17" not in warning  # names only: values may be secrets
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [("TASKFLUX_NODE_ID", "TASKFLUX_CLUSTER_NODE_ID"), ("TASKFLUX_DATA_DIR", "TASKFLUX_DATA_DIRECTORY"),
+     ("TASKFLUX_LOG_LEVLE", "TASKFLUX_LOG_LEVEL")],
+)
+def test_near_misses_in_the_environment_get_a_suggestion(name: str, meant: str) -> None:
+    (warning,) = load_config(PEERS, {name: "1"}).warnings
+    assert f"{name} (did you mean {meant}?)" in warning
+
+
+def test_no_warning_when_every_variable_is_an_option() -> None:
+    assert load_config(PEERS, {"TASKFLUX_CLUSTERNODEID": "2", "OTHER_PORT": "1"}).warnings == ()
+
+
+@pytest.mark.timeout(90)
+def test_a_node_starts_serves_and_logs_the_warning_beside_kubernetes_variables(tmp_path: Path) -> None:
+    """A real node process in an environment like a Kubernetes pod's: it starts, answers /health/ready and
+    logs one JSON warning naming the foreign variables, then stops cleanly on SIGTERM."""
+    held = HeldPorts(4)
+    cluster, client, http, grpc = held.ports
+    held.release()
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("TASKFLUX_")}
+    environ.update(KUBERNETES_SERVICE_VARIABLES, TASKFLUX_NODE_ID="0", TASKFLUX_DATA_DIRECTORY=str(tmp_path / "data"),
+                   PYTHONUNBUFFERED="1")
+    argv = [sys.executable, str(ROOT / "taskflux.py"), "-c", str(ROOT / "config.yaml"),
+            f"--cluster-peers=127.0.0.1:{cluster}", f"--tcp-adapter-listen-port={client}",
+            f"--http-listen-address=127.0.0.1:{http}", f"--grpc-listen-address=127.0.0.1:{grpc}"]
+    log_path = tmp_path / "node.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=environ)
+    try:
+        wait_until(lambda: _ready(http, process, log_path), 30, "the node to be ready")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, log_path.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    warnings = [line for line in lines if "TASKFLUX_PORT_2602_TCP_ADDR" in line["msg"]]
+    assert len(warnings) == 1 and warnings[0]["level"] == "warning", lines
+    assert "TASKFLUX_NODE_ID (did you mean TASKFLUX_CLUSTER_NODE_ID?)" in warnings[0]["msg"]
+    assert lines[-1]["msg"] == "stopped"
+
+
+def _ready(http_port: int, process: subprocess.Popen[bytes], log_path: Path) -> bool:
+    assert process.poll() is None, f"the node exited with {process.returncode}:\n{log_path.read_text()}"
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/health/ready", timeout=2) as answer:
+            return bool(answer.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
 
 
 def test_errors_name_the_source(tmp_path: Path) -> None:
@@ -480,6 +574,24 @@ def test_docs_list_every_option() -> None:
     docs = (ROOT / "docs" / "configuration.md").read_text()
     for option in OPTIONS:
         assert f"`{option.key}`" in docs and f"`{option.env}`" in docs and f"`{option.cli}`" in docs, option.key
+
+
+@pytest.mark.timeout(90)
+def test_help_of_the_node_lists_every_option_with_its_description_and_default() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "taskflux.py"), "--help"], cwd=ROOT, capture_output=True,
+                            text=True, check=True, timeout=60)
+    assert result.stdout.strip() == help_text().strip()
+    flowing = " ".join(result.stdout.split())  # the help of an option is wrapped over several lines
+    for option in OPTIONS:
+        assert f"{option.cli} " in flowing and " ".join(option.help.split()) in flowing, option.key
+        assert f"default: {option.describe_default()}" in flowing and option.env in flowing, option.key
+    assert "-c PATH, --config PATH" in result.stdout
+
+
+def test_client_library_and_configuration_parse_endpoints_with_one_parser() -> None:
+    assert client_connection.parse_endpoint is values.parse_endpoint
+    with pytest.raises(ValueError, match="bad endpoint: 'a b:1' is not an address"):
+        TaskFluxClient(["a b:1"])
 
 
 def test_help_from_a_process_exits_zero() -> None:

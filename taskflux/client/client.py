@@ -14,7 +14,6 @@ from taskflux.client.connection import (
     Connection,
     ReceiveFailed,
     SendFailed,
-    parse_endpoint,
     remaining,
 )
 from taskflux.client.errors import (
@@ -34,6 +33,7 @@ from taskflux.client.errors import (
     server_error,
 )
 from taskflux.domain.errors import INT32_MAX, INT64_MAX, INT64_MIN, Implementation
+from taskflux.values import parse_endpoint
 from taskflux.wire.client_protocol import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     Ack,
@@ -204,7 +204,10 @@ class TaskFluxClient:
         if not endpoints:
             raise ValueError("at least one endpoint (host:port) is needed")
         for endpoint in endpoints:
-            parse_endpoint(endpoint)
+            try:
+                parse_endpoint(endpoint)
+            except ValueError as error:
+                raise ValueError(f"bad endpoint: {error}") from None
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         self.endpoints: tuple[str, ...] = tuple(endpoints)

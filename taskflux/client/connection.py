@@ -8,6 +8,7 @@ import socket
 import time
 
 from taskflux.client.errors import HandshakeRefused, TaskFluxProtocolError
+from taskflux.values import parse_endpoint
 from taskflux.wire.client_protocol import (
     AuthorizationRequest,
     AuthorizationResponse,
@@ -22,18 +23,6 @@ from taskflux.wire.primitives import ProtocolError
 
 _RECV_BYTES = 256 * 1024
 _HANDSHAKE = encode(AuthorizationRequest()) + encode(BootstrapRequest())
-
-
-def parse_endpoint(endpoint: str) -> tuple[str, int]:
-    """``host:port`` (``[v6-addr]:port`` for IPv6) → (host, port). Raises ValueError with a clear message."""
-    host, sep, port_text = endpoint.strip().rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"bad endpoint {endpoint!r}: expected host:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"bad endpoint {endpoint!r}: write an IPv6 address as [addr]:port")
-    return host, int(port_text)
 
 
 class SendFailed(Exception):

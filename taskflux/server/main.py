@@ -174,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"taskflux: configuration error: {error}", file=sys.stderr)
         return 2
     setup_logging(config.log_level, config.log_format)
+    for warning in config.warnings:
+        logger.warning("%s", warning)
     prometheus_client.disable_created_metrics()  # a *_created series per counter and histogram is noise here
     gevent.get_hub().threadpool.maxsize = THREADPOOL_SIZE
     try:

@@ -188,7 +188,8 @@ def test_unreachable_cluster_is_one_line() -> None:
 def test_bad_endpoint_is_one_line() -> None:
     out = io.StringIO()
     assert main(["-e", "nohost", "count"], stdin=io.StringIO(""), stdout=out) == 2
-    assert out.getvalue() == "error: bad endpoint 'nohost': expected host:port\n"
+    assert out.getvalue() == (
+        "error: bad endpoint: 'nohost' has no port; accepted: host:port or [ipv6]:port with port 1..65535\n")
 
 
 @given(st.lists(st.sampled_from(["enqueue", "dequeue", "count", "create", "delete", "list", "help", "exit",
