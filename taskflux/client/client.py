@@ -67,7 +67,7 @@ T = TypeVar("T")
 _ACK = encode(Ack())
 _NACK = encode(Nack())
 _METADATA_REQUEST = encode(ClusterMetadataRequest())
-_MAX_TIMEOUT_MS = 2**32 - 2  # the largest wait the server honours as a wait (spec §3.4.2)
+_MAX_TIMEOUT_MS = 2**32 - 2  # the largest wait the server honours as a wait (docs/client-protocol.md §10.4)
 
 
 @dataclass(frozen=True, slots=True)

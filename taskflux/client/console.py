@@ -1,4 +1,4 @@
-"""The console's grammar (the original InteractiveConsole's, spec §3.9) and its output, without any I/O.
+"""The console's grammar (the original InteractiveConsole's, docs/client.md) and its output, without any I/O.
 
 :func:`parse` turns one line into a command or raises :class:`ConsoleSyntaxError`; :func:`run` executes a command
 against a client and returns the text to print."""

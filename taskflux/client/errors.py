@@ -1,4 +1,4 @@
-"""The client's error hierarchy: one class per error code (spec §2.4) and per policy violation (§2.5), plus
+"""The client's error hierarchy: one class per error code (docs/client-protocol.md §7) and per policy violation (§9), plus
 connection, timeout, protocol and unknown-outcome errors. :data:`ERROR_CLASSES` maps codes to classes."""
 
 from __future__ import annotations

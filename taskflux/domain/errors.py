@@ -6,7 +6,7 @@ from enum import IntEnum
 
 
 class ErrorCode(IntEnum):
-    """Error codes of the client protocol (spec §2.4), also used by REST and gRPC."""
+    """Error codes of the client protocol (docs/client-protocol.md §7), also used by REST and gRPC."""
 
     UNKNOWN = 0
     INVALID_QUEUE_NAME = 1
@@ -20,7 +20,7 @@ class ErrorCode(IntEnum):
 
 
 class PolicyCode(IntEnum):
-    """Policy codes of a PolicyViolation (spec §2.5)."""
+    """Policy codes of a PolicyViolation (docs/client-protocol.md §9)."""
 
     GENERIC = 0
     MAX_QUEUE_SIZE = 1
@@ -29,7 +29,7 @@ class PolicyCode(IntEnum):
 
 
 class Implementation(IntEnum):
-    """Priority-queue structure of a queue (wire codes of spec §2.6)."""
+    """Priority-queue structure of a queue (its wire codes: docs/client-protocol.md §5)."""
 
     H4 = 1
     QA = 2

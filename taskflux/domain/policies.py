@@ -1,4 +1,4 @@
-"""Queue policies (spec §4.5) and the check an enqueue must pass."""
+"""Queue policies (docs/state-machine.md, Policies) and the check an enqueue must pass."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ class RecordRemoved:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """The command was refused with an error code (spec §2.4)."""
+    """The command was refused with an error code (docs/client-protocol.md §7)."""
 
     code: ErrorCode
     message: str = ""
@@ -36,7 +36,7 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class PolicyViolation:
-    """An enqueue broke a queue policy. ``limits`` are the wire fields after the code (spec §2.5):
+    """An enqueue broke a queue policy. ``limits`` are the wire fields after the code (docs/client-protocol.md §9):
     (max_queue_size,), (min, max) or (max_payload_size,) — the configured limit, not the offending value."""
 
     policy: PolicyCode

@@ -1,4 +1,4 @@
-"""The queue manager's rules: spec §2.4, §2.5, §4.2–§4.8 and the decisions of DESIGN.md."""
+"""The queue manager's rules: docs/client-protocol.md §7 and §9, docs/state-machine.md."""
 
 from __future__ import annotations
 

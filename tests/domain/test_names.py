@@ -1,4 +1,4 @@
-"""Queue names (spec §4.1)."""
+"""Queue names (docs/client-protocol.md §11)."""
 
 import pytest
 

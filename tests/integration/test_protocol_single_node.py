@@ -1,5 +1,5 @@
 """Every flow and error code of the binary protocol against a real single-node server, byte for byte
-where the spec gives bytes (spec/client-protocol.md §1–§4)."""
+where docs/client-protocol.md gives bytes."""
 
 from __future__ import annotations
 
