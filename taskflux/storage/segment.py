@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from array import array
 from dataclasses import dataclass
 
@@ -123,3 +124,52 @@ def scan_records(
         prev_term = term
         expect += 1
     return ScanResult(offsets, terms)
+
+
+def find_valid_record(
+    fd: int, bad_offset: int, file_size: int, bad_index: int, prev_term: int, max_record_bytes: int
+) -> tuple[int, int] | None:
+    """The (offset, index) of a valid record anywhere after the bad record at ``bad_offset``, or None.
+
+    Valid as in ``scan_records``: a checksum that matches, an index after ``bad_index`` (a record after
+    the damage continues the log), a term not below ``prev_term``, a length that fits. Every byte offset
+    is a candidate, but only where the index field could hold such an index: a regular expression on
+    the index's high bytes finds those at C speed, so a long damaged or zeroed tail costs little.
+    """
+    lo = bad_index + 1
+    hi = bad_index + (file_size - bad_offset) // RECORD_HEADER_SIZE  # each record takes >= 24 bytes
+    if hi < lo:
+        return None
+    index_field = re.compile(_high_bytes_pattern(lo, hi), re.DOTALL)
+    unpack_header = RECORD_HEADER.unpack_from
+    start = bad_offset + 1
+    while start + RECORD_HEADER_SIZE <= file_size:
+        # Headers starting in [start, start + SCAN_CHUNK_BYTES), read whole (hence the overlap).
+        buf = os.pread(fd, min(SCAN_CHUNK_BYTES + RECORD_HEADER_SIZE, file_size - start), start)
+        for match in index_field.finditer(buf, 8):
+            rel = match.start() - 8
+            if rel >= SCAN_CHUNK_BYTES or rel + RECORD_HEADER_SIZE > len(buf):
+                break
+            checksum, data_size, index, term = unpack_header(buf, rel)
+            offset = start + rel
+            if not lo <= index <= hi or term < prev_term or data_size > max_record_bytes:
+                continue
+            end = offset + RECORD_HEADER_SIZE + data_size
+            if end > file_size:
+                continue
+            record = buf if end <= start + len(buf) else pread_exact(fd, end - start, start)
+            if record_checksum(record, rel, data_size) == checksum:
+                return offset, index
+        start += SCAN_CHUNK_BYTES
+    return None
+
+
+def _high_bytes_pattern(lo: int, hi: int) -> bytes:
+    """A regex matching, zero-width (so overlapping places are all found), where an 8-byte big-endian
+    value in ``[lo, hi]`` could start, by its top six bytes (the caller checks the exact value). Index 0
+    is never valid, so six zero bytes must be followed by a non-zero one: a zeroed region matches nowhere."""
+    alternatives = []
+    for high in range(lo >> 16, (hi >> 16) + 1):
+        prefix = re.escape((high << 16).to_bytes(8, "big")[:6])
+        alternatives.append(prefix + b"(?!\\x00\\x00)" if high == 0 else prefix)
+    return b"(?=(?:" + b"|".join(alternatives) + b"))"
