@@ -121,7 +121,7 @@ class DiskStorage:
             )
         if snap.index >= first:
             self._compact(snap)  # a crash may have stopped the compaction of save_snapshot()
-        elif snap.index and log.term_at(first) < snap.term:
+        elif snap.index and segments[-1].last_index >= first and log.term_at(first) < snap.term:
             # Terms never decrease along a log: entries after the snapshot with a lower term than its
             # last entry's are from a leader the snapshot's history overwrote.
             logger.warning("log discarded: its first entry (%d, term %d) is below the snapshot's term %d",
