@@ -36,8 +36,9 @@ class DiskStorage:
 
     Implements ``taskflux.raft.storage.LogStorage``; every write is durable when it returns. Opening
     takes the directory lock, removes stale temp files, validates the hard state and the snapshot,
-    scans every log segment (a torn tail of the last one is cut and kept in ``torn/``; anything bad
-    elsewhere raises StorageCorrupted) and finishes a compaction a crash interrupted.
+    scans every log segment (a torn tail of the last one — a bad record with no valid one after it —
+    is cut and kept in ``torn/`` when there is room; anything else bad raises StorageCorrupted) and
+    finishes a compaction a crash interrupted. Every change to the disk goes through ``file_ops``.
 
     Concurrency: ``append()`` may run in one worker thread while one other thread calls ``term()``,
     ``first_index()``, ``last_index()`` and ``entries()`` for indexes that were in the log before the
