@@ -256,6 +256,34 @@ def test_a_wiped_block_in_the_last_segment_is_refused(tmp_path: Path, filler: by
         DiskStorage(tmp_path)
 
 
+def test_random_damage_before_the_last_record_is_refused(tmp_path: Path) -> None:
+    """Damage of any length and content, anywhere before the last record of the last segment: the first
+    damaged record is named, whatever the damage did to its length field or its neighbours."""
+    entries = [Entry(i, 1 + i // 300, random.Random(i).randbytes(i % 40)) for i in range(1, 601)]
+    with DiskStorage(tmp_path / "template", soft_limit_bytes=1 << 20, hard_limit_bytes=1 << 20) as s:
+        s.append(entries)
+    (template,) = segment_files(tmp_path / "template")
+    bounds = record_bounds(template)
+    original = template.read_bytes()
+    rng = random.Random(7)
+    for attempt in range(30):
+        start = rng.randrange(bounds[0][0], bounds[-2][1] - 1)
+        length = min(rng.choice([1, 3, 24, 100, 600]), bounds[-2][1] - start)
+        damage = bytes(length) if attempt % 3 == 0 else rng.randbytes(length)
+        if original[start : start + length] == damage:
+            continue
+        path = tmp_path / f"damage{attempt}"
+        shutil.copytree(tmp_path / "template", path)
+        segment = segment_files(path)[0]
+        with open(segment, "r+b") as f:
+            f.seek(start)
+            f.write(damage)
+        first_changed = start + next(k for k in range(length) if original[start + k] != damage[k])
+        damaged = next(begin for begin, end in bounds if end > first_changed)
+        with pytest.raises(StorageCorrupted, match=f"byte offset {damaged}: .*not a torn write"):
+            DiskStorage(path)
+
+
 def test_a_long_torn_tail_is_cut_quickly(tmp_path: Path) -> None:
     """No valid record after the first bad one: a torn write, cut. The search for a valid record
     costs little even over megabytes of garbage or zeros."""
