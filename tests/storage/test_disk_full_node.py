@@ -4,8 +4,11 @@ process whose data directory is a 4 MiB tmpfs."""
 from __future__ import annotations
 
 import errno
+import json
 import random
+import shutil
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from taskflux.raft.config import RaftConfig
 from taskflux.server.node import Node, NodeSettings, NodeStopped, StorageFailed
 from taskflux.storage import DiskStorage
 from taskflux.wire import client_protocol as wire
-from tests.support.cluster import LocalCluster, wait_until
+from tests.support.cluster import LocalCluster, NodeProcess, wait_until
 from tests.support.raw_client import RawConnection
 
 from .faults import FaultyFileOps
@@ -124,5 +127,47 @@ def test_a_node_whose_disk_fills_exits_1_and_restarts_with_everything_once_space
             count = answer.response.count  # type: ignore[union-attr]
             assert acked <= count <= acked + 1  # the write that failed is "outcome unknown"
             assert conn.enqueue("", 1, b"after") == wire.Ok()
+        finally:
+            cluster.stop()
+
+
+def _applied_index(node: NodeProcess) -> int:
+    with urllib.request.urlopen(f"http://{node.http_address}/api/v1/cluster", timeout=5) as answer:
+        return int(json.load(answer)["applied_index"])
+
+
+@pytest.mark.timeout(240)
+def test_a_follower_whose_disk_fills_stops_while_the_cluster_serves_and_catches_up_once_space_is_freed(
+    tmp_path: Path,
+) -> None:
+    cluster = LocalCluster(3, tmp_path, client_request_timeout="5s")
+    with small_disk(tmp_path / "follower-disk") as disk:
+        try:
+            cluster.start()
+            leader = cluster.wait_for_leader()
+            follower = cluster.nodes[(leader + 1) % 3]
+            follower.kill()
+            shutil.move(follower.data_dir, disk.path / "data")  # the follower's data moves onto the small disk
+            follower.data_dir = disk.path / "data"
+            follower.start()
+            conn = RawConnection(cluster.nodes[leader].client_address)
+            payload = random.Random(4).randbytes(64 * 1024)
+            acked = 0
+            while follower.running:
+                assert conn.enqueue("", 1, payload) == wire.Ok()  # two of three nodes suffice
+                acked += 1
+                assert acked < 200, "the follower's 4 MiB disk took 12.8 MB"
+            assert follower.process is not None and follower.process.wait(30) == 1
+            assert "storage failed: [Errno 28] No space left on device" in follower.log()
+            for _ in range(20):  # the cluster goes on serving writes and reads
+                assert conn.enqueue("", 1, b"small") == wire.Ok()
+                acked += 1
+            assert conn.command(wire.CountCommand("")).response.count == acked  # type: ignore[union-attr]
+
+            disk.grow("64m")
+            follower.start()
+            target = _applied_index(cluster.nodes[leader])
+            wait_until(lambda: _applied_index(follower) >= target, 60, "the follower to catch up")
+            assert cluster.leader() == leader
         finally:
             cluster.stop()
