@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from taskflux.raft.storage import StorageError
 from taskflux.raft.types import Entry, HardState, SnapshotMeta
 from taskflux.storage import DiskStorage
 
@@ -143,7 +144,7 @@ def test_a_failed_append_refuses_more_until_reopened(tmp_path: Path) -> None:
         with pytest.raises(OSError, match="No space left"):
             storage.append(make_entries(5, 4))
         ops.heal()
-        with pytest.raises(Exception, match="reopen"):
+        with pytest.raises(StorageError, match="reopen"):
             storage.append(make_entries(5, 4))
         assert storage.last_index() == 4
 
