@@ -69,6 +69,12 @@ class NodeStopped(Exception):
     """The node is shutting down."""
 
 
+class StorageFailed(NodeStopped):
+    """The node's storage failed a write (a full disk, an I/O error) and the node stopped: it can no
+    longer persist, so it can neither acknowledge nor vote. A write in flight may still be committed by
+    the other nodes (the leader sends entries before its own fsync): its outcome is unknown."""
+
+
 @dataclass(frozen=True, slots=True)
 class NodeSettings:
     """Runtime settings of a node (the raft timing is in ``RaftConfig``)."""
@@ -131,6 +137,7 @@ class Node:
         self._disk_thread: DiskThread | None = None
         self._sweeper: gevent.Greenlet | None = None
         self._stopping = False
+        self._storage_failure: StorageFailed | None = None
         self.applied_entries = 0
         self.batches = 0
         self.leader_changes = 0  # times a new leader became known (etcd's leader_changes_seen)
@@ -166,8 +173,9 @@ class Node:
         self._fail_waiting()
 
     def _fail_waiting(self) -> None:
-        """The loop is over: every session still waiting on it gets NodeStopped."""
-        stopped = NodeStopped()
+        """The loop is over: every session still waiting on it gets NodeStopped (StorageFailed if that is
+        why)."""
+        stopped = self._storage_failure or NodeStopped()
         for _, result in self._deadlines:
             if not result.ready():
                 result.set_exception(stopped)
@@ -300,7 +308,7 @@ class Node:
 
     def _require_leader(self) -> None:
         if self._stopping:
-            raise NodeStopped()
+            raise self._storage_failure or NodeStopped()
         if not self.is_leader:
             raise NotLeader(self.leader_id)
 
@@ -416,11 +424,24 @@ class Node:
 
     def _disk_io(self, function: Callable[..., None], *args: object) -> None:
         """Run a storage write (fsyncs included) in the disk thread: the loop waits for it, the hub
-        keeps serving every other greenlet meanwhile."""
-        if self._disk_thread is not None:
-            self._disk_thread.call(function, *args)
-        else:
-            function(*args)
+        keeps serving every other greenlet meanwhile.
+
+        A failed write ends the loop with StorageFailed: after a failed write or fsync the files may
+        not hold what the raft core believes was stored, and only a fresh start (which rescans the
+        disk) can tell what they hold. Nothing was acknowledged on the strength of the failed write.
+        """
+        try:
+            if self._disk_thread is not None:
+                self._disk_thread.call(function, *args)
+            else:
+                function(*args)
+        except OSError as error:
+            self._storage_failure = StorageFailed(
+                f"storage failed: {error}. The node stops: it cannot write to its data directory "
+                f"{self._storage.data_dir}. Free space or repair the disk, then start it again; nothing it "
+                "acknowledged is lost"
+            )
+            raise self._storage_failure from error
 
     def _persist(self, hard_state: object, entries: tuple[Entry, ...]) -> None:
         """Runs in a worker thread: the only storage writes that overlap other greenlets' work."""

@@ -11,6 +11,7 @@ from types import TracebackType
 from taskflux.raft.storage import LogCompacted, LogUnavailable
 from taskflux.raft.types import Entry, HardState, SnapshotMeta
 from taskflux.storage.errors import StorageCorrupted
+from taskflux.storage.fileops import REAL_FILE_OPS, FileOps
 from taskflux.storage.fsutil import fsync_dir
 from taskflux.storage.hardstate import load_hard_state, save_hard_state
 from taskflux.storage.lock import DirLock
@@ -35,8 +36,9 @@ class DiskStorage:
 
     Implements ``taskflux.raft.storage.LogStorage``; every write is durable when it returns. Opening
     takes the directory lock, removes stale temp files, validates the hard state and the snapshot,
-    scans every log segment (a torn tail of the last one is cut and kept in ``torn/``; anything bad
-    elsewhere raises StorageCorrupted) and finishes a compaction a crash interrupted.
+    scans every log segment (a torn tail of the last one — a bad record with no valid one after it —
+    is cut and kept in ``torn/`` when there is room; anything else bad raises StorageCorrupted) and
+    finishes a compaction a crash interrupted. Every change to the disk goes through ``file_ops``.
 
     Concurrency: ``append()`` may run in one worker thread while one other thread calls ``term()``,
     ``first_index()``, ``last_index()`` and ``entries()`` for indexes that were in the log before the
@@ -54,6 +56,7 @@ class DiskStorage:
         soft_limit_bytes: int = DEFAULT_SOFT_LIMIT_BYTES,
         hard_limit_bytes: int = DEFAULT_HARD_LIMIT_BYTES,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        file_ops: FileOps = REAL_FILE_OPS,
     ) -> None:
         if soft_limit_bytes < 1 or max_record_bytes < 0:
             raise ValueError("soft_limit_bytes must be >= 1 and max_record_bytes >= 0")
@@ -62,9 +65,10 @@ class DiskStorage:
                 f"hard_limit_bytes ({hard_limit_bytes}) must not be below soft_limit_bytes ({soft_limit_bytes})"
             )
         self.data_dir = os.fspath(data_dir)
+        self._ops = file_ops
         if not os.path.isdir(self.data_dir):
             os.makedirs(self.data_dir, exist_ok=True)
-            fsync_dir(os.path.dirname(os.path.abspath(self.data_dir)))
+            fsync_dir(file_ops, os.path.dirname(os.path.abspath(self.data_dir)))
         self._lock: DirLock | None = DirLock(self.data_dir)
         self._log: SegmentedLog | None = None
         self._snapshot = SnapshotFile(SnapshotMeta(), 0, None)
@@ -78,10 +82,10 @@ class DiskStorage:
         created = False
         for name in (LOG_DIR, TMP_DIR, TORN_DIR):
             if not os.path.isdir(self._path(name)):
-                os.mkdir(self._path(name))
+                self._ops.mkdir(self._path(name))
                 created = True
         if created:  # make the new directories' entries durable before files go into them
-            fsync_dir(self.data_dir)
+            fsync_dir(self._ops, self.data_dir)
         self._clean_tmp()
         self._hard_state = load_hard_state(self._path(HARD_STATE_NAME))
         self._snapshot = load_snapshot(self._path(SNAPSHOT_NAME))
@@ -92,22 +96,38 @@ class DiskStorage:
             soft_limit_bytes=soft_limit_bytes,
             hard_limit_bytes=hard_limit_bytes,
             max_record_bytes=max_record_bytes,
+            ops=self._ops,
         )
         self._log.recover()
-        segments = self._log.segments
-        snap = self._snapshot.meta
-        if segments and segments[0].first_index > snap.index + 1:
-            raise StorageCorrupted(
-                self._path(LOG_DIR), None, f"the log starts at index {segments[0].first_index} but the "
-                f"snapshot ends at {snap.index}: entries {snap.index + 1}..{segments[0].first_index - 1} "
-                "are missing"
-            )
-        if segments and snap.index >= segments[0].first_index:
-            self._compact(snap)  # a crash may have stopped the compaction of save_snapshot()
-        self._committed_index = snap.index
+        self._reconcile_with_snapshot()
+        self._committed_index = self._snapshot.meta.index
         # The newest appended batches, oldest first, contiguous: replaced whole (never mutated), so a reader
         # in another thread sees one consistent run.
         self._recent: tuple[tuple[Entry, ...], ...] = ()
+
+    def _reconcile_with_snapshot(self) -> None:
+        """Make the log continue the snapshot: finish a compaction a crash interrupted (segments wholly
+        covered by the snapshot, or a log whose entry at the snapshot index has another term, go), refuse
+        a log that starts after it."""
+        log = self._require_open()
+        segments = log.segments
+        snap = self._snapshot.meta
+        if not segments:
+            return
+        first = segments[0].first_index
+        if first > snap.index + 1:
+            raise StorageCorrupted(
+                self._path(LOG_DIR), None, f"the log starts at index {first} but the snapshot ends at "
+                f"{snap.index}: entries {snap.index + 1}..{first - 1} are missing"
+            )
+        if snap.index >= first:
+            self._compact(snap)  # a crash may have stopped the compaction of save_snapshot()
+        elif snap.index and segments[-1].last_index >= first and log.term_at(first) < snap.term:
+            # Terms never decrease along a log: entries after the snapshot with a lower term than its
+            # last entry's are from a leader the snapshot's history overwrote.
+            logger.warning("log discarded: its first entry (%d, term %d) is below the snapshot's term %d",
+                           first, log.term_at(first), snap.term)
+            log.discard_all()
 
     def _path(self, name: str) -> str:
         return os.path.join(self.data_dir, name)
@@ -117,7 +137,7 @@ class DiskStorage:
         for name in os.listdir(tmp_dir):
             path = os.path.join(tmp_dir, name)
             logger.info("removing stale temporary file %s", path)
-            os.unlink(path)
+            self._ops.unlink(path)
 
     def _require_open(self) -> SegmentedLog:
         log = self._log
@@ -261,7 +281,7 @@ class DiskStorage:
         self._require_open()
         if state == self._hard_state:
             return
-        save_hard_state(self._tmp_path(HARD_STATE_NAME), self._path(HARD_STATE_NAME), state)
+        save_hard_state(self._ops, self._tmp_path(HARD_STATE_NAME), self._path(HARD_STATE_NAME), state)
         self._hard_state = state
 
     def save_snapshot(self, meta: SnapshotMeta, chunks: Iterable[bytes]) -> None:
@@ -272,7 +292,7 @@ class DiskStorage:
         self._require_open()
         if meta.index <= self._snapshot.meta.index:
             return
-        new = write_snapshot(self._tmp_path(SNAPSHOT_NAME), self._path(SNAPSHOT_NAME), meta, chunks)
+        new = write_snapshot(self._ops, self._tmp_path(SNAPSHOT_NAME), self._path(SNAPSHOT_NAME), meta, chunks)
         old, self._snapshot = self._snapshot, new
         old.close()
         self._committed_index = max(self._committed_index, meta.index)

@@ -8,6 +8,7 @@ from zlib import crc32
 
 from taskflux.raft.types import NO_VOTE, HardState
 from taskflux.storage.errors import StorageCorrupted
+from taskflux.storage.fileops import FileOps
 from taskflux.storage.fsutil import write_new_file
 
 HARD_STATE_MAGIC = b"TFHS"
@@ -47,6 +48,6 @@ def load_hard_state(path: str) -> HardState:
     return HardState(term=term, vote=vote)
 
 
-def save_hard_state(tmp_path: str, path: str, state: HardState) -> None:
+def save_hard_state(ops: FileOps, tmp_path: str, path: str, state: HardState) -> None:
     """Durably replace the hard state: temp file, fsync, rename, fsync of the directory."""
-    write_new_file(tmp_path, path, [encode_hard_state(state)])
+    write_new_file(ops, tmp_path, path, [encode_hard_state(state)])

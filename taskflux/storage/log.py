@@ -10,7 +10,14 @@ from collections.abc import Sequence
 from taskflux.raft.storage import StorageError
 from taskflux.raft.types import Entry
 from taskflux.storage.errors import StorageCorrupted
-from taskflux.storage.fsutil import copy_range_to_new_file, fsync_dir, pread_exact, write_new_file
+from taskflux.storage.fileops import FileOps
+from taskflux.storage.fsutil import (
+    copy_range_to_new_file,
+    fsync_dir,
+    pread_exact,
+    pwrite_all,
+    write_new_file,
+)
 from taskflux.storage.records import (
     RECORD_HEADER,
     RECORD_HEADER_SIZE,
@@ -23,7 +30,7 @@ from taskflux.storage.records import (
     record_checksum,
     segment_name,
 )
-from taskflux.storage.segment import Segment, new_index, scan_records
+from taskflux.storage.segment import ScanResult, Segment, find_valid_record, new_index, scan_records
 
 logger = logging.getLogger("taskflux.storage")
 
@@ -48,7 +55,9 @@ class SegmentedLog:
         soft_limit_bytes: int,
         hard_limit_bytes: int,
         max_record_bytes: int,
+        ops: FileOps,
     ) -> None:
+        self.ops = ops
         self.log_dir = log_dir
         self.tmp_dir = tmp_dir
         self.torn_dir = torn_dir
@@ -100,8 +109,8 @@ class SegmentedLog:
                     # A segment with no room for a record: nothing in it can have been acknowledged.
                     self._set_aside(fd, path, 0, size, reason)
                     os.close(fd)
-                    os.unlink(path)
-                    fsync_dir(self.log_dir)
+                    self.ops.unlink(path)
+                    fsync_dir(self.ops, self.log_dir)
                     return None
                 raise StorageCorrupted(path, 0, reason)
             if header_first != first:
@@ -115,23 +124,55 @@ class SegmentedLog:
             if scan.bad_offset is not None:
                 if not is_last:
                     raise StorageCorrupted(path, scan.bad_offset, scan.reason)
+                self._refuse_unless_torn(fd, path, size, first + len(scan.terms), scan, prev_term)
                 self._set_aside(fd, path, scan.bad_offset, size, scan.reason)
-                os.ftruncate(fd, scan.bad_offset)
-                os.fsync(fd)
+                self.ops.ftruncate(fd, scan.bad_offset)
+                self.ops.fsync(fd)
             return Segment(first, path, fd, scan.offsets, scan.terms)
         except BaseException:
             os.close(fd)
             raise
 
+    def _refuse_unless_torn(
+        self, fd: int, path: str, size: int, bad_index: int, scan: ScanResult, prev_term: int
+    ) -> None:
+        """A bad record of the last segment is a torn write only if no valid record follows it.
+
+        A crashed write is the last one and was never synced: it can leave a damaged end, never a damaged
+        record with a valid one after it (those were synced before, and acknowledged). See docs/storage.md.
+        """
+        bad_offset = scan.bad_offset
+        assert bad_offset is not None
+        if scan.terms:
+            prev_term = scan.terms[-1]
+        found = find_valid_record(fd, bad_offset, size, bad_index, prev_term, self.max_record_bytes)
+        if found is not None:
+            offset, index = found
+            raise StorageCorrupted(
+                path, bad_offset, f"{scan.reason}, yet a valid record (index {index}) follows at byte offset "
+                f"{offset}: this is damage to written data, not a torn write"
+            )
+
     def _set_aside(self, fd: int, path: str, start: int, end: int, reason: str) -> None:
-        """Copy bytes ``[start, end)`` of a segment to torn/ (durably) before they are cut."""
+        """Copy bytes ``[start, end)`` of a segment to torn/ (durably) before they are cut.
+
+        The copy is for forensics only (those bytes were never acknowledged): if it fails — the disk is
+        full, say — the tail is cut without it, so start-up never needs free space.
+        """
         base = os.path.join(self.torn_dir, f"{os.path.basename(path)}.{start}")
         target = f"{base}.torn"
         attempt = 0
         while os.path.exists(target):
             attempt += 1
             target = f"{base}.{attempt}.torn"
-        copy_range_to_new_file(fd, start, end, target)
+        try:
+            copy_range_to_new_file(self.ops, fd, start, end, target)
+        except OSError as error:
+            logger.warning(
+                "cut torn tail of %s at byte offset %d (%s): %d bytes dropped without a copy (%s)",
+                path, start, reason, end - start, error,
+            )
+            return
         logger.warning(
             "cut torn tail of %s at byte offset %d (%s): %d bytes kept in %s",
             path, start, reason, end - start, target,
@@ -223,6 +264,7 @@ class SegmentedLog:
         if segments and first <= segments[-1].last_index:
             self.truncate_from(first)
         self._roll_if_due(first, committed_index)
+        ops = self.ops
         ends = batch.ends
         count = len(ends)
         done = 0
@@ -234,10 +276,10 @@ class SegmentedLog:
             stop = min(bisect_left(ends, self.hard_limit_bytes - start + base, lo=done) + 1, count)
             fd = segment.fd
             data = batch.join(done, stop)
-            written = os.pwrite(fd, data, start)
+            written = ops.pwrite(fd, data, start)
             if written != len(data):
-                _write_rest(fd, data, written, start)
-            os.fdatasync(fd)  # the data and the new size; not the timestamps (spares a journal commit)
+                pwrite_all(ops, fd, memoryview(data)[written:], start + written)
+            ops.fdatasync(fd)  # the data and the new size; not the timestamps (spares a journal commit)
             # Publish only now: the offsets, then the terms, then the count that readers trust.
             segment.offsets.extend(map((start - base).__add__, ends[done:stop]))
             segment.terms.extend(batch.terms(done, stop))
@@ -265,7 +307,9 @@ class SegmentedLog:
         """A new empty active segment: header written to tmp/, fsynced, renamed into log/, dir fsynced."""
         name = segment_name(first_index)
         path = os.path.join(self.log_dir, name)
-        write_new_file(os.path.join(self.tmp_dir, name + ".tmp"), path, [encode_segment_header(first_index)])
+        write_new_file(
+            self.ops, os.path.join(self.tmp_dir, name + ".tmp"), path, [encode_segment_header(first_index)]
+        )
         fd = os.open(path, os.O_RDWR)
         offsets, terms = new_index()
         self.segments = (*self.segments, Segment(first_index, path, fd, offsets, terms))
@@ -282,19 +326,16 @@ class SegmentedLog:
             k = index - keep.first_index
             keep.count = k
         self.segments = tuple(segments)
-        for segment in doomed:  # newest first
-            segment.close()
-            os.unlink(segment.path)
-        if doomed:
-            fsync_dir(self.log_dir)
+        self._delete(doomed)  # newest first
         if keep is not None:
-            os.ftruncate(keep.fd, keep.offsets[k])
-            os.fdatasync(keep.fd)
+            self.ops.ftruncate(keep.fd, keep.offsets[k])
+            self.ops.fdatasync(keep.fd)
             del keep.offsets[k + 1 :]
             del keep.terms[k:]
 
     def drop_through(self, index: int) -> bool:
-        """Delete whole segments whose last entry is at or below ``index``, oldest first."""
+        """Delete whole segments whose last entry is at or below ``index``, oldest first: a crash part-way
+        leaves a contiguous log that still reaches past ``index``."""
         segments = self.segments
         doomed = [s for s in segments if s.last_index <= index]
         if not doomed:
@@ -304,18 +345,20 @@ class SegmentedLog:
         return True
 
     def discard_all(self) -> bool:
-        """Delete every segment, oldest first."""
-        doomed = list(self.segments)
+        """Delete every segment, newest first: a crash part-way leaves a contiguous prefix of the log,
+        which the next open checks against the snapshot again (never a log that starts after it)."""
+        doomed = list(reversed(self.segments))
         self.segments = ()
-        if doomed:
-            self._delete(doomed)
+        self._delete(doomed)
         return bool(doomed)
 
     def _delete(self, doomed: list[Segment]) -> None:
+        """Unlink ``doomed`` in the given order, each deletion made durable before the next: a crash
+        leaves exactly the files of a completed prefix of that order, never a log with a hole."""
         for segment in doomed:
             segment.close()
-            os.unlink(segment.path)
-        fsync_dir(self.log_dir)
+            self.ops.unlink(segment.path)
+            fsync_dir(self.ops, self.log_dir)
 
     def close(self) -> None:
         segments = self.segments
@@ -323,8 +366,3 @@ class SegmentedLog:
         for segment in segments:
             segment.close()
 
-
-def _write_rest(fd: int, data: bytes, written: int, offset: int) -> None:
-    view = memoryview(data)
-    while written < len(data):
-        written += os.pwrite(fd, view[written:], offset + written)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from array import array
 from dataclasses import dataclass
 
@@ -123,3 +124,69 @@ def scan_records(
         prev_term = term
         expect += 1
     return ScanResult(offsets, terms)
+
+
+def find_valid_record(
+    fd: int, bad_offset: int, file_size: int, bad_index: int, prev_term: int, max_record_bytes: int
+) -> tuple[int, int] | None:
+    """The (offset, index) of a valid record anywhere after the bad record at ``bad_offset``, or None.
+
+    Valid as in ``scan_records``: a checksum that matches, an index after ``bad_index`` (a record after
+    the damage continues the log), a term not below ``prev_term``, a length that fits. Every byte offset
+    is a candidate, but only where the index field could hold such an index: a regular expression on the
+    index's high bytes finds those at C speed, and long runs of zeros (which hold no index) are skipped,
+    so megabytes of garbage or zeros cost a fraction of a second.
+    """
+    lo = bad_index + 1
+    hi = bad_index + (file_size - bad_offset) // RECORD_HEADER_SIZE  # each record takes >= 24 bytes
+    if hi < lo:
+        return None
+    index_field = re.compile(_index_pattern(lo, hi), re.DOTALL)
+    unpack_header = RECORD_HEADER.unpack_from
+    start = bad_offset + 1
+    while start + RECORD_HEADER_SIZE <= file_size:
+        # Headers starting in [start, start + SCAN_CHUNK_BYTES), read whole (hence the overlap).
+        buf = os.pread(fd, min(SCAN_CHUNK_BYTES + RECORD_HEADER_SIZE, file_size - start), start)
+        # Where the index fields (bytes 8..15 of a header) of those headers end.
+        fields_end = min(SCAN_CHUNK_BYTES, len(buf) - RECORD_HEADER_SIZE + 1) + 15
+        for window_start, window_end in _nonzero_windows(buf, 8, fields_end):
+            match = index_field.search(buf, window_start, window_end)
+            while match is not None:
+                rel = match.start() - 8
+                checksum, data_size, index, term = unpack_header(buf, rel)
+                end = start + rel + RECORD_HEADER_SIZE + data_size
+                if lo <= index <= hi and term >= prev_term and data_size <= max_record_bytes and end <= file_size:
+                    record = buf if end <= start + len(buf) else pread_exact(fd, end - start, start)
+                    if record_checksum(record, rel, data_size) == checksum:
+                        return start + rel, index
+                match = index_field.search(buf, match.start() + 1, window_end)  # overlapping places too
+        start += SCAN_CHUNK_BYTES
+    return None
+
+
+_ZERO_RUN = re.compile(re.escape(bytes(64)) + b"\\x00*")  # a literal prefix: searched at C speed
+
+
+def _nonzero_windows(buf: bytes, begin: int, end: int) -> list[tuple[int, int]]:
+    """Ranges of ``buf[begin:end]`` (as (start, end) for ``re.search``) outside long runs of zeros, each
+    widened by 8 bytes so that an 8-byte field that straddles a run's edge lies whole inside one."""
+    windows = []
+    pos = begin
+    for run in _ZERO_RUN.finditer(buf, begin, end):
+        if run.start() > pos:
+            windows.append((max(begin, pos - 8), min(end, run.start() + 8)))
+        pos = run.end()
+    if pos < end:
+        windows.append((max(begin, pos - 8), end))
+    return windows
+
+
+def _index_pattern(lo: int, hi: int) -> bytes:
+    """A regex matching where an 8-byte big-endian value in ``[lo, hi]`` could be, by its top six bytes
+    (the caller checks the exact value). Index 0 is never valid: after six zero bytes one of the last two
+    must be non-zero."""
+    alternatives = []
+    for high in range(lo >> 16, (hi >> 16) + 1):
+        prefix = re.escape((high << 16).to_bytes(8, "big")[:6])
+        alternatives.append(prefix + (b"(?:[^\\x00].|\\x00[^\\x00])" if high == 0 else b".."))
+    return b"|".join(alternatives)

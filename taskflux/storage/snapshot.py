@@ -10,6 +10,7 @@ from zlib import crc32
 
 from taskflux.raft.types import SnapshotMeta
 from taskflux.storage.errors import StorageCorrupted
+from taskflux.storage.fileops import FileOps
 from taskflux.storage.fsutil import fsync_dir, pwrite_all, remove_quietly
 
 SNAPSHOT_MAGIC = b"TFSN"
@@ -153,7 +154,9 @@ def _validate(fd: int, path: str) -> tuple[SnapshotMeta, int]:
     return SnapshotMeta(index, term), data_size
 
 
-def write_snapshot(tmp_path: str, path: str, meta: SnapshotMeta, chunks: Iterable[bytes]) -> SnapshotFile:
+def write_snapshot(
+    ops: FileOps, tmp_path: str, path: str, meta: SnapshotMeta, chunks: Iterable[bytes]
+) -> SnapshotFile:
     """Stream ``chunks`` into a temp file, fsync, rename over ``path``, fsync the directory.
 
     The header is written last (its length is known only then), into the temp file. Returns the new
@@ -161,26 +164,26 @@ def write_snapshot(tmp_path: str, path: str, meta: SnapshotMeta, chunks: Iterabl
     """
     if meta.index < 1 or meta.term < 0:
         raise ValueError(f"invalid snapshot meta {meta}")
-    fd = os.open(tmp_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = ops.open(tmp_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         pos = SNAPSHOT_HEADER_SIZE
         crc = 0
         for chunk in chunks:
-            pwrite_all(fd, chunk, pos)
+            pwrite_all(ops, fd, chunk, pos)
             pos += len(chunk)
             crc = crc32(chunk, crc)
         data_size = pos - SNAPSHOT_HEADER_SIZE
-        pwrite_all(fd, _U32.pack(crc), pos)
+        pwrite_all(ops, fd, _U32.pack(crc), pos)
         body = _HEADER_BODY.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, meta.index, meta.term, data_size)
-        pwrite_all(fd, body + _U32.pack(crc32(body)), 0)
-        os.fsync(fd)
-        os.replace(tmp_path, path)
+        pwrite_all(ops, fd, body + _U32.pack(crc32(body)), 0)
+        ops.fsync(fd)
+        ops.replace(tmp_path, path)
     except BaseException:
         os.close(fd)
-        remove_quietly(tmp_path)
+        remove_quietly(ops, tmp_path)
         raise
     try:
-        fsync_dir(os.path.dirname(path))
+        fsync_dir(ops, os.path.dirname(path))
     except BaseException:
         os.close(fd)
         raise
