@@ -1,5 +1,5 @@
-"""The client's error hierarchy: one class per error code (docs/client-protocol.md §7) and per policy violation (§9), plus
-connection, timeout, protocol and unknown-outcome errors. :data:`ERROR_CLASSES` maps codes to classes."""
+"""The client's error hierarchy: one class per error code (docs/client-protocol.md §7) and per policy violation
+(§9), plus connection, timeout, protocol and unknown-outcome errors. :data:`ERROR_CLASSES` maps codes to classes."""
 
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ class CreateQueue:
     priority_range: tuple[int, int] | None = None
 
     def validate(self) -> Failure | None:
-        """Everything that does not depend on state, in the order of docs/client-protocol.md §7 (name existence aside)."""
+        """Everything that does not depend on state, in the order of docs/client-protocol.md §7
+        (name existence aside)."""
         if self.implementation not in (Implementation.H4, Implementation.QA):
             return Failure(ErrorCode.UNKNOWN_PRIORITY_QUEUE_CODE, f"unknown implementation {self.implementation}")
         if self.implementation == Implementation.QA and self.priority_range is None:

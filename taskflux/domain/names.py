@@ -1,4 +1,5 @@
-"""Queue names (docs/client-protocol.md §11): 0–255 bytes, every byte printable ASCII 0x21–0x7E; "" is the default queue."""
+"""Queue names (docs/client-protocol.md §11): 0–255 bytes, every byte printable ASCII 0x21–0x7E; "" is the
+default queue."""
 
 from __future__ import annotations
 
