@@ -346,8 +346,12 @@ OPTIONS: tuple[Option, ...] = (
            "Listen backlog of the client port."),
     Option("tcp_adapter_idle_timeout", "duration", "1m", _positive_duration,
            "A client connection with no request for this long is closed."),
+    Option("tcp_adapter_handshake_timeout", "duration", "5s", _positive_duration,
+           "A client connection that has not completed its handshake (authorization and bootstrap) this long "
+           "after connecting is closed."),
     Option("tcp_adapter_max_connections", "integer", 1024, _ranged(_parse_int, 1, 1_000_000, "1..1000000"),
-           "Client connections served at once; further ones wait to be accepted."),
+           "Client connections served at once. At the limit a new connection replaces the oldest one that has "
+           "not completed its handshake, or is closed at once if every connection has."),
     Option("max_payload_size", "size", "16MiB", _ranged(parse_size, 1, MAX_PAYLOAD_SIZE, "1 byte..512MiB"),
            "Largest record payload accepted by any interface (binary, REST, gRPC)."),
     Option("data_directory", "path", "/var/lib/tflux", _parse_path,
@@ -403,6 +407,7 @@ class Config:
     tcp_adapter_advertise_address: tuple[str, int]
     tcp_adapter_backlog_size: int
     tcp_adapter_idle_timeout: float
+    tcp_adapter_handshake_timeout: float
     tcp_adapter_max_connections: int
     max_payload_size: int
     data_directory: str

@@ -4,6 +4,11 @@ A session does the handshake, then reads one packet at a time and runs its whole
 reading the next. Writes are answered only once committed; a dequeued record is reserved on the leader
 and removed for good only when its Ack commits; a Nack, a disconnect, an idle timeout or any error puts
 it back. Bad input closes that one connection with one log line; nobody else notices.
+
+No connection can crowd out the others: a packet is bounded by its type's size limit (the decoder's), a
+session yields to the other greenlets after a bounded amount of input, a connection must complete its
+handshake within ``tcp_adapter_handshake_timeout``, and at ``tcp_adapter_max_connections`` a new connection
+takes the place of the oldest one still in its handshake (or is closed if there is none).
 """
 
 from __future__ import annotations
@@ -35,6 +40,13 @@ from taskflux.wire.primitives import ProtocolError
 logger = logging.getLogger("taskflux.tcp")
 
 RECV_BYTES = 64 * 1024
+# A socket with data ready never blocks, so a client that keeps sending would keep the hub (every other
+# connection, the node loop) waiting. A session therefore counts its work since it last yielded — bytes
+# received, plus bytes of packets decoded, plus PACKET_WORK per packet — and yields (gevent.sleep(0)) past
+# FAIR_SHARE_WORK. Decoding the costliest packets (4 KiB of tiny items) takes about 0.5 us a byte, so a slice
+# stays in the low milliseconds whatever the client sends.
+FAIR_SHARE_WORK = 8 * 1024
+PACKET_WORK = 128
 UNSUPPORTED_VERSION = "client version not supported: this server speaks 1.0"
 
 OK = wire.encode(wire.Ok())
@@ -65,11 +77,14 @@ class ClientServer:
         self.peers = peers
         self.config = config
         self._sessions: set[Session] = set()
+        self._handshaking: dict[Session, None] = {}  # sessions still in their handshake, oldest first
         self._metrics = None if metrics is None else metrics.interface(INTERFACE)
         if metrics is not None:
             metrics.watch_clients(INTERFACE, self._sessions.__len__)
         self._sweeper: gevent.Greenlet | None = None
-        self._pool = Pool(config.tcp_adapter_max_connections)
+        # Unbounded: the limit is enforced by _admit (a bounded pool would leave new connections in the backlog,
+        # behind connections that may never send a byte). The pool lets stop() wait for, then end, the sessions.
+        self._pool = Pool()
         self._server = StreamServer(
             (config.tcp_adapter_listen_host, config.tcp_adapter_listen_port),
             self._serve,
@@ -100,30 +115,62 @@ class ClientServer:
             self._sweeper.kill()
 
     def _sweep_idle(self) -> None:
-        """Close connections blocked on their client for longer than the idle timeout. One sweep for
-        every connection instead of a timer per socket operation (that timer is on every request's path)."""
+        """Close connections blocked on their client for longer than the idle timeout, and connections that
+        have not completed their handshake in time. One sweep for every connection instead of a timer per
+        socket operation (that timer is on every request's path)."""
         idle = self.config.tcp_adapter_idle_timeout
-        interval = min(1.0, idle / 4)
+        handshake = self.config.tcp_adapter_handshake_timeout
+        interval = min(1.0, idle / 4, handshake / 4)
         while True:
             gevent.sleep(interval)
-            limit = time.monotonic() - idle
+            now = time.monotonic()
             for session in list(self._sessions):
                 since = session.waiting_since
-                if since is not None and since < limit:
-                    session.expire()
+                if since is not None and since < now - idle:
+                    session.expire("idle timeout")
+            for session in list(self._handshaking):
+                if session.connected_at >= now - handshake:
+                    break  # oldest first: the rest are younger
+                session.expire(f"no handshake within {handshake:g} s")
+                self._handshaking.pop(session, None)
+
+    def _admit(self, address: tuple[str, int]) -> bool:
+        """Whether a new connection may be served. At the connection limit it takes the place of the oldest
+        connection still in its handshake; if every connection has completed its handshake, it is refused."""
+        limit = self.config.tcp_adapter_max_connections
+        if len(self._sessions) < limit:
+            return True
+        if not self._handshaking:
+            logger.warning("client %s:%d refused: %d connections (tcp_adapter_max_connections) are served and "
+                           "all have completed their handshake", address[0], address[1], limit)
+            return False
+        oldest = next(iter(self._handshaking))
+        oldest.expire(f"closed to make room for a new connection: {limit} connections "
+                      "(tcp_adapter_max_connections) were open and this one had not completed its handshake")
+        self._handshaking.pop(oldest, None)
+        self._sessions.discard(oldest)
+        return True
 
     def _serve(self, sock: socket.socket, address: tuple[str, int]) -> None:
+        if not self._admit(address):
+            with contextlib.suppress(OSError):
+                sock.close()
+            return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         session = Session(sock, self.node, self.peers, self.config, self._metrics)
         self._sessions.add(session)
+        self._handshaking[session] = None
         try:
-            session.run()
+            session.handshake()
+            self._handshaking.pop(session, None)
+            session.serve()
         except ClientGone as gone:
             if str(gone):
                 logger.info("client %s:%d disconnected: %s", address[0], address[1], gone)
         except NodeStopped:
             pass
         finally:
+            self._handshaking.pop(session, None)
             self._sessions.discard(session)
             with contextlib.suppress(OSError):
                 sock.close()
@@ -141,9 +188,12 @@ class Session:
         self.metrics = metrics
         self.service = QueueService(node)
         self.peers = peers
+        self.connected_at = time.monotonic()
         self.waiting_since: float | None = None  # when the current read or write on the client began
-        self.expired = False
+        self.closed_because: str | None = None  # why the server ended the connection (expire)
         self.decoder = wire.PacketDecoder(wire.Direction.CLIENT_TO_SERVER, max_payload_bytes=config.max_payload_size)
+        self._work = 0  # work done since the session last yielded to the other greenlets (FAIR_SHARE_WORK)
+        self._consumed = 0  # the decoder's consumed_bytes when last counted
         self.handlers: dict[type, Callable[[Any], str]] = {
             wire.EnqueueCommand: self.enqueue,
             wire.DequeueCommand: self.dequeue,
@@ -164,6 +214,9 @@ class Session:
             except ProtocolError as error:
                 raise ClientGone(f"protocol error: {error}") from None
             if packet is not None:
+                consumed = decoder.consumed_bytes
+                self.spend(consumed - self._consumed + PACKET_WORK)
+                self._consumed = consumed
                 return packet
             self.waiting_since = time.monotonic()
             try:
@@ -175,6 +228,14 @@ class Session:
             if not data:
                 raise self.gone("")
             decoder.feed(data)
+            self.spend(len(data))
+
+    def spend(self, work: int) -> None:
+        """Count ``work``; past the fair share, let every other ready greenlet run before going on."""
+        self._work += work
+        if self._work >= FAIR_SHARE_WORK:
+            self._work = 0
+            gevent.sleep(0)
 
     def write(self, data: bytes) -> None:
         self.waiting_since = time.monotonic()
@@ -185,14 +246,15 @@ class Session:
         finally:
             self.waiting_since = None
 
-    def expire(self) -> None:
-        """The idle timeout passed: end the blocked read or write (the session then ends as idle)."""
-        self.expired = True
+    def expire(self, reason: str) -> None:
+        """The server ends the connection (idle, handshake deadline, eviction): end the blocked read or write;
+        the session then ends with ``reason``."""
+        self.closed_because = reason
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
 
     def gone(self, reason: str) -> ClientGone:
-        return ClientGone("idle timeout" if self.expired else reason)
+        return ClientGone(self.closed_because or reason)
 
     def respond(self, response: wire.Response) -> None:
         self.write(wire.encode(wire.CommandResponse(response)))
@@ -206,7 +268,12 @@ class Session:
     # --- the session ------------------------------------------------------------------------------
 
     def run(self) -> None:
+        """The whole conversation: the handshake, then requests until the connection ends."""
         self.handshake()
+        self.serve()
+
+    def serve(self) -> None:
+        """Requests until the connection ends (after the handshake)."""
         while True:
             packet = self.read()
             if isinstance(packet, wire.CommandRequest):
