@@ -42,10 +42,12 @@ logger = logging.getLogger("taskflux.tcp")
 RECV_BYTES = 64 * 1024
 # A socket with data ready never blocks, so a client that keeps sending would keep the hub (every other
 # connection, the node loop) waiting. A session therefore counts its work since it last yielded — bytes
-# received, plus bytes of packets decoded, plus PACKET_WORK per packet — and yields (gevent.sleep(0)) past
-# FAIR_SHARE_WORK. Decoding the costliest packets (4 KiB of tiny items) takes about 0.5 us a byte, so a slice
-# stays in the low milliseconds whatever the client sends.
-FAIR_SHARE_WORK = 8 * 1024
+# received, plus bytes of packets decoded, plus PACKET_WORK per packet — and past FAIR_SHARE_WORK waits for the
+# hub's next turn: sleep(FAIR_SHARE_PAUSE) resumes only after the hub has polled every socket, where sleep(0)
+# could resume it before. Decoding the costliest packets (4 KiB of tiny items) takes about 0.5 us a byte, so a
+# turn stays in the low milliseconds whatever the client sends.
+FAIR_SHARE_WORK = 4 * 1024
+FAIR_SHARE_PAUSE = 1e-6
 PACKET_WORK = 128
 UNSUPPORTED_VERSION = "client version not supported: this server speaks 1.0"
 
@@ -231,11 +233,11 @@ class Session:
             self.spend(len(data))
 
     def spend(self, work: int) -> None:
-        """Count ``work``; past the fair share, let every other ready greenlet run before going on."""
+        """Count ``work``; past the fair share, let the hub serve every other connection before going on."""
         self._work += work
         if self._work >= FAIR_SHARE_WORK:
             self._work = 0
-            gevent.sleep(0)
+            gevent.sleep(FAIR_SHARE_PAUSE)
 
     def write(self, data: bytes) -> None:
         self.waiting_since = time.monotonic()
@@ -280,7 +282,8 @@ class Session:
                 self.execute(packet.command)
             elif isinstance(packet, wire.ClusterMetadataRequest):
                 self.cluster_metadata()
-            # any other known packet is read and ignored (spec §3.2)
+            else:  # any other known packet is read and ignored (spec §3.2), at most one per turn of the hub
+                self.spend(FAIR_SHARE_WORK)
 
     def execute(self, command: wire.Command) -> None:
         """Run one command's whole flow; with metrics, count its outcome and time it."""
