@@ -2,6 +2,7 @@
 """Hostile traffic on a node's client port while other clients work: their latency and the node's memory.
 
     python scripts/hostile_client.py [--seconds 10] [--clients 4] [--mode MODE ...] [--address HOST:PORT --pid PID]
+    python scripts/hostile_client.py --stream MODE --address HOST:PORT [--seconds 10]
 
 Starts a throw-away single node on loopback (or uses ``--address``, with ``--pid`` for its memory). For each mode
 one process streams hostile bytes at the client port as fast as it can, reconnecting whenever the node closes the
@@ -15,7 +16,8 @@ Modes:
   ignored-stream  handshake, then 6D packets of 1000 empty endpoints (4013 bytes each), parsed and ignored
   tiny-packets    handshake, then one-byte Ok (6B) packets, parsed and ignored
   max-enqueue     handshake, then Enqueues with a max_payload_size payload, each answered with a Nack
-Loopback only; every mode ends after ``--seconds``.
+Loopback only; every mode ends after ``--seconds``. ``--stream`` only streams one mode at ``--address`` and prints
+``<bytes sent> <connections closed by the node>`` (the integration tests run it as their hostile process).
 """
 
 from __future__ import annotations
@@ -266,7 +268,16 @@ def main() -> None:
     parser.add_argument("--address", help="an existing node's client port (loopback); default: start one")
     parser.add_argument("--pid", type=int, help="that node's process id, for its memory")
     parser.add_argument("--max-payload-size", type=int, default=DEFAULT_MAX_PAYLOAD)
+    parser.add_argument("--stream", choices=sorted(MODES), help="only stream this mode at --address")
     args = parser.parse_args()
+    if args.address and not args.address.startswith("127."):
+        parser.error("--address must be on loopback (127.x.x.x)")
+    if args.stream:
+        if not args.address:
+            parser.error("--stream needs --address")
+        sent, closed = stream_hostile(args.address, args.stream, args.seconds, args.max_payload_size)
+        print(sent, closed)
+        return
     modes = args.mode or list(MODES)
     with tempfile.TemporaryDirectory() as directory:
         process = None
