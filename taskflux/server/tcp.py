@@ -49,6 +49,11 @@ RECV_BYTES = 64 * 1024
 FAIR_SHARE_WORK = 4 * 1024
 FAIR_SHARE_PAUSE = 1e-6
 PACKET_WORK = 128
+# Packets a client has no reason to send (server packets) are parsed and ignored, but a connection gets through
+# at most this much of them per second (packet bytes + PACKET_WORK each), with bursts up to IGNORED_BURST: a
+# stream of them costs the node a bounded share of a core instead of whatever the client can send.
+IGNORED_WORK_PER_SECOND = 256 * 1024
+IGNORED_BURST = 64 * 1024
 UNSUPPORTED_VERSION = "client version not supported: this server speaks 1.0"
 
 OK = wire.encode(wire.Ok())
@@ -196,6 +201,9 @@ class Session:
         self.decoder = wire.PacketDecoder(wire.Direction.CLIENT_TO_SERVER, max_payload_bytes=config.max_payload_size)
         self._work = 0  # work done since the session last yielded to the other greenlets (FAIR_SHARE_WORK)
         self._consumed = 0  # the decoder's consumed_bytes when last counted
+        self._last_packet_work = 0
+        self._ignored_allowance = float(IGNORED_BURST)  # a token bucket of IGNORED_WORK_PER_SECOND
+        self._ignored_at = self.connected_at
         self.handlers: dict[type, Callable[[Any], str]] = {
             wire.EnqueueCommand: self.enqueue,
             wire.DequeueCommand: self.dequeue,
@@ -217,8 +225,9 @@ class Session:
                 raise ClientGone(f"protocol error: {error}") from None
             if packet is not None:
                 consumed = decoder.consumed_bytes
-                self.spend(consumed - self._consumed + PACKET_WORK)
+                self._last_packet_work = consumed - self._consumed + PACKET_WORK
                 self._consumed = consumed
+                self.spend(self._last_packet_work)
                 return packet
             self.waiting_since = time.monotonic()
             try:
@@ -277,13 +286,29 @@ class Session:
     def serve(self) -> None:
         """Requests until the connection ends (after the handshake)."""
         while True:
-            packet = self.read()
-            if isinstance(packet, wire.CommandRequest):
-                self.execute(packet.command)
-            elif isinstance(packet, wire.ClusterMetadataRequest):
-                self.cluster_metadata()
-            else:  # any other known packet is read and ignored (spec §3.2), at most one per turn of the hub
-                self.spend(FAIR_SHARE_WORK)
+            self.handle(self.read())  # no reference to a packet (its payload) outlives its handling
+
+    def handle(self, packet: wire.Packet) -> None:
+        """One packet after the handshake."""
+        if isinstance(packet, wire.CommandRequest):
+            self.execute(packet.command)
+        elif isinstance(packet, wire.ClusterMetadataRequest):
+            self.cluster_metadata()
+        else:  # any other known packet is read and ignored (spec §3.2), at most one per turn of the hub
+            self.throttle_ignored()
+
+    def throttle_ignored(self) -> None:
+        """After an ignored packet: wait for the hub's next turn, and longer once the connection has used up its
+        IGNORED_WORK_PER_SECOND."""
+        now = time.monotonic()
+        allowance = min(IGNORED_BURST, self._ignored_allowance + (now - self._ignored_at) * IGNORED_WORK_PER_SECOND)
+        self._ignored_allowance = allowance - self._last_packet_work
+        self._ignored_at = now
+        if self._ignored_allowance < 0:
+            self._work = 0
+            gevent.sleep(-self._ignored_allowance / IGNORED_WORK_PER_SECOND)
+        else:
+            self.spend(FAIR_SHARE_WORK)
 
     def execute(self, command: wire.Command) -> None:
         """Run one command's whole flow; with metrics, count its outcome and time it."""
