@@ -278,11 +278,6 @@ class Session:
 
     # --- the session ------------------------------------------------------------------------------
 
-    def run(self) -> None:
-        """The whole conversation: the handshake, then requests until the connection ends."""
-        self.handshake()
-        self.serve()
-
     def serve(self) -> None:
         """Requests until the connection ends (after the handshake)."""
         while True:
