@@ -289,7 +289,7 @@ class Session:
             self.execute(packet.command)
         elif isinstance(packet, wire.ClusterMetadataRequest):
             self.cluster_metadata()
-        else:  # any other known packet is read and ignored (spec §3.2), at most one per turn of the hub
+        else:  # any other known packet is read and ignored, as by the original server; at most one per turn
             self.throttle_ignored()
 
     def throttle_ignored(self) -> None:

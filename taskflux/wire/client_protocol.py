@@ -686,7 +686,7 @@ class PacketDecoder:
     length is read, before its body has arrived. So is a packet that needs more bytes than its type's limit,
     detected as soon as a length field claims them (or items grow past it): ``max_packet_bytes`` for the packets
     of the decoder's direction (default: a server allows :func:`client_packet_limit` of ``max_payload_bytes``, a
-    client no limit), ``max_ignored_packet_bytes`` for the server packets a server reads and ignores (§3.2).
+    client no limit), ``max_ignored_packet_bytes`` for the server packets a server reads and ignores.
 
     Cost: an incomplete packet is parsed again only once the field it stopped in has arrived, and arrays resume
     after their parsed items (:meth:`Reader.items`), so the work is linear in the bytes received.
@@ -722,8 +722,7 @@ class PacketDecoder:
         self._needed = 0  # the buffer length below which the pending packet certainly cannot be complete
         self._memo: ArrayMemo = {}  # the pending packet's incomplete arrays (Reader.items)
         self._broken: ProtocolError | None = None
-        self.consumed_bytes = 0
-        """Bytes of every packet returned so far."""
+        self.consumed_bytes = 0  # bytes of every packet returned so far
 
     @property
     def pending_bytes(self) -> int:
