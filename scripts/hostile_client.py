@@ -105,8 +105,8 @@ def _connect(address: str, timeout: float) -> socket.socket:
 
 
 def stream_hostile(address: str, mode: str, seconds: float, max_payload: int = DEFAULT_MAX_PAYLOAD) -> tuple[int, int]:
-    """Stream ``mode``'s bytes at ``address`` for ``seconds``, reconnecting whenever the node closes the
-    connection. Returns (bytes sent, connections the node closed)."""
+    """Stream ``mode``'s bytes at ``address`` for ``seconds`` on one connection, and on a new one whenever the
+    node closes it. Returns (bytes sent, connections the node closed)."""
     until = time.monotonic() + seconds
     sent = closed = 0
     if mode == "none":
@@ -114,14 +114,18 @@ def stream_hostile(address: str, mode: str, seconds: float, max_payload: int = D
     while time.monotonic() < until:
         preamble, chunks = MODES[mode](max_payload)
         try:
-            with _connect(address, timeout=2) as sock:
+            with _connect(address, timeout=0.5) as sock:
                 sock.sendall(preamble)
+                pending = memoryview(b"")
                 while time.monotonic() < until:
-                    sent += sock.send(next(chunks))
+                    if not pending:
+                        pending = memoryview(next(chunks))
+                    with contextlib.suppress(TimeoutError):  # the node reads slowly: keep pushing on this one
+                        count = sock.send(pending)
+                        sent += count
+                        pending = pending[count:]
                     if select.select([sock], [], [], 0)[0] and not sock.recv(65536):  # drain the node's answers
                         raise ConnectionResetError("closed by the node")
-        except TimeoutError:
-            continue  # the node did not take our bytes for 2 s: try again on a fresh connection
         except OSError:
             closed += 1
             time.sleep(0.001)
