@@ -8,7 +8,8 @@ Starts a throw-away single node on loopback (or uses ``--address``, with ``--pid
 one process streams hostile bytes at the client port as fast as it can, reconnecting whenever the node closes the
 connection, while ``--clients`` threads each open a fresh connection over and over, do the handshake and enqueue
 one record. Prints, per mode, the handshake and enqueue latency (p50 / p99 / max), how many hostile connections
-the node closed, and the node's resident memory growth (peak minus the value before the mode started).
+the node closed, the node's resident memory growth (peak minus the value before the mode started) and the CPU
+the node used (cores, averaged over the mode).
 
 Modes:
   none            no hostile traffic: the baseline
@@ -202,6 +203,12 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _stream_in_process(address: str, mode: str, seconds: float, max_payload: int, out: mp.Queue) -> None:
     out.put(stream_hostile(address, mode, seconds, max_payload))
 
@@ -209,6 +216,7 @@ def _stream_in_process(address: str, mode: str, seconds: float, max_payload: int
 def run_mode(address: str, pid: int | None, mode: str, seconds: float, clients: int, max_payload: int) -> str:
     """One mode: hostile stream in its own process, probes in threads, RSS sampled. Returns the report line."""
     baseline = rss_bytes(pid) if pid else 0
+    cpu_before = cpu_seconds(pid) if pid else 0.0
     peak = [baseline]
     results: mp.Queue = mp.Queue()
     hostile = mp.Process(target=_stream_in_process, args=(address, mode, seconds, max_payload, results))
@@ -227,6 +235,7 @@ def run_mode(address: str, pid: int | None, mode: str, seconds: float, clients: 
     hostile.join(30)
     sampling.set()
     sampler.join(5)
+    node_cpu = (cpu_seconds(pid) - cpu_before) / seconds if pid else float("nan")
     ms = 1000
     return (f"{mode:15} rounds {len(latencies.enqueue):5}  failures {len(latencies.failures):3}  "
             f"handshake p50/p99/max {percentile(latencies.handshake, .5) * ms:6.1f} "
@@ -234,7 +243,7 @@ def run_mode(address: str, pid: int | None, mode: str, seconds: float, clients: 
             f"enqueue p50/p99/max {percentile(latencies.enqueue, .5) * ms:6.1f} "
             f"{percentile(latencies.enqueue, .99) * ms:6.1f} {max(latencies.enqueue, default=0) * ms:6.1f} ms  "
             f"hostile {sent / 1e6:8.1f} MB, closed by the node {closed:6}  "
-            f"RSS growth {(peak[0] - baseline) / 2**20:6.1f} MiB")
+            f"RSS growth {(peak[0] - baseline) / 2**20:6.1f} MiB  node CPU {node_cpu:4.2f} cores")
 
 
 def _start_node(directory: Path, max_payload: int) -> tuple[str, subprocess.Popen[bytes]]:
