@@ -143,9 +143,14 @@ class Config:
                                            "Listen backlog of the client port.")
     tcp_adapter_idle_timeout: float = option("duration", "1m", positive_duration,
                                              "A client connection with no request for this long is closed.")
+    tcp_adapter_handshake_timeout: float = option(
+        "duration", "5s", positive_duration,
+        "A client connection that has not completed its handshake (authorization and bootstrap) this long "
+        "after connecting is closed.")
     tcp_adapter_max_connections: int = option(
         "integer", 1024, _ranged_int(1, 1_000_000, "1..1000000"),
-        "Client connections served at once; further ones wait to be accepted.")
+        "Client connections served at once. At the limit a new connection replaces the oldest one that has "
+        "not completed its handshake, or is closed at once if every connection has.")
     max_payload_size: int = option("size", "16MiB", _ranged_size(1, MAX_PAYLOAD_SIZE, "1 byte..512MiB"),
                                    "Largest record payload accepted by any interface (binary, REST, gRPC).")
     data_directory: str = option(

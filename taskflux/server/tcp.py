@@ -4,6 +4,11 @@ A session does the handshake, then reads one packet at a time and runs its whole
 reading the next. Writes are answered only once committed; a dequeued record is reserved on the leader
 and removed for good only when its Ack commits; a Nack, a disconnect, an idle timeout or any error puts
 it back. Bad input closes that one connection with one log line; nobody else notices.
+
+No connection can crowd out the others: a packet is bounded by its type's size limit (the decoder's), a
+session yields to the other greenlets after a bounded amount of input, a connection must complete its
+handshake within ``tcp_adapter_handshake_timeout``, and at ``tcp_adapter_max_connections`` a new connection
+takes the place of the oldest one still in its handshake (or is closed if there is none).
 """
 
 from __future__ import annotations
@@ -35,6 +40,20 @@ from taskflux.wire.primitives import ProtocolError
 logger = logging.getLogger("taskflux.tcp")
 
 RECV_BYTES = 64 * 1024
+# A socket with data ready never blocks, so a client that keeps sending would keep the hub (every other
+# connection, the node loop) waiting. A session therefore counts its work since it last yielded — bytes
+# received, plus bytes of packets decoded, plus PACKET_WORK per packet — and past FAIR_SHARE_WORK waits for the
+# hub's next turn: sleep(FAIR_SHARE_PAUSE) resumes only after the hub has polled every socket, where sleep(0)
+# could resume it before. Decoding the costliest packets (4 KiB of tiny items) takes about 0.5 us a byte, so a
+# turn stays in the low milliseconds whatever the client sends.
+FAIR_SHARE_WORK = 4 * 1024
+FAIR_SHARE_PAUSE = 1e-6
+PACKET_WORK = 128
+# Packets a client has no reason to send (server packets) are parsed and ignored, but a connection gets through
+# at most this much of them per second (packet bytes + PACKET_WORK each), with bursts up to IGNORED_BURST: a
+# stream of them costs the node a bounded share of a core instead of whatever the client can send.
+IGNORED_WORK_PER_SECOND = 256 * 1024
+IGNORED_BURST = 64 * 1024
 UNSUPPORTED_VERSION = "client version not supported: this server speaks 1.0"
 
 OK = wire.encode(wire.Ok())
@@ -65,11 +84,14 @@ class ClientServer:
         self.peers = peers
         self.config = config
         self._sessions: set[Session] = set()
+        self._handshaking: dict[Session, None] = {}  # sessions still in their handshake, oldest first
         self._metrics = None if metrics is None else metrics.interface(INTERFACE)
         if metrics is not None:
             metrics.watch_clients(INTERFACE, self._sessions.__len__)
         self._sweeper: gevent.Greenlet | None = None
-        self._pool = Pool(config.tcp_adapter_max_connections)
+        # Unbounded: the limit is enforced by _admit (a bounded pool would leave new connections in the backlog,
+        # behind connections that may never send a byte). The pool lets stop() wait for, then end, the sessions.
+        self._pool = Pool()
         self._server = StreamServer(
             (config.tcp_adapter_listen_host, config.tcp_adapter_listen_port),
             self._serve,
@@ -100,30 +122,62 @@ class ClientServer:
             self._sweeper.kill()
 
     def _sweep_idle(self) -> None:
-        """Close connections blocked on their client for longer than the idle timeout. One sweep for
-        every connection instead of a timer per socket operation (that timer is on every request's path)."""
+        """Close connections blocked on their client for longer than the idle timeout, and connections that
+        have not completed their handshake in time. One sweep for every connection instead of a timer per
+        socket operation (that timer is on every request's path)."""
         idle = self.config.tcp_adapter_idle_timeout
-        interval = min(1.0, idle / 4)
+        handshake = self.config.tcp_adapter_handshake_timeout
+        interval = min(1.0, idle / 4, handshake / 4)
         while True:
             gevent.sleep(interval)
-            limit = time.monotonic() - idle
+            now = time.monotonic()
             for session in list(self._sessions):
                 since = session.waiting_since
-                if since is not None and since < limit:
-                    session.expire()
+                if since is not None and since < now - idle:
+                    session.expire("idle timeout")
+            for session in list(self._handshaking):
+                if session.connected_at >= now - handshake:
+                    break  # oldest first: the rest are younger
+                session.expire(f"no handshake within {handshake:g} s")
+                self._handshaking.pop(session, None)
+
+    def _admit(self, address: tuple[str, int]) -> bool:
+        """Whether a new connection may be served. At the connection limit it takes the place of the oldest
+        connection still in its handshake; if every connection has completed its handshake, it is refused."""
+        limit = self.config.tcp_adapter_max_connections
+        if len(self._sessions) < limit:
+            return True
+        if not self._handshaking:
+            logger.warning("client %s:%d refused: %d connections (tcp_adapter_max_connections) are served and "
+                           "all have completed their handshake", address[0], address[1], limit)
+            return False
+        oldest = next(iter(self._handshaking))
+        oldest.expire(f"closed to make room for a new connection: {limit} connections "
+                      "(tcp_adapter_max_connections) were open and this one had not completed its handshake")
+        self._handshaking.pop(oldest, None)
+        self._sessions.discard(oldest)
+        return True
 
     def _serve(self, sock: socket.socket, address: tuple[str, int]) -> None:
+        if not self._admit(address):
+            with contextlib.suppress(OSError):
+                sock.close()
+            return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         session = Session(sock, self.node, self.peers, self.config, self._metrics)
         self._sessions.add(session)
+        self._handshaking[session] = None
         try:
-            session.run()
+            session.handshake()
+            self._handshaking.pop(session, None)
+            session.serve()
         except ClientGone as gone:
             if str(gone):
                 logger.info("client %s:%d disconnected: %s", address[0], address[1], gone)
         except NodeStopped:
             pass
         finally:
+            self._handshaking.pop(session, None)
             self._sessions.discard(session)
             with contextlib.suppress(OSError):
                 sock.close()
@@ -141,9 +195,15 @@ class Session:
         self.metrics = metrics
         self.service = QueueService(node)
         self.peers = peers
+        self.connected_at = time.monotonic()
         self.waiting_since: float | None = None  # when the current read or write on the client began
-        self.expired = False
+        self.closed_because: str | None = None  # why the server ended the connection (expire)
         self.decoder = wire.PacketDecoder(wire.Direction.CLIENT_TO_SERVER, max_payload_bytes=config.max_payload_size)
+        self._work = 0  # work done since the session last yielded to the other greenlets (FAIR_SHARE_WORK)
+        self._consumed = 0  # the decoder's consumed_bytes when last counted
+        self._last_packet_work = 0
+        self._ignored_allowance = float(IGNORED_BURST)  # a token bucket of IGNORED_WORK_PER_SECOND
+        self._ignored_at = self.connected_at
         self.handlers: dict[type, Callable[[Any], str]] = {
             wire.EnqueueCommand: self.enqueue,
             wire.DequeueCommand: self.dequeue,
@@ -164,6 +224,10 @@ class Session:
             except ProtocolError as error:
                 raise ClientGone(f"protocol error: {error}") from None
             if packet is not None:
+                consumed = decoder.consumed_bytes
+                self._last_packet_work = consumed - self._consumed + PACKET_WORK
+                self._consumed = consumed
+                self.spend(self._last_packet_work)
                 return packet
             self.waiting_since = time.monotonic()
             try:
@@ -175,6 +239,14 @@ class Session:
             if not data:
                 raise self.gone("")
             decoder.feed(data)
+            self.spend(len(data))
+
+    def spend(self, work: int) -> None:
+        """Count ``work``; past the fair share, let the hub serve every other connection before going on."""
+        self._work += work
+        if self._work >= FAIR_SHARE_WORK:
+            self._work = 0
+            gevent.sleep(FAIR_SHARE_PAUSE)
 
     def write(self, data: bytes) -> None:
         self.waiting_since = time.monotonic()
@@ -185,14 +257,15 @@ class Session:
         finally:
             self.waiting_since = None
 
-    def expire(self) -> None:
-        """The idle timeout passed: end the blocked read or write (the session then ends as idle)."""
-        self.expired = True
+    def expire(self, reason: str) -> None:
+        """The server ends the connection (idle, handshake deadline, eviction): end the blocked read or write;
+        the session then ends with ``reason``."""
+        self.closed_because = reason
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
 
     def gone(self, reason: str) -> ClientGone:
-        return ClientGone("idle timeout" if self.expired else reason)
+        return ClientGone(self.closed_because or reason)
 
     def respond(self, response: wire.Response) -> None:
         self.write(wire.encode(wire.CommandResponse(response)))
@@ -205,15 +278,32 @@ class Session:
 
     # --- the session ------------------------------------------------------------------------------
 
-    def run(self) -> None:
-        self.handshake()
+    def serve(self) -> None:
+        """Requests until the connection ends (after the handshake)."""
         while True:
-            packet = self.read()
-            if isinstance(packet, wire.CommandRequest):
-                self.execute(packet.command)
-            elif isinstance(packet, wire.ClusterMetadataRequest):
-                self.cluster_metadata()
-            # any other known packet is read and ignored (spec §3.2)
+            self.handle(self.read())  # no reference to a packet (its payload) outlives its handling
+
+    def handle(self, packet: wire.Packet) -> None:
+        """One packet after the handshake."""
+        if isinstance(packet, wire.CommandRequest):
+            self.execute(packet.command)
+        elif isinstance(packet, wire.ClusterMetadataRequest):
+            self.cluster_metadata()
+        else:  # any other known packet is read and ignored, as by the original server; at most one per turn
+            self.throttle_ignored()
+
+    def throttle_ignored(self) -> None:
+        """After an ignored packet: wait for the hub's next turn, and longer once the connection has used up its
+        IGNORED_WORK_PER_SECOND."""
+        now = time.monotonic()
+        allowance = min(IGNORED_BURST, self._ignored_allowance + (now - self._ignored_at) * IGNORED_WORK_PER_SECOND)
+        self._ignored_allowance = allowance - self._last_packet_work
+        self._ignored_at = now
+        if self._ignored_allowance < 0:
+            self._work = 0
+            gevent.sleep(-self._ignored_allowance / IGNORED_WORK_PER_SECOND)
+        else:
+            self.spend(FAIR_SHARE_WORK)
 
     def execute(self, command: wire.Command) -> None:
         """Run one command's whole flow; with metrics, count its outcome and time it."""

@@ -22,6 +22,7 @@ from taskflux.domain.records import Record
 from taskflux.wire.primitives import (
     I32,
     U32,
+    ArrayMemo,
     Incomplete,
     ProtocolError,
     Reader,
@@ -33,6 +34,8 @@ from taskflux.wire.primitives import (
 DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_STRING_BYTES = 64 * 1024
 DEFAULT_MAX_ARRAY_ITEMS = 1 << 20
+DEFAULT_MAX_IGNORED_PACKET_BYTES = 4 * 1024
+"""Bound on a packet a server parses and ignores: one that only a server sends (a client has no reason to)."""
 
 AUTH_METHOD_NONE = 0x4E
 """The only authorization method ("none", ``N``)."""
@@ -499,6 +502,12 @@ def encode(packet: Packet) -> bytes:
         raise ValueError(f"cannot encode {packet!r}: {exc}") from None
 
 
+ENQUEUE_OVERHEAD_BYTES = len(encode(CommandRequest(EnqueueCommand("q" * 255, 0, b""))))
+"""Bytes of an Enqueue around its payload, with the longest queue name."""
+LARGEST_CREATE_QUEUE_BYTES = len(encode(CommandRequest(CreateQueueCommand("q" * 255, 1, 0, 0, (0, 0)))))
+"""Bytes of a CreateQueue with the longest queue name and every optional field present."""
+
+
 # --- decoding ----------------------------------------------------------------------------------------------------
 
 class _Parser:
@@ -536,9 +545,12 @@ class _Parser:
 
     def cluster_metadata_response(self, r: Reader) -> Packet:
         count = r.length("endpoint array", self.max_array_items)
-        endpoints = tuple(self.string(r, "endpoint") for _ in range(count))
+        endpoints = tuple(r.items(count, self.endpoint))
         leader_id = r.i32()
         return ClusterMetadataResponse(endpoints, None if leader_id < 0 else leader_id, r.i32())
+
+    def endpoint(self, r: Reader) -> str:
+        return self.string(r, "endpoint")
 
     def command_request(self, r: Reader) -> Packet:
         marker = r.u8()
@@ -581,7 +593,7 @@ class _Parser:
             return CommandResponse(CommandErrorResponse(code, self.string(r, "error message")))
         if marker == ResponseMarker.LIST_QUEUES:
             count = r.length("queue list", self.max_array_items)
-            return CommandResponse(ListQueuesResponse(tuple(self.queue_info(r) for _ in range(count))))
+            return CommandResponse(ListQueuesResponse(tuple(r.items(count, self.queue_info))))
         if marker == ResponseMarker.POLICY_VIOLATION:
             return CommandResponse(self.policy_violation(r))
         raise ProtocolError(f"unknown response marker 0x{marker:02x}")
@@ -590,11 +602,11 @@ class _Parser:
         name = r.queue_name()
         count = r.i32()
         entries = r.length("metadata dict", self.max_array_items)
-        metadata: dict[str, str] = {}
-        for _ in range(entries):
-            key = self.string(r, "metadata key")
-            metadata[key] = self.string(r, "metadata value")
-        return QueueInfo(name, count, metadata)
+        return QueueInfo(name, count, dict(r.items(entries, self.metadata_entry)))
+
+    def metadata_entry(self, r: Reader) -> tuple[str, str]:
+        key = self.string(r, "metadata key")
+        return key, self.string(r, "metadata value")
 
     def policy_violation(self, r: Reader) -> PolicyViolationResponse:
         code = r.i32()
@@ -619,8 +631,9 @@ class _Parser:
     def empty(self, packet: Packet) -> Callable[[Reader], Packet]:
         return lambda r: packet
 
-    def table(self, direction: Direction) -> dict[int, Callable[[Reader], Packet]]:
-        server_sent: dict[int, Callable[[Reader], Packet]] = {
+    def server_sent(self) -> dict[int, Callable[[Reader], Packet]]:
+        """Parsers of the packets a server sends, by marker."""
+        return {
             Marker.AUTHORIZATION_RESPONSE: self.authorization_response,
             Marker.BOOTSTRAP_RESPONSE: self.bootstrap_response,
             Marker.CLUSTER_METADATA_RESPONSE: self.cluster_metadata_response,
@@ -629,10 +642,10 @@ class _Parser:
             Marker.ERROR_RESPONSE: self.error_response,
             Marker.NOT_LEADER: self.not_leader,
         }
-        if direction is Direction.SERVER_TO_CLIENT:
-            return server_sent
+
+    def client_sent(self) -> dict[int, Callable[[Reader], Packet]]:
+        """Parsers of the packets a client sends, by marker."""
         return {
-            **server_sent,
             Marker.AUTHORIZATION_REQUEST: self.authorization_request,
             Marker.BOOTSTRAP_REQUEST: self.bootstrap_request,
             Marker.CLUSTER_METADATA_REQUEST: self.empty(ClusterMetadataRequest()),
@@ -649,6 +662,20 @@ def _error_code(code: int) -> int:
         return code
 
 
+UNLIMITED = 2**63
+"""No packet-size limit (field limits still apply)."""
+
+
+def client_packet_limit(max_payload_bytes: int) -> int:
+    """The largest packet a client sends when payloads are at most ``max_payload_bytes``: an Enqueue into a
+    255-byte queue name (or a CreateQueue with every field present, should that be larger)."""
+    return max(ENQUEUE_OVERHEAD_BYTES + max_payload_bytes, LARGEST_CREATE_QUEUE_BYTES)
+
+
+def _too_large(marker: int, size: int, limit: int) -> str:
+    return f"packet 0x{marker:02x} needs {size} bytes or more, over the limit of {limit} for its type"
+
+
 class PacketDecoder:
     """Turns a byte stream into packets: :meth:`feed` bytes as they arrive, then call :meth:`next_packet` until it
     returns None (need more data). A malformed packet raises :class:`ProtocolError`, after which the decoder is
@@ -656,10 +683,16 @@ class PacketDecoder:
 
     Limits: a Buffer (record payload) longer than ``max_payload_bytes``, a String longer than ``max_string_bytes``
     or an Array/Dict/list with more than ``max_array_items`` items is a ProtocolError, detected as soon as the
-    length is read, before its body has arrived.
+    length is read, before its body has arrived. So is a packet that needs more bytes than its type's limit,
+    detected as soon as a length field claims them (or items grow past it): ``max_packet_bytes`` for the packets
+    of the decoder's direction (default: a server allows :func:`client_packet_limit` of ``max_payload_bytes``, a
+    client no limit), ``max_ignored_packet_bytes`` for the server packets a server reads and ignores.
+
+    Cost: an incomplete packet is parsed again only once the field it stopped in has arrived, and arrays resume
+    after their parsed items (:meth:`Reader.items`), so the work is linear in the bytes received.
     """
 
-    __slots__ = ("_broken", "_buffer", "_needed", "_start", "_table", "direction")
+    __slots__ = ("_broken", "_buffer", "_memo", "_needed", "_start", "_table", "consumed_bytes", "direction")
 
     def __init__(
         self,
@@ -668,13 +701,28 @@ class PacketDecoder:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         max_string_bytes: int = DEFAULT_MAX_STRING_BYTES,
         max_array_items: int = DEFAULT_MAX_ARRAY_ITEMS,
+        max_packet_bytes: int | None = None,
+        max_ignored_packet_bytes: int = DEFAULT_MAX_IGNORED_PACKET_BYTES,
     ) -> None:
         self.direction = direction
-        self._table = _Parser(max_payload_bytes, max_string_bytes, max_array_items).table(direction)
+        if max_packet_bytes is None:
+            server = direction is Direction.CLIENT_TO_SERVER
+            max_packet_bytes = client_packet_limit(max_payload_bytes) if server else UNLIMITED
+        parsers = _Parser(max_payload_bytes, max_string_bytes, max_array_items)
+        server_sent = parsers.server_sent()
+        own = server_sent if direction is Direction.SERVER_TO_CLIENT else parsers.client_sent()
+        # marker -> (parser, the most bytes a packet of that type may take)
+        self._table: dict[int, tuple[Callable[[Reader], Packet], int]] = {
+            marker: (parse, max_packet_bytes) for marker, parse in own.items()
+        }
+        if direction is Direction.CLIENT_TO_SERVER:
+            self._table.update((marker, (parse, max_ignored_packet_bytes)) for marker, parse in server_sent.items())
         self._buffer = bytearray()
         self._start = 0
         self._needed = 0  # the buffer length below which the pending packet certainly cannot be complete
+        self._memo: ArrayMemo = {}  # the pending packet's incomplete arrays (Reader.items)
         self._broken: ProtocolError | None = None
+        self.consumed_bytes = 0  # bytes of every packet returned so far
 
     @property
     def pending_bytes(self) -> int:
@@ -694,27 +742,37 @@ class PacketDecoder:
         if self._broken is not None:
             raise ProtocolError(f"decoder unusable after an earlier protocol error: {self._broken}")
         buffer = self._buffer
+        start = self._start
         end = len(buffer)
-        if self._start >= end or end < self._needed:
+        if start >= end or end < self._needed:
             return None
-        view = memoryview(buffer)
         try:
-            reader = Reader(view, self._start, end)
-            marker = reader.u8()
-            parse = self._table.get(marker)
-            if parse is None:
+            marker = buffer[start]
+            entry = self._table.get(marker)
+            if entry is None:
                 raise ProtocolError(f"unknown packet marker 0x{marker:02x}")
-            packet = parse(reader)
-        except Incomplete as incomplete:
-            self._needed = incomplete.needed
-            return None
+            parse, limit = entry
+            view = memoryview(buffer)
+            try:
+                reader = Reader(view, start, end, self._memo)
+                reader.pos += 1
+                packet = parse(reader)
+            except Incomplete as incomplete:
+                if incomplete.needed - start > limit:
+                    raise ProtocolError(_too_large(marker, incomplete.needed - start, limit)) from None
+                self._needed = incomplete.needed
+                return None
+            finally:
+                view.release()
+            if reader.pos - start > limit:
+                raise ProtocolError(_too_large(marker, reader.pos - start, limit))
         except ProtocolError as error:
             self._broken = error
             raise
-        finally:
-            view.release()
+        self.consumed_bytes += reader.pos - start
         self._start = reader.pos
         self._needed = 0
+        self._memo.clear()
         return packet
 
     def packets(self) -> list[Packet]:

@@ -4,11 +4,20 @@ Everything is pure: bytes in, values out. A parser reads field by field through 
 ends early the reader raises :class:`Incomplete` (need more data, never an error) and when the input is malformed it
 raises :class:`ProtocolError`. Declared lengths are checked against their bound as soon as they are read, before
 the body is waited for, so a hostile length costs nothing.
+
+A parse that stopped on :class:`Incomplete` is restarted from the packet's first byte once more bytes have arrived.
+That costs a handful of fixed fields per attempt, except in arrays: :meth:`Reader.items` keeps the items it has
+already parsed in the reader's ``memo`` and resumes after them, so parsing stays linear in the bytes received
+however the packet is cut.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 U8 = struct.Struct(">B")
 I32 = struct.Struct(">i")
@@ -45,15 +54,29 @@ class Incomplete(Exception):
         self.needed = needed
 
 
+ArrayMemo = dict[int, tuple[list[Any], int]]
+"""Arrays a parse left incomplete, by offset from the packet's start: the items parsed so far and the offset
+after the last of them."""
+
+
 class Reader:
-    """A cursor over ``data[pos:end]`` that decodes primitive fields in order."""
+    """A cursor over ``data[pos:end]`` that decodes primitive fields in order.
 
-    __slots__ = ("data", "end", "pos")
+    ``memo`` (optional) carries the progress of incomplete arrays from one parse attempt of a packet to the next;
+    its offsets count from ``origin``, the packet's first byte (default ``pos``), so the buffer may be compacted
+    between attempts.
+    """
 
-    def __init__(self, data: bytes | bytearray | memoryview, pos: int = 0, end: int | None = None) -> None:
+    __slots__ = ("data", "end", "memo", "origin", "pos")
+
+    def __init__(
+        self, data: bytes | bytearray | memoryview, pos: int = 0, end: int | None = None, memo: ArrayMemo | None = None,
+    ) -> None:
         self.data = data
         self.pos = pos
         self.end = len(data) if end is None else end
+        self.origin = pos
+        self.memo = memo
 
     def _advance(self, size: int) -> int:
         start = self.pos
@@ -117,6 +140,27 @@ class Reader:
         size = self.u8()
         start = self._advance(size)
         return str(self.data[start : start + size], "latin-1")
+
+    def items(self, count: int, item: Callable[[Reader], T]) -> list[T]:
+        """``count`` items, each parsed by ``item``. When the input ends inside the array, the items parsed so far
+        are kept in ``memo`` (keyed by the array's offset: arrays of one packet start at distinct offsets) and the
+        next attempt resumes after them instead of parsing them again."""
+        memo = self.memo
+        key = self.pos - self.origin
+        done: list[T] = []
+        if memo is not None and key in memo:
+            done, resume = memo.pop(key)
+            self.pos = self.origin + resume
+        mark = self.pos
+        try:
+            while len(done) < count:
+                mark = self.pos
+                done.append(item(self))
+        except Incomplete:
+            if memo is not None:
+                memo[key] = (done, mark - self.origin)
+            raise
+        return done
 
     def optional_i32(self) -> int | None:
         """An OptionalInt32: ``-1`` is None; other values (negatives included) are returned as they are."""

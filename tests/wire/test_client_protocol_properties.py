@@ -12,6 +12,7 @@ from taskflux.domain.errors import PolicyCode
 from taskflux.domain.records import Record
 from taskflux.wire.client_protocol import (
     SERVER_PACKETS,
+    UNLIMITED,
     Ack,
     AuthorizationRequest,
     AuthorizationResponse,
@@ -115,7 +116,7 @@ def feed_in_chunks(decoder: PacketDecoder, data: bytes, cuts: list[int]) -> list
 def test_round_trip_in_arbitrary_chunks(stream: list[Packet], data: st.DataObject) -> None:
     raw = b"".join(encode(p) for p in stream)
     cuts = data.draw(st.lists(st.integers(0, len(raw)), max_size=10))
-    server = PacketDecoder(Direction.CLIENT_TO_SERVER)
+    server = PacketDecoder(Direction.CLIENT_TO_SERVER, max_ignored_packet_bytes=UNLIMITED)  # ListQueues: ~8 kB
     assert feed_in_chunks(server, raw, cuts) == stream
     assert server.pending_bytes == 0
     if all(isinstance(p, SERVER_PACKETS) for p in stream):
@@ -126,7 +127,7 @@ def test_round_trip_in_arbitrary_chunks(stream: list[Packet], data: st.DataObjec
 @given(packets)
 def test_round_trip_one_byte_at_a_time(packet: Packet) -> None:
     raw = encode(packet)
-    decoder = PacketDecoder(Direction.CLIENT_TO_SERVER)
+    decoder = PacketDecoder(Direction.CLIENT_TO_SERVER, max_ignored_packet_bytes=UNLIMITED)
     assert feed_in_chunks(decoder, raw, list(range(1, len(raw)))) == [packet]
 
 
@@ -202,7 +203,8 @@ hostile_prefixes = st.sampled_from([
 def test_hostile_lengths_allocate_nothing(prefix: bytes, length: int) -> None:
     # Limits wide open, so only the absence of a body stops the parser: it must wait, not reserve.
     decoder = PacketDecoder(
-        Direction.CLIENT_TO_SERVER, max_payload_bytes=2**31, max_string_bytes=2**31, max_array_items=2**31
+        Direction.CLIENT_TO_SERVER, max_payload_bytes=2**31, max_string_bytes=2**31, max_array_items=2**31,
+        max_ignored_packet_bytes=UNLIMITED,
     )
     tracemalloc.start()
     try:
