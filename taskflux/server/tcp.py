@@ -1,6 +1,6 @@
 """The binary client protocol server: one greenlet per connection, plain blocking code.
 
-A session does the handshake, then reads one packet at a time and runs its whole flow (spec §3) before
+A session does the handshake, then reads one packet at a time and runs its whole flow (docs/client-protocol.md §10) before
 reading the next. Writes are answered only once committed; a dequeued record is reserved on the leader
 and removed for good only when its Ack commits; a Nack, a disconnect, an idle timeout or any error puts
 it back. Bad input closes that one connection with one log line; nobody else notices.
@@ -433,7 +433,7 @@ class Session:
             command.priority_range,
         )
         invalid = create.validate()
-        if invalid is not None:  # validation ("mapping") errors are ErrorResponse packets (spec §2.3)
+        if invalid is not None:  # validation ("mapping") errors are ErrorResponse packets (docs/client-protocol.md §8)
             self.write(wire.encode(wire.ErrorResponse(invalid.code)))
             return outcomes.ERROR
         return self.answer(self.service.create_queue(create))

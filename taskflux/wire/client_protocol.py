@@ -1,11 +1,11 @@
-"""Sans-IO codec of the binary client protocol (spec/client-protocol.md §1–§3): packets, commands, responses.
+"""Sans-IO codec of the binary client protocol (docs/client-protocol.md): packets, commands, responses.
 
 Bytes in, packets out (:class:`PacketDecoder`); packets in, bytes out (:func:`encode`). No sockets, no clocks.
 Packets are self-delimiting with no outer length, so the decoder parses field by field and answers "need more data"
 (None) until a whole packet has arrived. Every declared length is checked against its bound as soon as it is read.
 
 Queue names travel as latin-1 ``str`` (every byte survives) and are not validated here: the server validates them
-with :func:`taskflux.domain.names.is_valid_queue_name` and answers error 1 per command (spec §2.3).
+with :func:`taskflux.domain.names.is_valid_queue_name` and answers error 1 per command (docs/client-protocol.md §8).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ SERVER_VERSION = (1, 0)
 
 
 def is_supported_version(major: int, minor: int) -> bool:
-    """The server's bootstrap rule (spec §3.1): same major, client minor not above the server's; patch ignored."""
+    """The server's bootstrap rule (docs/client-protocol.md §10.1): same major, client minor not above the server's; patch ignored."""
     return major == SERVER_VERSION[0] and minor <= SERVER_VERSION[1]
 
 
@@ -55,7 +55,7 @@ class Direction(Enum):
 
     CLIENT_TO_SERVER = "client-to-server"
     """Bytes from a client (the server's decoder). Every known packet is decoded, so the server can ignore the
-    known ones it does not expect (spec §3.2)."""
+    known ones it does not expect (docs/client-protocol.md §10.2)."""
     SERVER_TO_CLIENT = "server-to-client"
     """Bytes from a server (the client's decoder). Only packets a server sends are accepted."""
 
@@ -320,7 +320,7 @@ METADATA_PRIORITY_RANGE = "priority-range"
 
 
 def queue_metadata(policies: QueuePolicies) -> dict[str, str]:
-    """The ListQueues metadata dict of a queue's limits: present keys only, in the spec's order."""
+    """The ListQueues metadata dict of a queue's limits: present keys only, in the protocol's order."""
     metadata: dict[str, str] = {}
     if policies.max_queue_size is not None:
         metadata[METADATA_MAX_QUEUE_SIZE] = str(policies.max_queue_size)
@@ -352,7 +352,7 @@ def parse_queue_metadata(metadata: Mapping[str, str]) -> QueuePolicies:
 
 
 def _decimal(text: str) -> int:
-    # int() alone would accept "+5", " 5" and "1_000"; the spec allows plain digits with an optional "-" only.
+    # int() alone would accept "+5", " 5" and "1_000"; the protocol allows plain digits with an optional "-" only.
     digits = text[1:] if text.startswith("-") else text
     if not (digits.isascii() and digits.isdigit()):
         raise ValueError(f"malformed decimal number {text!r}")
