@@ -1,7 +1,7 @@
 """The binary client protocol server: one greenlet per connection, plain blocking code.
 
-A session does the handshake, then reads one packet at a time and runs its whole flow (docs/client-protocol.md §10) before
-reading the next. Writes are answered only once committed; a dequeued record is reserved on the leader
+A session does the handshake, then reads one packet at a time and runs its whole flow (docs/client-protocol.md
+§10) before reading the next. Writes are answered only once committed; a dequeued record is reserved on the leader
 and removed for good only when its Ack commits; a Nack, a disconnect, an idle timeout or any error puts
 it back. Bad input closes that one connection with one log line; nobody else notices.
 

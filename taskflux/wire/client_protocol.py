@@ -46,7 +46,8 @@ SERVER_VERSION = (1, 0)
 
 
 def is_supported_version(major: int, minor: int) -> bool:
-    """The server's bootstrap rule (docs/client-protocol.md §10.1): same major, client minor not above the server's; patch ignored."""
+    """The server's bootstrap rule (docs/client-protocol.md §10.1): same major, client minor not above the
+    server's; patch ignored."""
     return major == SERVER_VERSION[0] and minor <= SERVER_VERSION[1]
 
 
