@@ -35,9 +35,18 @@ from taskflux.server import metrics as outcomes
 from taskflux.server.http import client_gone
 from taskflux.server.leases import MAX_LEASE_SECONDS, LeaseNotFound, LeaseTable
 from taskflux.server.metrics import NodeMetrics
-from taskflux.server.node import CommitTimeout, Node, NodeStopped, NotLeader
+from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown
 from taskflux.server.openapi import openapi_document
-from taskflux.server.service import QueueService, Reserved
+from taskflux.server.service import (
+    SERVICE_ERRORS,
+    STOPPING_MESSAGE,
+    Ending,
+    QueueService,
+    Reserved,
+    ending_of,
+    metrics_outcome,
+    outcome_unknown_message,
+)
 
 logger = logging.getLogger("taskflux.rest")
 
@@ -307,17 +316,25 @@ class RestApi:
             return handler(**kwargs)  # type: ignore[no-any-return]
         except ApiError as problem:
             return json_response(problem.status, problem.body, problem.headers)
-        except NotLeader as not_leader:
-            redirect = self.not_leader_error(not_leader.leader_id)
-            return json_response(redirect.status, redirect.body, redirect.headers)
-        except CommitTimeout:
-            return json_response(504, {"error": {
-                "reason": "outcome_unknown",
-                "message": "not confirmed in time: the write may or may not have taken effect",
-            }})
-        except NodeStopped:
-            note_outcome(outcomes.STOPPED)
-            return json_response(503, {"error": {"reason": "stopping", "message": "the node is stopping"}})
+        except SERVICE_ERRORS as ended:
+            answer = self.service_error(ended)
+            return json_response(answer.status, answer.body, answer.headers)
+
+    def service_error(self, ended: NotLeader | NodeStopped | OutcomeUnknown) -> ApiError:
+        """The answer to a request the service ended without a result (see ``QueueService``): 421/503 for
+        not the leader, 503 for a stop before anything was done (both safe to retry), 504 with
+        ``"outcome": "unknown"`` when the write may or may not take effect (not safe to retry blindly)."""
+        note_outcome(metrics_outcome(ended))
+        ending = ending_of(ended)
+        if ending is Ending.NOT_LEADER:
+            assert isinstance(ended, NotLeader)
+            return self.not_leader_error(ended.leader_id)
+        if ending is Ending.STOPPING:
+            problem = error(503, "stopping", STOPPING_MESSAGE, outcome="not_executed")
+            problem.headers["Retry-After"] = "1"
+            return problem
+        assert isinstance(ended, OutcomeUnknown)
+        return error(504, "outcome_unknown", outcome_unknown_message(ended), outcome="unknown")
 
     def _framework_error(self, problem: bottle.HTTPError) -> str:
         bottle.response.content_type = "application/json; charset=utf-8"
@@ -386,14 +403,16 @@ class RestApi:
                                       "leaderId": leader_id, "payload": payload})
 
     def _original(self, run: Callable[[], Any]) -> bottle.HTTPResponse:
+        """The envelope around what ``run`` returns (or ``run``'s own answer, when it returns one)."""
         try:
-            return self._envelope(run())
+            payload = run()
+            return payload if isinstance(payload, bottle.HTTPResponse) else self._envelope(payload)
         except NotLeader as not_leader:
             note_outcome(outcomes.NOT_LEADER)
             leader = None if not_leader.leader_id < 0 else not_leader.leader_id
             return self._envelope(None, 400, ORIGINAL_NOT_LEADER, leader)
-        except CommitTimeout:
-            note_outcome(outcomes.TIMEOUT)
+        except OutcomeUnknown as unknown:
+            note_outcome(metrics_outcome(unknown))
             return self._envelope(None, 400, ORIGINAL_UNKNOWN, self._known_leader())
 
     def _known_leader(self) -> int | None:
@@ -450,7 +469,7 @@ class RestApi:
         if name is None:
             return self._envelope(None, 400, ORIGINAL_INVALID_NAME)
 
-        def run() -> dict[str, Any]:
+        def run() -> dict[str, Any] | bottle.HTTPResponse:
             reserved = self.service.reserve(name, 0)
             if reserved is None:
                 note_outcome(outcomes.EMPTY)
@@ -460,15 +479,17 @@ class RestApi:
             record = reserved.record
             taken = {"type": "dequeue", "ok": True, "queue": name, "id": record.id, "priority": record.priority,
                      "data": base64.b64encode(record.payload).decode("ascii")}
+            self._count("dequeued")
             try:
-                result = self.service.remove(reserved)
+                result = self.service.remove_before_showing(reserved)
             except NotLeader:
                 # Taken, but its removal lost leadership (the record is back in the queue): the original's
                 # answer for this case is "unknown error" with the leader's id.
-                raise CommitTimeout() from None
-            except CommitTimeout:
+                note_outcome(outcomes.NOT_LEADER)
+                return self._envelope(None, 400, ORIGINAL_UNKNOWN, self._known_leader())
+            if result is None:
+                note_outcome(outcomes.TIMEOUT)
                 return taken  # removal unconfirmed: shown anyway, at worst delivered twice, never lost
-            self._count("dequeued")
             self._count("acked")
             return self._original_result(result, taken)
 
@@ -620,14 +641,15 @@ class RestApi:
         return self._remove_now(name, reserved)
 
     def _remove_now(self, name: str, reserved: Reserved) -> bottle.HTTPResponse:
-        """Immediate mode: the removal is committed before the record is shown. If its commit cannot be
-        confirmed in time, the record is back in the queue and may or may not be removed later: it is
-        shown anyway (``"removal": "unconfirmed"``), so that it is at worst delivered twice, never lost."""
+        """Immediate mode: the removal is committed before the record is shown. If its outcome is unknown
+        (not confirmed in time, the node stopped after proposing it, the server stopping under the
+        request), the record is back in the queue and may or may not be removed later: it is shown anyway
+        (``"removal": "unconfirmed"``), so that it is at worst delivered twice, never lost."""
         body = record_json(reserved.record)
         body["queue"] = name
-        try:
-            result = self.service.remove(reserved)
-        except CommitTimeout:
+        result = self.service.remove_before_showing(reserved)
+        if result is None:
+            note_outcome(outcomes.TIMEOUT)
             body["removal"] = "unconfirmed"
             return json_response(200, body)
         if not isinstance(result, RecordRemoved):

@@ -28,8 +28,14 @@ from taskflux.server.grpc_api import taskflux_pb2 as pb
 from taskflux.server.grpc_api import taskflux_pb2_grpc as pb_grpc
 from taskflux.server.grpc_api.observe import MetricsInterceptor
 from taskflux.server.metrics import NodeMetrics
-from taskflux.server.node import CommitTimeout, Node, NodeStopped, NotLeader
-from taskflux.server.service import INVALID_NAME, QueueService, Reserved
+from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown
+from taskflux.server.service import (
+    INVALID_NAME,
+    STOPPING_MESSAGE,
+    QueueService,
+    Reserved,
+    outcome_unknown_message,
+)
 
 logger = logging.getLogger("taskflux.grpc")
 
@@ -38,8 +44,6 @@ MIN_NATIVE_THREADS = 64  # every blocking gRPC poll holds one thread of the hub'
 MESSAGE_OVERHEAD_BYTES = 64 * 1024  # a request's fields besides the payload (queue name, framing)
 WAIT_WITHOUT_LIMIT = -1
 
-OUTCOME_UNKNOWN = "the request was not committed in time ({}); its outcome is unknown: it may still take effect"
-STOPPING = "the node is stopping; retry on another node"
 Response = TypeVar("Response")
 
 
@@ -49,9 +53,13 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -
     raise AssertionError("context.abort returned")  # it always raises
 
 
-def _abort_unavailable(context: grpc.ServicerContext, error: CommitTimeout | NodeStopped) -> NoReturn:
-    details = OUTCOME_UNKNOWN.format(error) if isinstance(error, CommitTimeout) else STOPPING
-    _abort(context, grpc.StatusCode.UNAVAILABLE, details)
+def _abort_ended(context: grpc.ServicerContext, error: NodeStopped | OutcomeUnknown) -> NoReturn:
+    """End a call the service ended without a result: UNKNOWN when the write may or may not take effect
+    (a status gRPC clients do not retry by themselves), UNAVAILABLE (safe to retry) when the node stopped
+    before doing anything. Not the leader is a ``not_leader`` answer, not a status."""
+    if isinstance(error, OutcomeUnknown):  # first: StoppedAfterProposing is a NodeStopped too
+        _abort(context, grpc.StatusCode.UNKNOWN, outcome_unknown_message(error))
+    _abort(context, grpc.StatusCode.UNAVAILABLE, STOPPING_MESSAGE)
 
 
 def _protocol_violation(context: grpc.ServicerContext, expected: str, got: str | None) -> NoReturn:
@@ -103,7 +111,7 @@ class _DequeueCall:
     def _wait(self, name: str, wait: float | None) -> Reserved | Failure | None:
         waiter = self.waiter = gevent.spawn(self.service.reserve, name, wait)
         try:
-            outcome = waiter.get()  # re-raises NotLeader, CommitTimeout, NodeStopped
+            outcome = waiter.get()  # re-raises NotLeader, NodeStopped, OutcomeUnknown
         except BaseException:
             waiter.kill()
             if isinstance(waiter.value, Reserved):
@@ -167,8 +175,8 @@ class TaskFluxServicer(pb_grpc.TaskFluxServiceServicer):
             return action()
         except NotLeader as error:
             return response_type(not_leader=messages.not_leader(error.leader_id))
-        except (CommitTimeout, NodeStopped) as error:
-            _abort_unavailable(context, error)
+        except (OutcomeUnknown, NodeStopped) as error:
+            _abort_ended(context, error)
 
     # --- Enqueue: rounds of data -> data{} "received", then ack -> the outcome ----------------------
 
@@ -210,7 +218,7 @@ class TaskFluxServicer(pb_grpc.TaskFluxServiceServicer):
         except NotLeader as error:
             return pb.EnqueueResponse(not_leader=messages.not_leader(error.leader_id))
         except NodeStopped as error:
-            _abort_unavailable(context, error)
+            _abort_ended(context, error)
         return None
 
     def _insert(self, data: pb.EnqueueRequest.EnqueueRequestData, context: grpc.ServicerContext) -> pb.EnqueueResponse:
@@ -219,8 +227,8 @@ class TaskFluxServicer(pb_grpc.TaskFluxServiceServicer):
             result = self.service.enqueue(data.queue, record.priority, record.payload)
         except NotLeader as error:
             return pb.EnqueueResponse(not_leader=messages.not_leader(error.leader_id))
-        except (CommitTimeout, NodeStopped) as error:
-            _abort_unavailable(context, error)
+        except (OutcomeUnknown, NodeStopped) as error:
+            _abort_ended(context, error)
         if isinstance(result, Failure):
             return pb.EnqueueResponse(error=messages.error(result, data.queue))
         if isinstance(result, PolicyViolation):
@@ -254,8 +262,8 @@ class TaskFluxServicer(pb_grpc.TaskFluxServiceServicer):
             except NotLeader as error:
                 yield pb.DequeueResponse(not_leader=messages.not_leader(error.leader_id))
                 continue
-            except (CommitTimeout, NodeStopped) as error:
-                _abort_unavailable(context, error)
+            except (OutcomeUnknown, NodeStopped) as error:
+                _abort_ended(context, error)
             if not isinstance(outcome, Reserved):
                 yield NO_RECORD if outcome is None else pb.DequeueResponse(error=messages.error(outcome, name))
                 continue
@@ -288,8 +296,8 @@ class TaskFluxServicer(pb_grpc.TaskFluxServiceServicer):
             result = self.service.remove(call.take())  # puts the record back itself when it cannot commit
         except NotLeader as error:
             return pb.DequeueResponse(not_leader=messages.not_leader(error.leader_id))
-        except (CommitTimeout, NodeStopped) as error:
-            _abort_unavailable(context, error)
+        except (OutcomeUnknown, NodeStopped) as error:
+            _abort_ended(context, error)
         if isinstance(result, Failure):
             return pb.DequeueResponse(error=messages.error(result, name))
         assert isinstance(result, RecordRemoved), f"unexpected result of a removal: {result!r}"
