@@ -32,7 +32,7 @@ from taskflux.domain.queue import Queue
 from taskflux.domain.records import Record
 from taskflux.domain.results import Failure, PolicyViolation, RecordAdded, RecordRemoved, Result
 from taskflux.server import metrics as outcomes
-from taskflux.server.http import client_gone
+from taskflux.server.http import client_gone, reading_body
 from taskflux.server.leases import MAX_LEASE_SECONDS, LeaseNotFound, LeaseTable
 from taskflux.server.metrics import NodeMetrics
 from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown
@@ -123,7 +123,8 @@ def read_body(limit: int) -> bytes:
         raise error(413, "body_too_large", f"the body is {length} bytes, the limit is {limit}")
     stream = request.environ["wsgi.input"]
     try:
-        data = stream.read(length) if length >= 0 else stream.read(limit + 1)
+        with reading_body(request.environ):
+            data = stream.read(length) if length >= 0 else stream.read(limit + 1)
     except (OSError, ValueError) as problem:  # the client sent less than it announced, or broke the chunking
         raise error(400, "incomplete_body", f"the body could not be read: {problem}") from None
     if 0 <= length != len(data):

@@ -1,0 +1,150 @@
+"""Bad input on the HTTP port: oversized claims and bodies, wrong content types, slow heads and bodies, more
+silent connections than the limit, half-open peers. Each attack runs while real clients are measured: they
+keep being served (the latency bound asserted is loose for a loaded test machine; the numbers are printed)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import socket
+import time
+
+import gevent
+import pytest
+
+from taskflux.server import http as http_module
+from taskflux.server.main import Server
+from tests.rest.conftest import wait_until
+from tests.support.attackers import attacking
+from tests.support.proxy import FaultyProxy
+
+pytestmark = pytest.mark.timeout(120)
+
+P99_BOUND_SECONDS = 0.25  # the target is 50 ms; the bound leaves room for a loaded 2-core test machine
+REAL_REQUESTS = 100
+
+
+def address(server: Server) -> tuple[str, int]:
+    host, port = server.http.address.rsplit(":", 1)  # type: ignore[union-attr]
+    return host, int(port)
+
+
+def real_client_p99(server: Server, requests: int = REAL_REQUESTS) -> float:
+    """Connect, enqueue one record, read the answer — ``requests`` times; the 99th percentile in seconds."""
+    host, port = address(server)
+    seconds = []
+    for i in range(requests):
+        started = time.perf_counter()
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn.request("POST", "/api/v1/queues//records?priority=1", f"real {i}".encode(),
+                     {"Content-Type": "text/plain"})
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+        assert response.status == 201, response.status
+        seconds.append(time.perf_counter() - started)
+    seconds.sort()
+    return seconds[min(len(seconds) - 1, int(len(seconds) * 0.99))]
+
+
+def assert_served(server: Server, attack: str) -> None:
+    p99 = real_client_p99(server)
+    print(f"\n{attack}: real clients' connect + enqueue p99 {p99 * 1000:.1f} ms")
+    assert p99 < P99_BOUND_SECONDS, f"{attack}: p99 {p99 * 1000:.1f} ms"
+
+
+def closed_by_server(sock: socket.socket, within: float) -> bool:
+    sock.settimeout(within)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+
+
+def test_baseline_without_an_attack(server: Server) -> None:
+    assert_served(server, "no attack (baseline)")
+
+
+def test_more_silent_connections_than_the_limit_do_not_lock_real_clients_out(server: Server) -> None:
+    limit = http_module.MAX_HTTP_CONNECTIONS
+    silent = [socket.create_connection(address(server), timeout=10) for _ in range(limit + 100)]
+    try:
+        wait_until(lambda: server.http.connections() >= limit)  # type: ignore[union-attr]
+        assert_served(server, f"{len(silent)} silent connections (limit {limit})")
+        assert server.http.connections() <= limit  # type: ignore[union-attr]
+    finally:
+        for sock in silent:
+            sock.close()
+
+
+def test_a_thousand_idle_connections_under_the_limit_cost_nobody_anything(server: Server) -> None:
+    silent = [socket.create_connection(address(server), timeout=10) for _ in range(1000)]
+    try:
+        wait_until(lambda: server.http.connections() >= 1000)  # type: ignore[union-attr]
+        assert_served(server, "1000 idle connections")
+    finally:
+        for sock in silent:
+            sock.close()
+
+
+def test_a_connection_that_never_sends_a_request_is_closed_at_its_deadline(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http_module, "FIRST_REQUEST_SECONDS", 0.5)
+    with socket.create_connection(address(server), timeout=10) as silent:
+        assert closed_by_server(silent, within=5)
+
+
+def test_a_slow_request_head_is_closed_at_its_deadline_although_bytes_keep_coming(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http_module, "FIRST_REQUEST_SECONDS", 0.5)
+    head = b"GET /health/live HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 100
+    with socket.create_connection(address(server), timeout=10) as slow:
+        started = time.monotonic()
+        with contextlib.suppress(OSError):
+            for byte in head:  # one byte every 20 ms: each read is quick, the head never completes
+                slow.send(bytes([byte]))
+                gevent.sleep(0.02)
+        assert closed_by_server(slow, within=5)
+        assert time.monotonic() - started < 5
+
+
+def test_a_slow_body_is_closed_at_its_deadline(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_module, "BODY_SECONDS", 0.5)
+    with socket.create_connection(address(server), timeout=10) as slow:
+        slow.sendall(b"POST /api/v1/queues//records?priority=1 HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: text/plain\r\nContent-Length: 1000\r\n\r\nonly a part")
+        answer = b""
+        with contextlib.suppress(OSError):
+            answer = slow.recv(65536)
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 400"), answer
+        assert closed_by_server(slow, within=5)
+
+
+@pytest.mark.parametrize("attack", [
+    "http-oversized-claim", "http-oversized-body", "http-wrong-type", "http-garbage", "slow-drip"])
+def test_real_clients_are_served_during_an_attack(server: Server, attack: str) -> None:
+    with attacking(attack, server.http.address):  # type: ignore[union-attr]
+        assert_served(server, attack)
+
+
+def test_half_open_peers_are_closed_and_do_not_hold_places(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_module, "FIRST_REQUEST_SECONDS", 1.0)
+    proxy = FaultyProxy(address(server))
+    peers = [socket.create_connection(("127.0.0.1", proxy.port), timeout=10) for _ in range(50)]
+    try:
+        for peer in peers:
+            peer.sendall(b"POST /api/v1/queues//records HTTP/1.1\r\nHost: x\r\n")  # the head, half sent
+        wait_until(lambda: server.http.connections() >= 50)  # type: ignore[union-attr]
+        proxy.cut()  # the peers vanish without a FIN: the node only has its deadlines to notice
+        assert_served(server, "50 half-open peers")
+        wait_until(lambda: server.http.connections() == 0)  # type: ignore[union-attr]
+    finally:
+        for peer in peers:
+            peer.close()
+        proxy.close()
