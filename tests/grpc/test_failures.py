@@ -182,18 +182,18 @@ def counts(harness: Harness) -> bool:
         return False
 
 
-def test_calls_beyond_the_worker_limit_are_refused_at_once(tmp_path: Path) -> None:
+def test_calls_beyond_the_worker_limit_are_refused_at_once_when_every_call_is_being_served(tmp_path: Path) -> None:
     harness = Harness(tmp_path, max_workers=2).start()
     try:
         streams = [harness.dequeue_stream() for _ in range(2)]
-        for stream in streams:  # each open stream holds a worker
-            assert stream.exchange(dequeue("")).success == pb.DequeueResponse.DequeueResponseData()
+        for stream in streams:  # each waits on the node for a record: being served, not evictable
+            stream.send(dequeue("", -1))
+        wait_until(lambda: harness.waiting_consumers("") == 2, what="both streams to wait for a record")
         with pytest.raises(grpc.RpcError) as raised:
             harness.stub.GetCount(pb.GetCountRequest(queue=""), timeout=CALL_TIMEOUT)
         assert raised.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        streams[0].done_writing()
-        assert streams[0].status()[0] is grpc.StatusCode.OK
-        wait_until(lambda: counts(harness), what="the completed stream's worker to be free")
+        streams[0].call.cancel()
+        wait_until(lambda: counts(harness), what="the cancelled stream's worker to be free")
     finally:
         harness.stop()
 

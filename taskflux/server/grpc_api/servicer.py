@@ -23,7 +23,7 @@ from taskflux.config import Config, format_endpoint
 from taskflux.domain.errors import ErrorCode
 from taskflux.domain.names import is_valid_queue_name
 from taskflux.domain.results import Failure, PolicyViolation, RecordRemoved
-from taskflux.server.grpc_api import messages
+from taskflux.server.grpc_api import admission, messages
 from taskflux.server.grpc_api import taskflux_pb2 as pb
 from taskflux.server.grpc_api import taskflux_pb2_grpc as pb_grpc
 from taskflux.server.grpc_api.observe import MetricsInterceptor
@@ -40,6 +40,7 @@ from taskflux.server.service import (
 logger = logging.getLogger("taskflux.grpc")
 
 DEFAULT_MAX_WORKERS = 512
+ADMISSION_HEADROOM = 32
 MIN_NATIVE_THREADS = 64  # every blocking gRPC poll holds one thread of the hub's pool (DESIGN.md)
 MESSAGE_OVERHEAD_BYTES = 64 * 1024  # a request's fields besides the payload (queue name, framing)
 WAIT_WITHOUT_LIMIT = -1
@@ -312,9 +313,10 @@ class GrpcServer:
     """Serves ``taskflux.TaskFluxService`` on ``config.grpc_listen_address`` (h2c, no TLS).
 
     ``max_workers`` bounds the calls in progress, streams included (each holds a worker greenlet for its
-    life); calls beyond it are refused at once with RESOURCE_EXHAUSTED instead of queueing behind streams.
-    Messages larger than ``max_payload_size`` plus a small overhead are refused by gRPC itself with
-    RESOURCE_EXHAUSTED before they are buffered whole.
+    life): at the limit a stream idle on its client makes room, otherwise the call is refused at once with
+    RESOURCE_EXHAUSTED instead of queueing behind streams (``admission``). Messages larger than
+    ``max_payload_size`` plus a small overhead are refused by gRPC itself with RESOURCE_EXHAUSTED before
+    they are buffered whole.
     """
 
     def __init__(
@@ -324,14 +326,22 @@ class GrpcServer:
         self.node = node
         self._host, self._port = config.grpc_listen_address
         self._bound_port = 0
+        self.admission = admission.CallAdmission(max_workers)
+        interceptors: list[grpc.ServerInterceptor] = [self.admission]
+        if metrics is not None:
+            interceptors.insert(0, MetricsInterceptor(metrics))  # outermost: it also sees refused calls
+        # Beyond the admitted calls, room for the ones that evict an idle stream while it winds down.
+        workers = max_workers + ADMISSION_HEADROOM
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
             options=[
                 ("grpc.max_receive_message_length", config.max_payload_size + MESSAGE_OVERHEAD_BYTES),
                 ("grpc.so_reuseport", 0),  # a second node on the same port must fail, not share it
+                ("grpc.server_handshake_timeout_ms", int(admission.HANDSHAKE_TIMEOUT_SECONDS * 1000)),
+                ("grpc.max_connection_idle_ms", int(admission.CONNECTION_IDLE_SECONDS * 1000)),
             ],
-            maximum_concurrent_rpcs=max_workers,
-            interceptors=[MetricsInterceptor(metrics)] if metrics is not None else None,
+            maximum_concurrent_rpcs=workers,
+            interceptors=interceptors,
         )
         pb_grpc.add_TaskFluxServiceServicer_to_server(TaskFluxServicer(service, config.max_payload_size), self._server)
 
@@ -352,8 +362,10 @@ class GrpcServer:
         if self._bound_port == 0:
             raise OSError(f"cannot listen for gRPC on {endpoint}")
         self._server.start()
+        self.admission.table.start()
 
     def stop(self, grace: float) -> None:
         """Refuse new calls, give those in progress ``grace`` seconds, then cancel the rest (a stream's
         unacknowledged record goes back to its queue) and return once everything is shut down."""
         self._server.stop(grace).wait()
+        self.admission.table.stop()
