@@ -2,7 +2,7 @@
 
 Two sets of routes:
 
-* ``/commands/v1/*`` — the original's three routes with its JSON envelope, kept field for field (spec §5),
+* ``/commands/v1/*`` — the original's three routes with its JSON envelope, kept field for field,
   its defects fixed: policy violations are reported, a dequeue is logged nowhere per request.
 * ``/api/v1/*`` — a resource API: queues, records, immediate and leased dequeues, leases, the cluster;
   status codes that mean what they say (see ``docs/rest.md`` and ``/api/v1/openapi.json``).
@@ -54,7 +54,7 @@ MAX_WAIT_SECONDS = 300.0
 JSON_SLACK_BYTES = 64 * 1024  # room for the JSON around a base64 payload
 JSON_TYPE = "application/json"
 
-# The original's texts (spec §5), kept for the compatibility routes.
+# The original's texts, kept for the compatibility routes.
 ORIGINAL_INVALID_NAME = "Передано невалидное название очереди"
 ORIGINAL_NOT_LEADER = "Узел не является лидером"
 ORIGINAL_UNKNOWN = "Неизвестная ошибка"
@@ -377,7 +377,7 @@ class RestApi:
         route("GET", "/health/ready", self.ready, counted=False)
         route("GET", "/metrics", self.metrics_page, counted=False)
 
-    # --- the original's routes (spec §5) --------------------------------------------------------------
+    # --- the original's routes -----------------------------------------------------------------------
 
     def _original_body(self, required: tuple[str, ...]) -> dict[str, Any]:
         """The original's request rules: JSON only (415), names case-insensitive, required fields (400)."""

@@ -3,7 +3,7 @@
 The same guarantees as the binary protocol: an enqueue is answered once committed; a dequeued record is
 reserved on the leader until its ack commits, and put back on a nack, when the stream completes, is
 cancelled or fails, or when the client goes away while it waits. The original's defects are fixed as
-``spec/client-protocol.md`` §6.4 recommends (see ``docs/grpc.md``).
+``docs/grpc.md`` describes.
 
 Runs under gevent: ``monkey.patch_all()`` and ``grpc.experimental.gevent.init_gevent()`` must come first.
 The executor's workers are then greenlets; every open stream holds one for its whole life.
@@ -41,7 +41,7 @@ logger = logging.getLogger("taskflux.grpc")
 
 DEFAULT_MAX_WORKERS = 512
 ADMISSION_HEADROOM = 32
-MIN_NATIVE_THREADS = 64  # every blocking gRPC poll holds one thread of the hub's pool (DESIGN.md)
+MIN_NATIVE_THREADS = 64  # every blocking gRPC poll holds one thread of the hub's pool
 MESSAGE_OVERHEAD_BYTES = 64 * 1024  # a request's fields besides the payload (queue name, framing)
 WAIT_WITHOUT_LIMIT = -1
 
