@@ -64,9 +64,9 @@ def outcome_unknown_message(error: OutcomeUnknown) -> str:
 
 def metrics_outcome(error: NotLeader | NodeStopped | OutcomeUnknown) -> str:
     """The request-metrics outcome of a service error."""
-    if isinstance(error, NotLeader):
-        return outcomes.NOT_LEADER
-    return outcomes.STOPPED if isinstance(error, NodeStopped) else outcomes.TIMEOUT
+    if isinstance(error, OutcomeUnknown):  # first: StoppedAfterProposing is a NodeStopped too
+        return outcomes.TIMEOUT
+    return outcomes.NOT_LEADER if isinstance(error, NotLeader) else outcomes.STOPPED
 
 
 INVALID_NAME = Failure(ErrorCode.INVALID_QUEUE_NAME)

@@ -9,7 +9,7 @@ import pytest
 
 from taskflux.domain.commands import AddRecord
 from taskflux.server.node import NodeStopped, OutcomeUnknown, StoppedAfterProposing
-from tests.server.test_node import SingleNode
+from tests.server.test_node import SingleNode, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -20,6 +20,7 @@ def test_a_failed_loop_tells_proposed_writes_apart_from_writes_never_proposed(
     harness = SingleNode(tmp_path / "data")
     node = harness.start()
     try:
+        wait_until(lambda: node.applied_index >= 1)  # the term's first entry is written: the disk may fail now
         def broken(entries: object) -> None:
             raise OSError(5, "Input/output error")
 
