@@ -66,6 +66,19 @@ def test_more_idle_streams_than_the_worker_limit_do_not_lock_real_clients_out(li
             stream.call.cancel()
 
 
+def test_a_thousand_idle_connections_cost_real_clients_nothing(limited: Harness) -> None:
+    host, port = limited.server.address.rsplit(":", 1)
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+    idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(1000)]
+    try:
+        for sock in idle[:500]:
+            sock.sendall(preface)  # half of them complete the handshake, then open no call
+        assert_served(limited, "1000 idle connections")
+    finally:
+        for sock in idle:
+            sock.close()
+
+
 def test_a_stream_that_never_sends_is_cancelled_at_its_deadline(
     limited: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
