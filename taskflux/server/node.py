@@ -186,6 +186,8 @@ class Node:
                 break
             if isinstance(event, (_Proposal, _ReadBarrier, _Transfer)) and not event.result.ready():
                 event.result.set_exception(stopped)
+        # Every other submit still waiting was taken by the loop (or, rarely, is still blocked on a full
+        # inbox: answered conservatively too).
         unknown = StoppedAfterProposing("the node stopped after proposing the write: its outcome is unknown")
         for _, result in self._deadlines:
             if not result.ready():

@@ -32,8 +32,10 @@ from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown
 from taskflux.server.service import (
     INVALID_NAME,
     STOPPING_MESSAGE,
+    Ending,
     QueueService,
     Reserved,
+    ending_of,
     outcome_unknown_message,
 )
 
@@ -58,7 +60,8 @@ def _abort_ended(context: grpc.ServicerContext, error: NodeStopped | OutcomeUnkn
     """End a call the service ended without a result: UNKNOWN when the write may or may not take effect
     (a status gRPC clients do not retry by themselves), UNAVAILABLE (safe to retry) when the node stopped
     before doing anything. Not the leader is a ``not_leader`` answer, not a status."""
-    if isinstance(error, OutcomeUnknown):  # first: StoppedAfterProposing is a NodeStopped too
+    if ending_of(error) is Ending.OUTCOME_UNKNOWN:
+        assert isinstance(error, OutcomeUnknown)
         _abort(context, grpc.StatusCode.UNKNOWN, outcome_unknown_message(error))
     _abort(context, grpc.StatusCode.UNAVAILABLE, STOPPING_MESSAGE)
 
