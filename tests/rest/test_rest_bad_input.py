@@ -13,6 +13,7 @@ import gevent
 import pytest
 
 from taskflux.server import http as http_module
+from taskflux.server.http import HttpServer
 from taskflux.server.main import Server
 from tests.rest.conftest import wait_until
 from tests.support.attackers import attacking
@@ -150,3 +151,22 @@ def test_half_open_peers_are_closed_and_do_not_hold_places(server: Server, monke
         for peer in peers:
             peer.close()
         proxy.close()
+
+
+def test_when_every_connection_is_being_served_a_new_one_is_answered_busy(server: Server) -> None:
+    small = HttpServer(server.rest.app, ("127.0.0.1", 0), max_connections=2)
+    small.start()
+    host, port = small.address.rsplit(":", 1)
+    polls = [http.client.HTTPConnection(host, int(port), timeout=20) for _ in range(2)]
+    try:
+        for poll in polls:  # long polls: the node is working for them, they are not evictable
+            poll.request("POST", "/api/v1/queues//dequeue?wait=10s")
+        wait_until(lambda: len(server.node._consumers.get("", ())) == 2)
+        with socket.create_connection((host, int(port)), timeout=10) as refused:
+            answer = refused.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 503") and b'"busy"' in answer
+        assert small.table.refused == 1
+    finally:
+        for poll in polls:
+            poll.close()
+        small.stop(timeout=1)
