@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from gevent.pool import Pool
-from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
+from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from taskflux.config import format_endpoint
-from taskflux.server.connections import Connection, ConnectionTable
+from taskflux.server.connections import Connection, ConnectionTable, ThrottledLog
 
 logger = logging.getLogger("taskflux.http")
 
@@ -57,6 +57,17 @@ class _Handler(WSGIHandler):  # type: ignore[misc]
         self.connection.requests += 1
         self.connection.serving()
         return complete
+
+    def run_application(self) -> None:
+        super().run_application()
+        body = self.wsgi_input
+        if body is not None and (body.position < (body.content_length or 0)
+                                 or (body.chunked_input and body.chunk_length != 0)):
+            # The application answered without reading the whole body (it refused it as too large, or the
+            # route takes none): close the connection instead of reading the rest to discard it, which
+            # could be gigabytes, or never end.
+            self.close_connection = True
+            body.content_length, body.chunked_input = body.position, False
 
     def get_environ(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environ()
@@ -105,6 +116,19 @@ def client_gone(environ: dict[str, Any]) -> bool:
         probe.close()
 
 
+class _ClientErrorLog:
+    """The WSGI server's error log (it writes lines to a file-like object): one log line per interval."""
+
+    def __init__(self) -> None:
+        self._log = ThrottledLog(logger, logging.INFO)
+
+    def write(self, message: str) -> None:
+        self._log("%s", message.rstrip())
+
+    def flush(self) -> None:
+        pass
+
+
 class _TunedWSGIServer(WSGIServer):
     """Every connection gets a place in the table (or a 503), TCP_NODELAY and a timeout per socket operation.
 
@@ -147,9 +171,10 @@ class HttpServer:
         self._pool = Pool()
         self.table = ConnectionTable(max_connections, "HTTP", logger)
         # What the WSGI server itself reports is a client's doing (a malformed request, a dropped
-        # connection): INFO, like the binary protocol's protocol errors.
+        # connection): INFO, like the binary protocol's protocol errors, and throttled, so that a flood of
+        # garbage costs neither the log nor the node's time.
         self._server = _TunedWSGIServer(address, app, spawn=self._pool, log=None,
-                                        error_log=LoggingLogAdapter(logger, logging.INFO), table=self.table)
+                                        error_log=_ClientErrorLog(), table=self.table)
 
     def connections(self) -> int:
         """Open client connections (keep-alive ones included)."""

@@ -120,18 +120,24 @@ def read_body(limit: int) -> bytes:
     request = bottle.request
     length = request.content_length
     if length > limit:
-        raise error(413, "body_too_large", f"the body is {length} bytes, the limit is {limit}")
+        raise closing(error(413, "body_too_large", f"the body is {length} bytes, the limit is {limit}"))
     stream = request.environ["wsgi.input"]
     try:
         with reading_body(request.environ):
             data = stream.read(length) if length >= 0 else stream.read(limit + 1)
     except (OSError, ValueError) as problem:  # the client sent less than it announced, or broke the chunking
-        raise error(400, "incomplete_body", f"the body could not be read: {problem}") from None
+        raise closing(error(400, "incomplete_body", f"the body could not be read: {problem}")) from None
     if 0 <= length != len(data):
-        raise error(400, "incomplete_body", f"the body ended after {len(data)} of {length} bytes")
+        raise closing(error(400, "incomplete_body", f"the body ended after {len(data)} of {length} bytes"))
     if len(data) > limit:
-        raise error(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
+        raise closing(error(413, "body_too_large", f"the body exceeds the limit of {limit} bytes"))
     return data
+
+
+def closing(problem: ApiError) -> ApiError:
+    """``problem`` on a connection then closed: the rest of the body is not read (see taskflux.server.http)."""
+    problem.headers["Connection"] = "close"
+    return problem
 
 
 def check_path() -> None:

@@ -104,6 +104,12 @@ def run(kind: str, address: Address, seconds: float, threads: int) -> None:
         worker.join()
 
 
+def percentile(seconds: list[float], fraction: float) -> float:
+    """The ``fraction`` percentile (0.99: p99) of latencies in seconds."""
+    ordered = sorted(seconds)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
 @contextlib.contextmanager
 def attacking(kind: str, address: str, threads: int = 4, seconds: float = 60.0) -> Iterator[None]:
     """Run attack ``kind`` against ``address`` (``host:port``) in another process while the block runs."""
