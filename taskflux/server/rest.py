@@ -486,7 +486,6 @@ class RestApi:
             record = reserved.record
             taken = {"type": "dequeue", "ok": True, "queue": name, "id": record.id, "priority": record.priority,
                      "data": base64.b64encode(record.payload).decode("ascii")}
-            self._count("dequeued")
             try:
                 result = self.service.remove_before_showing(reserved)
             except NotLeader:
@@ -494,6 +493,7 @@ class RestApi:
                 # answer for this case is "unknown error" with the leader's id.
                 note_outcome(outcomes.NOT_LEADER)
                 return self._envelope(None, 400, ORIGINAL_UNKNOWN, self._known_leader())
+            self._count("dequeued")
             if result is None:
                 note_outcome(outcomes.TIMEOUT)
                 return taken  # removal unconfirmed: shown anyway, at worst delivered twice, never lost
