@@ -8,6 +8,7 @@ Run directly: ``python -m tests.support.attackers KIND HOST:PORT SECONDS THREADS
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import subprocess
 import sys
@@ -91,6 +92,9 @@ ATTACKS: dict[str, Callable[[Address], None]] = {
 def run(kind: str, address: Address, seconds: float, threads: int) -> None:
     attack = ATTACKS[kind]
     deadline = time.monotonic() + seconds
+    with contextlib.suppress(OSError):
+        attack(address)  # one round first, so that the node is surely under attack once "ready" is read
+    print("ready", flush=True)
 
     def loop() -> None:
         while time.monotonic() < deadline:
@@ -115,10 +119,11 @@ def attacking(kind: str, address: str, threads: int = 4, seconds: float = 60.0) 
     """Run attack ``kind`` against ``address`` (``host:port``) in another process while the block runs."""
     assert kind in ATTACKS, kind
     process = subprocess.Popen([sys.executable, "-m", "tests.support.attackers", kind, address, str(seconds),
-                                str(threads)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                str(threads)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(1.0)  # let it start (importing grpc takes a while) and get going
-        assert process.poll() is None, f"the {kind} attacker exited early"
+        assert process.stdout is not None
+        readable, _, _ = select.select([process.stdout], [], [], 30.0)
+        assert readable and process.stdout.readline() == b"ready\n", f"the {kind} attacker did not start"
         yield
     finally:
         process.kill()
