@@ -46,9 +46,9 @@ NACK = "nack"  # the client declined: an enqueue it did not confirm, a dequeued 
 ERROR = "error"  # a business error (invalid name, missing queue, ...): an error code answered
 POLICY_VIOLATION = "policy_violation"
 NOT_LEADER = "not_leader"
-TIMEOUT = "timeout"  # the write was not known to commit within the request timeout: outcome unknown
+TIMEOUT = "timeout"  # outcome unknown: not confirmed in time, or the node stopped after proposing the write
 DISCONNECTED = "disconnected"  # the client went away or broke the protocol in the middle of the flow
-STOPPED = "stopped"  # the node shut down under the request
+STOPPED = "stopped"  # the node shut down under the request before anything of it was proposed
 INTERNAL_ERROR = "internal_error"  # a bug: an unexpected exception
 
 LATENCY_BUCKETS = (

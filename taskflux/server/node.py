@@ -60,13 +60,23 @@ class NotLeader(Exception):
         self.leader_id = leader_id
 
 
-class CommitTimeout(Exception):
+class OutcomeUnknown(Exception):
+    """A proposed entry's fate is unknown: it may still commit (a retry could apply it twice)."""
+
+
+class CommitTimeout(OutcomeUnknown):
     """A proposed entry was neither committed nor overwritten within the request timeout: it may still
     commit later, so the outcome of the request is unknown."""
 
 
 class NodeStopped(Exception):
-    """The node is shutting down."""
+    """The node is shutting down (or its loop failed); raised as such only when the request certainly did
+    not take effect: nothing of it was proposed."""
+
+
+class StoppedAfterProposing(OutcomeUnknown, NodeStopped):
+    """The node stopped (or its loop failed) after proposing the entry: peers may hold it and a next
+    leader may commit it, so the outcome is unknown. Catch ``OutcomeUnknown`` before ``NodeStopped``."""
 
 
 class StorageFailed(NodeStopped):
@@ -174,20 +184,26 @@ class Node:
 
     def _fail_waiting(self) -> None:
         """The loop is over: every session still waiting on it gets NodeStopped (StorageFailed if that is
-        why)."""
-        stopped = self._storage_failure or NodeStopped()
-        for _, result in self._deadlines:
-            if not result.ready():
-                result.set_exception(stopped)
-        self._deadlines.clear()
-        self._pending.clear()
+        why) if its request never left the inbox, StoppedAfterProposing if the loop took it (it may have been
+        proposed and replicated)."""
+        failure = self._storage_failure
+        stopped = failure or NodeStopped()
         while True:
             try:
                 event = self._inbox.get_nowait()
             except Empty:
                 break
-            if isinstance(event, (_Proposal, _ReadBarrier, _Transfer)):
+            if isinstance(event, (_Proposal, _ReadBarrier, _Transfer)) and not event.result.ready():
                 event.result.set_exception(stopped)
+        # Every other submit still waiting was taken by the loop (or, rarely, is still blocked on a full
+        # inbox: answered conservatively too).
+        reason = str(failure) if failure is not None else "the node stopped"
+        unknown = StoppedAfterProposing(f"{reason}; the write was proposed before: its outcome is unknown")
+        for _, result in self._deadlines:
+            if not result.ready():
+                result.set_exception(unknown)
+        self._deadlines.clear()
+        self._pending.clear()
 
     @property
     def failed(self) -> BaseException | None:
@@ -238,7 +254,9 @@ class Node:
         """Replicate ``command`` and return the result of applying it, once it is committed (durable
         on a majority). Raises NotLeader when the command certainly did not take effect (this node was
         not the leader, or another leader's entry took its place in the log), CommitTimeout when it
-        neither committed nor was overwritten within the request timeout (it may still commit)."""
+        neither committed nor was overwritten within the request timeout (it may still commit),
+        NodeStopped when the node stopped before proposing it, StoppedAfterProposing when it stopped
+        after (it may still commit on a next leader)."""
         self._require_leader()
         result = AsyncResult()
         # No timer per request: one sweeper answers the proposals past their deadline.

@@ -30,8 +30,10 @@ def _errors(*statuses: int) -> dict[str, Any]:
         415: "unsupported content type",
         421: "not the leader: `error.leader` is the leader's HTTP address (also in `Location`)",
         422: "refused by a queue policy",
-        503: "no leader known, or the node is stopping",
-        504: "not confirmed in time: the outcome is unknown",
+        503: "nothing was done, retry shortly: no leader known (`no_leader`), the node is stopping (`stopping`, "
+             "`outcome: not_executed`, `Retry-After`), or every connection is being served (`busy`)",
+        504: "`outcome_unknown` (`outcome: unknown`): the write may or may not take effect (not confirmed in time, "
+             "or the node stopped after proposing it); check before retrying",
     }
     return {str(status): _json(_ref("Error"), texts[status]) for status in statuses}
 
@@ -72,7 +74,10 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"reason": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"},
                        "code": {"type": "integer"}, "leader_id": {"type": ["integer", "null"]},
                        "leader": {"type": ["string", "null"]}, "policy": {"type": "string"},
-                       "limits": {"type": "array", "items": {"type": "integer"}}},
+                       "limits": {"type": "array", "items": {"type": "integer"}},
+                       "outcome": {"enum": ["unknown", "not_executed"],
+                                   "description": "504: the write may or may not take effect; 503 stopping: "
+                                                  "nothing was done"}},
     }}},
     "Policies": {"type": "object", "properties": {
         "max_queue_size": {"type": ["integer", "null"], "minimum": 0},

@@ -2,7 +2,7 @@
 
 Two sets of routes:
 
-* ``/commands/v1/*`` — the original's three routes with its JSON envelope, kept field for field (spec §5),
+* ``/commands/v1/*`` — the original's three routes with its JSON envelope, kept field for field,
   its defects fixed: policy violations are reported, a dequeue is logged nowhere per request.
 * ``/api/v1/*`` — a resource API: queues, records, immediate and leased dequeues, leases, the cluster;
   status codes that mean what they say (see ``docs/rest.md`` and ``/api/v1/openapi.json``).
@@ -32,12 +32,21 @@ from taskflux.domain.queue import Queue
 from taskflux.domain.records import Record
 from taskflux.domain.results import Failure, PolicyViolation, RecordAdded, RecordRemoved, Result
 from taskflux.server import metrics as outcomes
-from taskflux.server.http import client_gone
+from taskflux.server.http import client_gone, reading_body
 from taskflux.server.leases import MAX_LEASE_SECONDS, LeaseNotFound, LeaseTable
 from taskflux.server.metrics import NodeMetrics
-from taskflux.server.node import CommitTimeout, Node, NodeStopped, NotLeader
+from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown
 from taskflux.server.openapi import openapi_document
-from taskflux.server.service import QueueService, Reserved
+from taskflux.server.service import (
+    SERVICE_ERRORS,
+    STOPPING_MESSAGE,
+    Ending,
+    QueueService,
+    Reserved,
+    ending_of,
+    metrics_outcome,
+    outcome_unknown_message,
+)
 
 logger = logging.getLogger("taskflux.rest")
 
@@ -45,7 +54,7 @@ MAX_WAIT_SECONDS = 300.0
 JSON_SLACK_BYTES = 64 * 1024  # room for the JSON around a base64 payload
 JSON_TYPE = "application/json"
 
-# The original's texts (spec §5), kept for the compatibility routes.
+# The original's texts, kept for the compatibility routes.
 ORIGINAL_INVALID_NAME = "Передано невалидное название очереди"
 ORIGINAL_NOT_LEADER = "Узел не является лидером"
 ORIGINAL_UNKNOWN = "Неизвестная ошибка"
@@ -111,17 +120,24 @@ def read_body(limit: int) -> bytes:
     request = bottle.request
     length = request.content_length
     if length > limit:
-        raise error(413, "body_too_large", f"the body is {length} bytes, the limit is {limit}")
+        raise closing(error(413, "body_too_large", f"the body is {length} bytes, the limit is {limit}"))
     stream = request.environ["wsgi.input"]
     try:
-        data = stream.read(length) if length >= 0 else stream.read(limit + 1)
+        with reading_body(request.environ):
+            data = stream.read(length) if length >= 0 else stream.read(limit + 1)
     except (OSError, ValueError) as problem:  # the client sent less than it announced, or broke the chunking
-        raise error(400, "incomplete_body", f"the body could not be read: {problem}") from None
+        raise closing(error(400, "incomplete_body", f"the body could not be read: {problem}")) from None
     if 0 <= length != len(data):
-        raise error(400, "incomplete_body", f"the body ended after {len(data)} of {length} bytes")
+        raise closing(error(400, "incomplete_body", f"the body ended after {len(data)} of {length} bytes"))
     if len(data) > limit:
-        raise error(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
+        raise closing(error(413, "body_too_large", f"the body exceeds the limit of {limit} bytes"))
     return data
+
+
+def closing(problem: ApiError) -> ApiError:
+    """``problem`` on a connection then closed: the rest of the body is not read (see taskflux.server.http)."""
+    problem.headers["Connection"] = "close"
+    return problem
 
 
 def check_path() -> None:
@@ -307,17 +323,25 @@ class RestApi:
             return handler(**kwargs)  # type: ignore[no-any-return]
         except ApiError as problem:
             return json_response(problem.status, problem.body, problem.headers)
-        except NotLeader as not_leader:
-            redirect = self.not_leader_error(not_leader.leader_id)
-            return json_response(redirect.status, redirect.body, redirect.headers)
-        except CommitTimeout:
-            return json_response(504, {"error": {
-                "reason": "outcome_unknown",
-                "message": "not confirmed in time: the write may or may not have taken effect",
-            }})
-        except NodeStopped:
-            note_outcome(outcomes.STOPPED)
-            return json_response(503, {"error": {"reason": "stopping", "message": "the node is stopping"}})
+        except SERVICE_ERRORS as ended:
+            answer = self.service_error(ended)
+            return json_response(answer.status, answer.body, answer.headers)
+
+    def service_error(self, ended: NotLeader | NodeStopped | OutcomeUnknown) -> ApiError:
+        """The answer to a request the service ended without a result (see ``QueueService``): 421/503 for
+        not the leader, 503 for a stop before anything was done (both safe to retry), 504 with
+        ``"outcome": "unknown"`` when the write may or may not take effect (not safe to retry blindly)."""
+        note_outcome(metrics_outcome(ended))
+        ending = ending_of(ended)
+        if ending is Ending.NOT_LEADER:
+            assert isinstance(ended, NotLeader)
+            return self.not_leader_error(ended.leader_id)
+        if ending is Ending.STOPPING:
+            problem = error(503, "stopping", STOPPING_MESSAGE, outcome="not_executed")
+            problem.headers["Retry-After"] = "1"
+            return problem
+        assert isinstance(ended, OutcomeUnknown)
+        return error(504, "outcome_unknown", outcome_unknown_message(ended), outcome="unknown")
 
     def _framework_error(self, problem: bottle.HTTPError) -> str:
         bottle.response.content_type = "application/json; charset=utf-8"
@@ -359,7 +383,7 @@ class RestApi:
         route("GET", "/health/ready", self.ready, counted=False)
         route("GET", "/metrics", self.metrics_page, counted=False)
 
-    # --- the original's routes (spec §5) --------------------------------------------------------------
+    # --- the original's routes -----------------------------------------------------------------------
 
     def _original_body(self, required: tuple[str, ...]) -> dict[str, Any]:
         """The original's request rules: JSON only (415), names case-insensitive, required fields (400)."""
@@ -386,14 +410,16 @@ class RestApi:
                                       "leaderId": leader_id, "payload": payload})
 
     def _original(self, run: Callable[[], Any]) -> bottle.HTTPResponse:
+        """The envelope around what ``run`` returns (or ``run``'s own answer, when it returns one)."""
         try:
-            return self._envelope(run())
+            payload = run()
+            return payload if isinstance(payload, bottle.HTTPResponse) else self._envelope(payload)
         except NotLeader as not_leader:
             note_outcome(outcomes.NOT_LEADER)
             leader = None if not_leader.leader_id < 0 else not_leader.leader_id
             return self._envelope(None, 400, ORIGINAL_NOT_LEADER, leader)
-        except CommitTimeout:
-            note_outcome(outcomes.TIMEOUT)
+        except OutcomeUnknown as unknown:
+            note_outcome(metrics_outcome(unknown))
             return self._envelope(None, 400, ORIGINAL_UNKNOWN, self._known_leader())
 
     def _known_leader(self) -> int | None:
@@ -450,7 +476,7 @@ class RestApi:
         if name is None:
             return self._envelope(None, 400, ORIGINAL_INVALID_NAME)
 
-        def run() -> dict[str, Any]:
+        def run() -> dict[str, Any] | bottle.HTTPResponse:
             reserved = self.service.reserve(name, 0)
             if reserved is None:
                 note_outcome(outcomes.EMPTY)
@@ -461,14 +487,16 @@ class RestApi:
             taken = {"type": "dequeue", "ok": True, "queue": name, "id": record.id, "priority": record.priority,
                      "data": base64.b64encode(record.payload).decode("ascii")}
             try:
-                result = self.service.remove(reserved)
+                result = self.service.remove_before_showing(reserved)
             except NotLeader:
                 # Taken, but its removal lost leadership (the record is back in the queue): the original's
                 # answer for this case is "unknown error" with the leader's id.
-                raise CommitTimeout() from None
-            except CommitTimeout:
-                return taken  # removal unconfirmed: shown anyway, at worst delivered twice, never lost
+                note_outcome(outcomes.NOT_LEADER)
+                return self._envelope(None, 400, ORIGINAL_UNKNOWN, self._known_leader())
             self._count("dequeued")
+            if result is None:
+                note_outcome(outcomes.TIMEOUT)
+                return taken  # removal unconfirmed: shown anyway, at worst delivered twice, never lost
             self._count("acked")
             return self._original_result(result, taken)
 
@@ -620,14 +648,15 @@ class RestApi:
         return self._remove_now(name, reserved)
 
     def _remove_now(self, name: str, reserved: Reserved) -> bottle.HTTPResponse:
-        """Immediate mode: the removal is committed before the record is shown. If its commit cannot be
-        confirmed in time, the record is back in the queue and may or may not be removed later: it is
-        shown anyway (``"removal": "unconfirmed"``), so that it is at worst delivered twice, never lost."""
+        """Immediate mode: the removal is committed before the record is shown. If its outcome is unknown
+        (not confirmed in time, the node stopped after proposing it, the server stopping under the
+        request), the record is back in the queue and may or may not be removed later: it is shown anyway
+        (``"removal": "unconfirmed"``), so that it is at worst delivered twice, never lost."""
         body = record_json(reserved.record)
         body["queue"] = name
-        try:
-            result = self.service.remove(reserved)
-        except CommitTimeout:
+        result = self.service.remove_before_showing(reserved)
+        if result is None:
+            note_outcome(outcomes.TIMEOUT)
             body["removal"] = "unconfirmed"
             return json_response(200, body)
         if not isinstance(result, RecordRemoved):

@@ -3,14 +3,25 @@
 The binary protocol, REST and gRPC all go through here, so they carry the same semantics: a write is
 answered only once it is committed (fsynced on a majority); a dequeued record is reserved on the leader
 and removed for good only when its removal commits, and put back (Nack) when the delivery fails. Reads
-are linearizable (ReadIndex). Every method may raise NotLeader (certainly not executed), CommitTimeout
-(outcome unknown) or NodeStopped.
+are linearizable (ReadIndex).
+
+Every method may raise one of ``SERVICE_ERRORS``; ``ending_of`` sorts them into the three ways a request
+can end without an answer, which every interface reports the same way in its own terms:
+
+* ``NOT_LEADER`` (NotLeader): certainly not executed; retry on the leader;
+* ``STOPPING`` (NodeStopped before anything was proposed): certainly not executed; retry on another node;
+* ``OUTCOME_UNKNOWN`` (CommitTimeout, StoppedAfterProposing: the entry was proposed, peers may hold it and
+  a next leader may commit it): the write may or may not take effect, so a blind retry may apply it twice.
 """
 
 from __future__ import annotations
 
+import enum
+import logging
 import time
 from dataclasses import dataclass
+
+from gevent import GreenletExit
 
 from taskflux.domain.commands import AddRecord, CreateQueue, DeleteQueue, RemoveRecord
 from taskflux.domain.errors import ErrorCode
@@ -18,7 +29,45 @@ from taskflux.domain.names import is_valid_queue_name
 from taskflux.domain.queue import Queue
 from taskflux.domain.records import Record
 from taskflux.domain.results import Failure, RecordRemoved, Result
-from taskflux.server.node import CommitTimeout, Node, NodeStopped, NotLeader
+from taskflux.server import metrics as outcomes
+from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown
+
+logger = logging.getLogger("taskflux.service")
+
+SERVICE_ERRORS = (NotLeader, NodeStopped, OutcomeUnknown)
+OUTCOME_UNKNOWN_MESSAGE = "the write may or may not take effect: check before retrying (a blind retry may repeat it)"
+STOPPING_MESSAGE = "the node is stopping; nothing was done: retry on another node"
+
+
+class Ending(enum.Enum):
+    """How a request ended when the service raised instead of answering."""
+
+    NOT_LEADER = "not_leader"
+    STOPPING = "stopping"
+    OUTCOME_UNKNOWN = "outcome_unknown"
+
+
+def ending_of(error: NotLeader | NodeStopped | OutcomeUnknown) -> Ending:
+    """The ending a service error stands for (StoppedAfterProposing is a NodeStopped whose write may
+    still commit: its outcome is unknown)."""
+    if isinstance(error, OutcomeUnknown):
+        return Ending.OUTCOME_UNKNOWN
+    if isinstance(error, NodeStopped):
+        return Ending.STOPPING
+    return Ending.NOT_LEADER
+
+
+def outcome_unknown_message(error: OutcomeUnknown) -> str:
+    """What every interface tells a client whose write has an unknown outcome."""
+    return f"outcome unknown ({error}): {OUTCOME_UNKNOWN_MESSAGE}"
+
+
+def metrics_outcome(error: NotLeader | NodeStopped | OutcomeUnknown) -> str:
+    """The request-metrics outcome of a service error."""
+    if isinstance(error, OutcomeUnknown):  # first: StoppedAfterProposing is a NodeStopped too
+        return outcomes.TIMEOUT
+    return outcomes.NOT_LEADER if isinstance(error, NotLeader) else outcomes.STOPPED
+
 
 INVALID_NAME = Failure(ErrorCode.INVALID_QUEUE_NAME)
 NO_SUCH_QUEUE = Failure(ErrorCode.QUEUE_DOES_NOT_EXIST)
@@ -96,16 +145,37 @@ class QueueService:
 
     def remove(self, reserved: Reserved) -> Result:
         """Ack: remove a reserved record for good, once committed. If the removal cannot be known to
-        have committed, the record is put back first and the error re-raised."""
+        have committed (any exception, the caller's greenlet killed included), the record is put back
+        first and the exception re-raised."""
         queue, record = reserved.queue, reserved.record
         try:
             result = self.node.submit(RemoveRecord(queue.name, queue.incarnation, record.id))
-        except (NotLeader, NodeStopped, CommitTimeout):
+        except BaseException:
             self.release(reserved)
             raise
         if isinstance(result, Failure) and result.code is ErrorCode.QUEUE_DOES_NOT_EXIST:
             return RecordRemoved(True)  # the queue was deleted meanwhile: the record is gone either way
         return result
+
+    def remove_before_showing(self, reserved: Reserved) -> Result | None:
+        """An immediate dequeue's removal, for a record about to be shown to a client that has no way to
+        ack it. The removal's result once committed; None when its outcome is unknown (not committed in
+        time, the node stopped after proposing it, the request's greenlet killed, anything unexpected):
+        the record is then back in the queue but must be shown anyway, since the removal may still
+        commit — at worst it is delivered twice, never silently gone. Raises NotLeader or NodeStopped only
+        when the removal certainly did not happen (the record stays in the queue for the next consumer)."""
+        try:
+            return self.remove(reserved)
+        except OutcomeUnknown:
+            return None
+        except (NotLeader, NodeStopped):
+            raise
+        except GreenletExit:
+            return None  # the server is stopping: the answer may still be written before it closes
+        except Exception:
+            logger.exception("the removal of record %d of queue %r failed: the record is shown anyway",
+                             reserved.record.id, reserved.queue.name)
+            return None
 
     def release(self, reserved: Reserved) -> None:
         """Nack: put a reserved record back (same id and priority) and wake a waiting consumer."""

@@ -31,7 +31,7 @@ from taskflux.domain.names import is_valid_queue_name
 from taskflux.domain.results import Failure, PolicyViolation, RecordRemoved, Result
 from taskflux.server import metrics as outcomes
 from taskflux.server.metrics import InterfaceMetrics, NodeMetrics
-from taskflux.server.node import CommitTimeout, Node, NodeStopped, NotLeader
+from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown
 from taskflux.server.peers import PeerNetwork
 from taskflux.server.service import QueueService
 from taskflux.wire import client_protocol as wire
@@ -315,10 +315,10 @@ class Session:
         except NotLeader as not_leader:
             outcome = outcomes.NOT_LEADER
             self.not_leader(not_leader.leader_id)
-        except CommitTimeout as timeout:
+        except OutcomeUnknown as unknown:  # before NodeStopped: StoppedAfterProposing is one too
             outcome = outcomes.TIMEOUT
             # The outcome is unknown: no answer would be true. Closing tells the client exactly that.
-            raise ClientGone(str(timeout)) from None
+            raise ClientGone(f"outcome unknown: {unknown}") from None
         except ClientGone:
             outcome = outcomes.DISCONNECTED
             raise

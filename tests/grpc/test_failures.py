@@ -68,21 +68,21 @@ def slow_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: igno
     harness.stop()
 
 
-def test_a_commit_timeout_on_a_unary_call_is_unavailable_outcome_unknown(slow_commits: Harness) -> None:
+def test_a_commit_timeout_on_a_unary_call_is_unknown_outcome_unknown(slow_commits: Harness) -> None:
     with pytest.raises(grpc.RpcError) as raised:
         slow_commits.stub.CreateQueue(pb.CreateQueueRequest(queue="late"), timeout=CALL_TIMEOUT)
-    assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
-    assert "outcome is unknown" in raised.value.details()
+    assert raised.value.code() is grpc.StatusCode.UNKNOWN
+    assert raised.value.details().startswith("outcome unknown (not committed within")
 
 
-def test_a_commit_timeout_on_an_enqueue_ack_is_unavailable_and_the_record_may_commit(slow_commits: Harness) -> None:
+def test_a_commit_timeout_on_an_enqueue_ack_is_unknown_and_the_record_may_commit(slow_commits: Harness) -> None:
     harness = slow_commits
     stream = harness.enqueue_stream()
     assert stream.exchange(data("q", 2, b"late")) == RECEIVED
     stream.send(enqueue_ack(True))
     code, details = stream.status()
-    assert code is grpc.StatusCode.UNAVAILABLE
-    assert details.startswith("the request was not committed in time")
+    assert code is grpc.StatusCode.UNKNOWN
+    assert "may or may not take effect" in details
     wait_until(lambda: queue_count(harness, "q") == 2, what="the late record to commit anyway")
 
 
@@ -91,16 +91,49 @@ def test_a_commit_timeout_on_a_dequeue_ack_puts_the_record_back_first(slow_commi
     assert stream.exchange(dequeue("q")).success.record.payload == b"held"
     stream.send(dequeue_ack(True))
     code, details = stream.status()
-    assert code is grpc.StatusCode.UNAVAILABLE
-    assert "outcome is unknown" in details
+    assert code is grpc.StatusCode.UNKNOWN
+    assert details.startswith("outcome unknown")
 
 
 def test_a_stopping_node_ends_calls_with_unavailable(harness: Harness) -> None:
     harness.node.stop()
     with pytest.raises(grpc.RpcError) as raised:
         harness.stub.GetCount(pb.GetCountRequest(queue=""), timeout=CALL_TIMEOUT)
-    assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
-    assert raised.value.details() == "the node is stopping; retry on another node"
+    assert raised.value.code() is grpc.StatusCode.UNAVAILABLE  # nothing was done: safe to retry elsewhere
+    assert raised.value.details() == "the node is stopping; nothing was done: retry on another node"
+
+
+@pytest.fixture
+def failing_disk(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> Harness:
+    """The next log append fails: the node loop ends with the entries it had proposed (and, in a cluster,
+    already sent to the followers) uncommitted here."""
+    harness.create("q")
+    harness.enqueue("q", 1, b"held")
+
+    def broken(entries: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(harness.storage, "append", broken)
+    return harness
+
+
+def test_a_write_ended_by_the_node_stopping_after_proposing_is_unknown_not_retryable(failing_disk: Harness) -> None:
+    stream = failing_disk.enqueue_stream()
+    assert stream.exchange(data("q", 2, b"maybe")) == RECEIVED
+    stream.send(enqueue_ack(True))
+    code, details = stream.status()
+    assert code is grpc.StatusCode.UNKNOWN, details  # not UNAVAILABLE: a retry could insert it twice
+    assert details.startswith("outcome unknown (storage failed: ") and "may or may not take effect" in details
+
+
+def test_an_ack_ended_by_the_node_stopping_after_proposing_is_unknown(failing_disk: Harness) -> None:
+    stream = failing_disk.dequeue_stream()
+    assert stream.exchange(dequeue("q")).success.record.payload == b"held"
+    stream.send(dequeue_ack(True))
+    code, details = stream.status()
+    assert code is grpc.StatusCode.UNKNOWN, details
+    assert "may or may not take effect" in details
+    assert queue_count(failing_disk, "q") == 1  # put back here; a next leader may still remove it
 
 
 def test_stopping_the_server_puts_back_a_record_a_stream_holds(tmp_path: Path) -> None:
@@ -149,18 +182,18 @@ def counts(harness: Harness) -> bool:
         return False
 
 
-def test_calls_beyond_the_worker_limit_are_refused_at_once(tmp_path: Path) -> None:
+def test_calls_beyond_the_worker_limit_are_refused_at_once_when_every_call_is_being_served(tmp_path: Path) -> None:
     harness = Harness(tmp_path, max_workers=2).start()
     try:
         streams = [harness.dequeue_stream() for _ in range(2)]
-        for stream in streams:  # each open stream holds a worker
-            assert stream.exchange(dequeue("")).success == pb.DequeueResponse.DequeueResponseData()
+        for stream in streams:  # each waits on the node for a record: being served, not evictable
+            stream.send(dequeue("", -1))
+        wait_until(lambda: harness.waiting_consumers("") == 2, what="both streams to wait for a record")
         with pytest.raises(grpc.RpcError) as raised:
             harness.stub.GetCount(pb.GetCountRequest(queue=""), timeout=CALL_TIMEOUT)
         assert raised.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        streams[0].done_writing()
-        assert streams[0].status()[0] is grpc.StatusCode.OK
-        wait_until(lambda: counts(harness), what="the completed stream's worker to be free")
+        streams[0].call.cancel()
+        wait_until(lambda: counts(harness), what="the cancelled stream's worker to be free")
     finally:
         harness.stop()
 

@@ -75,3 +75,31 @@ def test_open_streams_count_as_connected_clients(observed: tuple[Harness, NodeMe
     wait_until(lambda: connected() == 1, what="the waiting stream to count")
     waiting.cancel()
     wait_until(lambda: connected() == 0, what="the cancelled stream to stop counting")
+
+
+def records(metrics: NodeMetrics, kind: str) -> float:
+    text = metrics.render()[0].decode()
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == f"taskflux_records_{kind}_total" and sample.labels == {"interface": "grpc"})
+
+
+def test_grpc_deliveries_count_in_the_record_metrics(observed: tuple[Harness, NodeMetrics]) -> None:
+    harness, metrics = observed
+    harness.create("tiny", max_queue_size=2)
+    answers = list(harness.stub.Enqueue(iter([
+        data("tiny", 1, b"x"), enqueue_ack(True), data("tiny", 2, b"y"), enqueue_ack(True),
+        data("tiny", 3, b"dropped"), enqueue_ack(False), data("tiny", 4, b"full"), enqueue_ack(True),
+    ]), timeout=CALL_TIMEOUT))
+    assert answers[-1].data.HasField("policy_violation")
+    assert records(metrics, "enqueued") == 2  # not the one dropped by the client, not the refused one
+    stream = harness.dequeue_stream()
+    assert stream.exchange(dequeue("tiny")).success.record.payload == b"x"
+    assert stream.exchange(dequeue_ack(True)).WhichOneof("result") == "success"
+    assert stream.exchange(dequeue("tiny")).success.record.payload == b"y"
+    assert stream.exchange(dequeue_ack(False)).WhichOneof("result") == "success"
+    assert stream.exchange(dequeue("tiny")).success.record.payload == b"y"
+    assert stream.exchange(dequeue_ack(True)).WhichOneof("result") == "success"
+    assert not stream.exchange(dequeue("tiny")).success.HasField("record")
+    stream.done_writing()
+    assert stream.status()[0] is grpc.StatusCode.OK
+    assert (records(metrics, "dequeued"), records(metrics, "acked"), records(metrics, "nacked")) == (3, 2, 1)

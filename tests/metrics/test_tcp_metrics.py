@@ -178,3 +178,17 @@ def test_without_metrics_the_server_works_as_before(tmp_path: Path) -> None:
         clients.stop(timeout=1.0)
         node.stop()
         storage.close()
+
+
+def test_a_write_ended_by_the_node_stopping_after_proposing_closes_the_connection_as_outcome_unknown(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(entries: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    conn = served.connect()
+    assert conn.command(wire.EnqueueCommand("", 1, b"maybe")) == wire.Ok()
+    monkeypatch.setattr(served.storage, "append", broken)
+    conn.send_packet(wire.Ack())
+    wait_until(conn.is_closed_by_server)  # no answer: the outcome is unknown, as for a commit timeout
+    wait_until(lambda: served.requests("enqueue", "timeout") == 1)  # counted as outcome unknown, not "stopped"

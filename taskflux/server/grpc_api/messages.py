@@ -1,7 +1,7 @@
 """Conversions between the domain and the gRPC messages of ``taskflux.proto``: commands in, results out.
 
 Pure functions, no I/O. Every error answer carries a readable English message; the codes are the
-client protocol's (spec §2.4), which the proto's ``ErrorCode`` repeats.
+client protocol's (``taskflux.domain.errors``), which the proto's ``ErrorCode`` repeats.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from taskflux.domain.records import Record
 from taskflux.domain.results import Failure, PolicyViolation
 from taskflux.server.grpc_api import taskflux_pb2 as pb
 
-# gRPC numbers the two structures 0 and 1, the binary protocol 1 and 2 (spec §6.2).
+# gRPC numbers the two structures 0 and 1, the binary protocol 1 and 2.
 IMPLEMENTATION_OF_CODE = {pb.Heap4: Implementation.H4, pb.QueueArray: Implementation.QA}
 CODE_OF_IMPLEMENTATION = {implementation: code for code, implementation in IMPLEMENTATION_OF_CODE.items()}
 UNKNOWN_IMPLEMENTATION = 0  # refused by CreateQueue.validate() with UnknownPriorityQueueCode
-INVALID_LIMIT = -2  # refused by CreateQueue.validate() with the limit's own code, in the spec's order
+INVALID_LIMIT = -2  # refused by CreateQueue.validate() with the limit's own code, in the binary protocol's order
 SHOWN_NAME_CHARS = 64
 
-ERROR_CODES: dict[ErrorCode, pb.ErrorCode] = {  # the same numbers (spec §6.2), spelled out for the type checker
+ERROR_CODES: dict[ErrorCode, pb.ErrorCode] = {  # the same numbers, spelled out for the type checker
     ErrorCode.UNKNOWN: pb.Unknown,
     ErrorCode.INVALID_QUEUE_NAME: pb.InvalidQueueName,
     ErrorCode.QUEUE_DOES_NOT_EXIST: pb.QueueDoesNotExist,
@@ -90,8 +90,8 @@ def queue_record(record: Record) -> pb.QueueRecord:
 
 def create_command(request: pb.CreateQueueRequest) -> CreateQueue:
     """The CreateQueue command a request asks for. Invalid values are kept invalid so that
-    ``CreateQueue.validate()`` refuses them with the spec's codes and in its order. An unset limit is "no
-    limit"; unlike the binary protocol, a set -1 is a negative limit (spec §6.4), hence invalid."""
+    ``CreateQueue.validate()`` refuses them with the binary protocol's codes and in its order. An unset limit is "no
+    limit"; unlike the binary protocol, a set -1 is a negative limit, hence invalid."""
     policies = request.policies
     priority_range = None
     if policies.HasField("priority_range"):

@@ -3,8 +3,13 @@
 A unary call is one request. On the Enqueue and Dequeue streams every answer is one request, timed from
 the client message it answers: a round's data step and ack step are counted separately, by the step
 (``Enqueue.data``, ``Enqueue.ack``, ``Dequeue.request``, ``Dequeue.ack``). The outcome is read from the
-answer's ``result`` oneof; a call ended with an error status counts once with ``error`` (or ``timeout``
-for UNAVAILABLE: the outcome of the write is unknown).
+answer's ``result`` oneof; a call ended with an error status counts once with ``error`` (``timeout`` for
+UNKNOWN set by the servicer: the outcome of the write is unknown; ``stopped`` for UNAVAILABLE).
+
+The stream answers also tell the record counters (``taskflux_records_*_total{interface="grpc"}``): an
+Enqueue ack answered ``data{}`` without a policy violation is a record enqueued, a Dequeue request answered
+with a record a record dequeued, a Dequeue ack answered ``success{}`` a record acked (``ack: true``) or
+nacked (``ack: false``).
 """
 
 from __future__ import annotations
@@ -33,11 +38,12 @@ def answer_outcome(answer: Any) -> str:
 class _Step:
     """The stream step being answered: when its client message arrived, and what it was."""
 
-    __slots__ = ("command", "started")
+    __slots__ = ("command", "request", "started")
 
     def __init__(self, started: float, command: str) -> None:
         self.started = started
         self.command = command
+        self.request: Any = None
 
 
 class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -95,12 +101,16 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 for request in requests:
                     last.started = time.perf_counter()
                     last.command = f"{method}.{request.WhichOneof(request.DESCRIPTOR.oneofs[0].name)}"
+                    last.request = request
                     yield request
 
             self.active += 1
             try:
                 for answer in behaviour(timed_requests(), context):
-                    observe(last.command, answer_outcome(answer), time.perf_counter() - last.started)
+                    outcome = answer_outcome(answer)
+                    observe(last.command, outcome, time.perf_counter() - last.started)
+                    if outcome == outcomes.OK:
+                        self._count_records(last, answer)
                     yield answer
             except GeneratorExit:
                 raise
@@ -112,7 +122,24 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
         return call
 
+    def _count_records(self, step: _Step, answer: Any) -> None:
+        """Count the records a successful stream answer moved (see the module's docstring)."""
+        command, metrics = step.command, self.metrics
+        if command == "Enqueue.ack":
+            if step.request.ack.ack:
+                metrics.enqueued()
+        elif command == "Dequeue.request":
+            if answer.success.HasField("record"):
+                metrics.dequeued()
+        elif command == "Dequeue.ack":
+            (metrics.acked if step.request.ack.ack else metrics.nacked)()
+
+
+STATUS_OUTCOMES = {grpc.StatusCode.UNKNOWN: outcomes.TIMEOUT, grpc.StatusCode.UNAVAILABLE: outcomes.STOPPED}
+
 
 def status_outcome(context: Any) -> str:
-    """The outcome of a call that ended with an exception (``context.abort`` sets the code, then raises)."""
-    return outcomes.TIMEOUT if context.code() == grpc.StatusCode.UNAVAILABLE else outcomes.ERROR
+    """The outcome of a call that ended with an exception (``context.abort`` sets the code, then raises;
+    an exception the servicer did not expect leaves no code: an internal error)."""
+    code = context.code()
+    return outcomes.INTERNAL_ERROR if code is None else STATUS_OUTCOMES.get(code, outcomes.ERROR)

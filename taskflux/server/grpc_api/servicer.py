@@ -3,7 +3,7 @@
 The same guarantees as the binary protocol: an enqueue is answered once committed; a dequeued record is
 reserved on the leader until its ack commits, and put back on a nack, when the stream completes, is
 cancelled or fails, or when the client goes away while it waits. The original's defects are fixed as
-``spec/client-protocol.md`` §6.4 recommends (see ``docs/grpc.md``).
+``docs/grpc.md`` describes.
 
 Runs under gevent: ``monkey.patch_all()`` and ``grpc.experimental.gevent.init_gevent()`` must come first.
 The executor's workers are then greenlets; every open stream holds one for its whole life.
@@ -23,23 +23,30 @@ from taskflux.config import Config, format_endpoint
 from taskflux.domain.errors import ErrorCode
 from taskflux.domain.names import is_valid_queue_name
 from taskflux.domain.results import Failure, PolicyViolation, RecordRemoved
-from taskflux.server.grpc_api import messages
+from taskflux.server.grpc_api import admission, messages
 from taskflux.server.grpc_api import taskflux_pb2 as pb
 from taskflux.server.grpc_api import taskflux_pb2_grpc as pb_grpc
 from taskflux.server.grpc_api.observe import MetricsInterceptor
 from taskflux.server.metrics import NodeMetrics
-from taskflux.server.node import CommitTimeout, Node, NodeStopped, NotLeader
-from taskflux.server.service import INVALID_NAME, QueueService, Reserved
+from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown
+from taskflux.server.service import (
+    INVALID_NAME,
+    STOPPING_MESSAGE,
+    Ending,
+    QueueService,
+    Reserved,
+    ending_of,
+    outcome_unknown_message,
+)
 
 logger = logging.getLogger("taskflux.grpc")
 
 DEFAULT_MAX_WORKERS = 512
-MIN_NATIVE_THREADS = 64  # every blocking gRPC poll holds one thread of the hub's pool (DESIGN.md)
+ADMISSION_HEADROOM = 32
+MIN_NATIVE_THREADS = 64  # every blocking gRPC poll holds one thread of the hub's pool
 MESSAGE_OVERHEAD_BYTES = 64 * 1024  # a request's fields besides the payload (queue name, framing)
 WAIT_WITHOUT_LIMIT = -1
 
-OUTCOME_UNKNOWN = "the request was not committed in time ({}); its outcome is unknown: it may still take effect"
-STOPPING = "the node is stopping; retry on another node"
 Response = TypeVar("Response")
 
 
@@ -49,9 +56,14 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -
     raise AssertionError("context.abort returned")  # it always raises
 
 
-def _abort_unavailable(context: grpc.ServicerContext, error: CommitTimeout | NodeStopped) -> NoReturn:
-    details = OUTCOME_UNKNOWN.format(error) if isinstance(error, CommitTimeout) else STOPPING
-    _abort(context, grpc.StatusCode.UNAVAILABLE, details)
+def _abort_ended(context: grpc.ServicerContext, error: NodeStopped | OutcomeUnknown) -> NoReturn:
+    """End a call the service ended without a result: UNKNOWN when the write may or may not take effect
+    (a status gRPC clients do not retry by themselves), UNAVAILABLE (safe to retry) when the node stopped
+    before doing anything. Not the leader is a ``not_leader`` answer, not a status."""
+    if ending_of(error) is Ending.OUTCOME_UNKNOWN:
+        assert isinstance(error, OutcomeUnknown)
+        _abort(context, grpc.StatusCode.UNKNOWN, outcome_unknown_message(error))
+    _abort(context, grpc.StatusCode.UNAVAILABLE, STOPPING_MESSAGE)
 
 
 def _protocol_violation(context: grpc.ServicerContext, expected: str, got: str | None) -> NoReturn:
@@ -103,7 +115,7 @@ class _DequeueCall:
     def _wait(self, name: str, wait: float | None) -> Reserved | Failure | None:
         waiter = self.waiter = gevent.spawn(self.service.reserve, name, wait)
         try:
-            outcome = waiter.get()  # re-raises NotLeader, CommitTimeout, NodeStopped
+            outcome = waiter.get()  # re-raises NotLeader, NodeStopped, OutcomeUnknown
         except BaseException:
             waiter.kill()
             if isinstance(waiter.value, Reserved):
@@ -167,8 +179,8 @@ class TaskFluxServicer(pb_grpc.TaskFluxServiceServicer):
             return action()
         except NotLeader as error:
             return response_type(not_leader=messages.not_leader(error.leader_id))
-        except (CommitTimeout, NodeStopped) as error:
-            _abort_unavailable(context, error)
+        except (OutcomeUnknown, NodeStopped) as error:
+            _abort_ended(context, error)
 
     # --- Enqueue: rounds of data -> data{} "received", then ack -> the outcome ----------------------
 
@@ -210,7 +222,7 @@ class TaskFluxServicer(pb_grpc.TaskFluxServiceServicer):
         except NotLeader as error:
             return pb.EnqueueResponse(not_leader=messages.not_leader(error.leader_id))
         except NodeStopped as error:
-            _abort_unavailable(context, error)
+            _abort_ended(context, error)
         return None
 
     def _insert(self, data: pb.EnqueueRequest.EnqueueRequestData, context: grpc.ServicerContext) -> pb.EnqueueResponse:
@@ -219,8 +231,8 @@ class TaskFluxServicer(pb_grpc.TaskFluxServiceServicer):
             result = self.service.enqueue(data.queue, record.priority, record.payload)
         except NotLeader as error:
             return pb.EnqueueResponse(not_leader=messages.not_leader(error.leader_id))
-        except (CommitTimeout, NodeStopped) as error:
-            _abort_unavailable(context, error)
+        except (OutcomeUnknown, NodeStopped) as error:
+            _abort_ended(context, error)
         if isinstance(result, Failure):
             return pb.EnqueueResponse(error=messages.error(result, data.queue))
         if isinstance(result, PolicyViolation):
@@ -254,8 +266,8 @@ class TaskFluxServicer(pb_grpc.TaskFluxServiceServicer):
             except NotLeader as error:
                 yield pb.DequeueResponse(not_leader=messages.not_leader(error.leader_id))
                 continue
-            except (CommitTimeout, NodeStopped) as error:
-                _abort_unavailable(context, error)
+            except (OutcomeUnknown, NodeStopped) as error:
+                _abort_ended(context, error)
             if not isinstance(outcome, Reserved):
                 yield NO_RECORD if outcome is None else pb.DequeueResponse(error=messages.error(outcome, name))
                 continue
@@ -288,8 +300,8 @@ class TaskFluxServicer(pb_grpc.TaskFluxServiceServicer):
             result = self.service.remove(call.take())  # puts the record back itself when it cannot commit
         except NotLeader as error:
             return pb.DequeueResponse(not_leader=messages.not_leader(error.leader_id))
-        except (CommitTimeout, NodeStopped) as error:
-            _abort_unavailable(context, error)
+        except (OutcomeUnknown, NodeStopped) as error:
+            _abort_ended(context, error)
         if isinstance(result, Failure):
             return pb.DequeueResponse(error=messages.error(result, name))
         assert isinstance(result, RecordRemoved), f"unexpected result of a removal: {result!r}"
@@ -304,9 +316,10 @@ class GrpcServer:
     """Serves ``taskflux.TaskFluxService`` on ``config.grpc_listen_address`` (h2c, no TLS).
 
     ``max_workers`` bounds the calls in progress, streams included (each holds a worker greenlet for its
-    life); calls beyond it are refused at once with RESOURCE_EXHAUSTED instead of queueing behind streams.
-    Messages larger than ``max_payload_size`` plus a small overhead are refused by gRPC itself with
-    RESOURCE_EXHAUSTED before they are buffered whole.
+    life): at the limit a stream idle on its client makes room, otherwise the call is refused at once with
+    RESOURCE_EXHAUSTED instead of queueing behind streams (``admission``). Messages larger than
+    ``max_payload_size`` plus a small overhead are refused by gRPC itself with RESOURCE_EXHAUSTED before
+    they are buffered whole.
     """
 
     def __init__(
@@ -316,14 +329,22 @@ class GrpcServer:
         self.node = node
         self._host, self._port = config.grpc_listen_address
         self._bound_port = 0
+        self.admission = admission.CallAdmission(max_workers)
+        interceptors: list[grpc.ServerInterceptor] = [self.admission]
+        if metrics is not None:
+            interceptors.insert(0, MetricsInterceptor(metrics))  # outermost: it also sees refused calls
+        # Beyond the admitted calls, room for the ones that evict an idle stream while it winds down.
+        workers = max_workers + ADMISSION_HEADROOM
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
             options=[
                 ("grpc.max_receive_message_length", config.max_payload_size + MESSAGE_OVERHEAD_BYTES),
                 ("grpc.so_reuseport", 0),  # a second node on the same port must fail, not share it
+                ("grpc.server_handshake_timeout_ms", int(admission.HANDSHAKE_TIMEOUT_SECONDS * 1000)),
+                ("grpc.max_connection_idle_ms", int(admission.CONNECTION_IDLE_SECONDS * 1000)),
             ],
-            maximum_concurrent_rpcs=max_workers,
-            interceptors=[MetricsInterceptor(metrics)] if metrics is not None else None,
+            maximum_concurrent_rpcs=workers,
+            interceptors=interceptors,
         )
         pb_grpc.add_TaskFluxServiceServicer_to_server(TaskFluxServicer(service, config.max_payload_size), self._server)
 
@@ -344,8 +365,10 @@ class GrpcServer:
         if self._bound_port == 0:
             raise OSError(f"cannot listen for gRPC on {endpoint}")
         self._server.start()
+        self.admission.table.start()
 
     def stop(self, grace: float) -> None:
         """Refuse new calls, give those in progress ``grace`` seconds, then cancel the rest (a stream's
         unacknowledged record goes back to its queue) and return once everything is shut down."""
         self._server.stop(grace).wait()
+        self.admission.table.stop()
