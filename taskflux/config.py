@@ -29,6 +29,7 @@ import yaml
 from marshmallow import Schema, ValidationError, fields, post_load, validates_schema
 
 from taskflux.raft.config import RaftConfig
+from taskflux.wire.cluster_protocol import is_valid_cluster_id
 
 __all__ = [
     "OPTIONS",
@@ -252,6 +253,12 @@ def _parse_host(value: Any) -> str:
     raise ValueError(f"{_show(value)} is not a host; accepted: an IPv4/IPv6 address or a DNS name, without port")
 
 
+def _parse_cluster_id(value: Any) -> str:
+    if value == "" or (isinstance(value, str) and is_valid_cluster_id(value)):
+        return value
+    raise ValueError(f"{_show(value)} is not a cluster id; accepted: 1 to 64 printable ASCII characters, no space")
+
+
 def _parse_path(value: Any) -> str:
     if isinstance(value, str) and value.strip() and "\0" not in value:
         return value
@@ -314,6 +321,9 @@ OPTIONS: tuple[Option, ...] = (
            "A YAML list or a space-separated string; a missing port means 5000.", "required"),
     Option("cluster_node_id", "integer", 0, _ranged(_parse_int, 0, MAX_INT64, "0 or more"),
            "This node's index in cluster_peers."),
+    Option("cluster_id", "string", "", _parse_cluster_id,
+           "The cluster's identity, checked against the data directory and in every cluster handshake. Empty: "
+           "the first leader of a new cluster generates one and every node records it.", "(generated)"),
     Option("cluster_listen_host", "host", "localhost", _parse_host,
            "Address the inter-node listener binds."),
     Option("cluster_listen_port", "port", None, _port,
@@ -415,6 +425,7 @@ class Config:
     raft_heartbeat_interval: float
     log_level: int
     log_format: str
+    cluster_id: str = ""
     # key -> where its value came from ("default", "config file ...", "environment variable ...", ...)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
