@@ -59,9 +59,9 @@ class Membership:
         """The cluster's genesis entry was applied: the id its first leader generated."""
         if self._identity.record_cluster_id(cluster_id):
             logger.info("cluster id %s recorded from the cluster's first entry", cluster_id)
-        elif self._identity.cluster_id != cluster_id:
-            logger.warning("the cluster's first entry names cluster %s, this node keeps %s (configured or "
-                           "recorded earlier)", cluster_id, self._identity.cluster_id)
+        elif self._identity.cluster_id != cluster_id:  # cluster_id is configured (or was, when it was recorded)
+            logger.info("the cluster's first entry names cluster %s; this node keeps cluster %s", cluster_id,
+                        self._identity.cluster_id)
 
     def caught_up_now(self) -> None:
         """The raft core reported that this node has caught up from a leader."""

@@ -56,23 +56,26 @@ LOG_INTERVAL = 1.0  # at most one line per second about refused inbound connecti
 
 
 class _ThrottledLog:
-    """A warning at most once per interval; the lines held back are counted in the next one."""
+    """A warning at most once per interval and key; the lines held back are counted in the next one."""
+
+    MAX_KEYS = 64
 
     def __init__(self, interval: float = LOG_INTERVAL) -> None:
         self._interval = interval
-        self._next = 0.0
-        self._held_back = 0
+        self._state: dict[str, tuple[float, int]] = {}  # key -> (next allowed time, lines held back)
 
-    def warning(self, message: str, *args: object) -> None:
+    def warning(self, message: str, *args: object, key: str = "") -> None:
         now = time.monotonic()
-        if now < self._next:
-            self._held_back += 1
+        next_allowed, held_back = self._state.get(key, (0.0, 0))
+        if now < next_allowed:
+            self._state[key] = (next_allowed, held_back + 1)
             return
-        if self._held_back:
+        if held_back:
             message += " (and %d more in the last %.0f s)"
-            args = (*args, self._held_back, self._interval)
-        self._held_back = 0
-        self._next = now + self._interval
+            args = (*args, held_back, self._interval)
+        if len(self._state) >= self.MAX_KEYS:
+            self._state.clear()
+        self._state[key] = (now + self._interval, 0)
         logger.warning(message, *args)
 
 
@@ -252,7 +255,7 @@ class PeerNetwork:
             try:
                 peer = self._accept(frame, sock, where)
             except ClusterProtocolError as error:
-                self._refusals_log.warning("refusing cluster connection from %s: %s", where, error)
+                self._refusals_log.warning("refusing cluster connection from %s: %s", where, error, key=str(error))
                 return
             decoder.handshake_done()
             # Quiet links are normal (followers do not talk to each other): no read timeout; the kernel's
@@ -276,7 +279,7 @@ class PeerNetwork:
             oldest, oldest_where = next(iter(self._pending.items()))
             del self._pending[oldest]
             self._strangers_log.warning("%d cluster connections are waiting for their handshake: closing the "
-                                        "oldest, from %s", self._max_pending, oldest_where)
+                                        "oldest, from %s", self._max_pending, oldest_where, key="evicted")
             with contextlib.suppress(OSError):
                 oldest.shutdown(socket.SHUT_RDWR)  # its greenlet's recv returns: it closes the socket
         self._pending[sock] = where
