@@ -223,18 +223,20 @@ class PeerNetwork:
 
     def _check_hello(self, frame: Frame) -> Hello:
         membership = self._membership
-        hello = check_hello(frame, self.cluster_size, self.node_id, membership.cluster_id if membership else "")
-        if membership is not None:
-            membership.heard(hello)
+        return check_hello(frame, self.cluster_size, self.node_id, membership.cluster_id if membership else "")
+
+    def _learn(self, hello: Hello) -> None:
+        """What an accepted Hello teaches: the peer's endpoints, and what ``Membership.heard`` makes of it."""
+        if self._membership is not None:
+            self._membership.heard(hello)
         self.client_endpoints[hello.node_id] = hello.client_endpoint
         self.http_endpoints[hello.node_id] = hello.http_endpoint
-        return hello
 
     def _read_hello(self, sock: socket.socket, peer: int) -> None:
         frame = self._receive_hello(sock, FrameDecoder(self._max_frame_bytes, handshake=True))
         if isinstance(frame, Hello) and frame.node_id != peer:
             raise ClusterProtocolError(f"{self._peers[peer]} answered as node {frame.node_id}, expected {peer}")
-        self._check_hello(frame)
+        self._learn(self._check_hello(frame))
 
     # --- inbound ----------------------------------------------------------------------------------
 
@@ -289,8 +291,12 @@ class PeerNetwork:
         hello = self._check_hello(frame)
         connected = self._inbound.get(hello.node_id)
         if connected is not None:
-            raise ClusterProtocolError(f"it claims node id {hello.node_id}, which is already connected from "
-                                       f"{connected[1]}: two nodes run with the same cluster_node_id")
+            raise ClusterProtocolError(
+                f"it claims node id {hello.node_id}, which is already connected from {connected[1]}: two processes "
+                "run with the same cluster_node_id (or a restarted node's old connection is not closed yet: TCP "
+                "keepalive closes a dead one within about 25 s)"
+            )
+        self._learn(hello)
         self._inbound[hello.node_id] = (sock, where)
         sock.sendall(encode_frame(self._hello()))
         return hello.node_id
