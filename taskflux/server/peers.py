@@ -48,6 +48,7 @@ logger = logging.getLogger("taskflux.peers")
 
 OUTBOX_LIMIT = 4096  # messages queued for one peer; the oldest go first when it is unreachable
 RECV_BYTES = 256 * 1024
+HELLO_RECV_BYTES = 4096  # reads before the handshake: a Hello is at most 601 bytes
 MAX_BACKOFF = 1.0
 WATCHDOG_INTERVAL = 0.25
 KEEPALIVE = ((socket.TCP_KEEPIDLE, 10), (socket.TCP_KEEPINTVL, 5), (socket.TCP_KEEPCNT, 3))  # ~25 s to notice
@@ -213,7 +214,7 @@ class PeerNetwork:
         """The first frame, within ``timeout`` in all (not per read: a trickle of bytes does not extend it)."""
         with gevent.Timeout(self._timeout, TimeoutError(f"no handshake within {self._timeout:.1f} s")):
             while True:
-                data = sock.recv(RECV_BYTES)
+                data = sock.recv(HELLO_RECV_BYTES)
                 if not data:
                     raise ConnectionError("closed during the handshake")
                 decoder.feed(data)
