@@ -138,8 +138,9 @@ class Raft(LeaderRole):
     def abstain(self) -> None:
         """The driver learned that the cluster already has a history while this node has not caught up
         since it started with an empty log (a replaced or wiped node). Until it has caught up from a leader,
-        it grants no vote and no pre-vote and does not campaign: its empty log cannot vouch for entries the
-        cluster committed, and a vote from it could elect a candidate that lacks one. Caught up means its
+        it grants no vote and no pre-vote and does not campaign on its own (a leader's TimeoutNow still starts a
+        campaign): its empty log cannot vouch for entries the cluster committed, and a vote from it could
+        elect a candidate that lacks one. Caught up means its
         commit index covers an entry of the current leader's term (so every entry committed before that
         term is in its log); the next Ready then says ``caught_up``."""
         if not self.caught_up:
@@ -449,7 +450,8 @@ class Raft(LeaderRole):
                 self._send(HeartbeatResponse(self.id, m.src, self.current_term, m.context))
             else:
                 self._handle_snapshot_chunk(m)
-        elif isinstance(m, TimeoutNow) and not self.abstaining:
+        elif isinstance(m, TimeoutNow):
+            # Even while abstaining: the leader sends it only to a follower whose log matches its own to the end.
             self._campaign(pre_vote=False, transfer=True)
 
     def _handle_append(self, m: AppendEntries) -> None:
