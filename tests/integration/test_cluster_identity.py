@@ -5,31 +5,20 @@ handshake does not keep peers out of the cluster port."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from taskflux.storage.identity import IDENTITY_NAME, Identity, decode_identity
 from taskflux.wire import client_protocol as wire
-from tests.support.cluster import LocalCluster, NodeProcess, free_port, wait_until
+from tests.support.cluster import LocalCluster, NodeProcess, free_port, rest_status, wait_until
 from tests.support.raw_client import RawConnection
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def status(node: NodeProcess) -> dict[str, object] | None:
-    """The node's /api/v1/cluster view, or None when it does not answer."""
-    try:
-        with urllib.request.urlopen(f"http://{node.http_address}/api/v1/cluster", timeout=2) as answer:
-            return json.loads(answer.read())  # type: ignore[no-any-return]
-    except OSError:
-        return None
 
 
 def identity(node: NodeProcess) -> Identity | None:
@@ -56,7 +45,7 @@ def test_an_emptied_node_does_not_vote_until_caught_up_so_an_acknowledged_record
         assert RawConnection(A.client_address).enqueue("", 0, b"before") == wire.Ok()
 
         def everyone_applied() -> bool:
-            views = [status(node) for node in cluster.nodes]
+            views = [rest_status(node) for node in cluster.nodes]
             return all(view is not None for view in views) and len(
                 {view["applied_index"] for view in views}) == 1  # type: ignore[index]
 
@@ -77,7 +66,7 @@ def test_an_emptied_node_does_not_vote_until_caught_up_so_an_acknowledged_record
         quiet_until = time.monotonic() + 6  # twelve election timeouts
         while time.monotonic() < quiet_until:
             for node in (B, C):
-                view = status(node)
+                view = rest_status(node)
                 assert view is None or view["role"] != "leader", f"{view}\n{cluster.logs()}"
             time.sleep(0.1)
 
@@ -114,7 +103,7 @@ def test_a_twin_and_a_node_of_another_cluster_are_refused(tmp_path: Path) -> Non
             assert RawConnection(cluster.nodes[leader].client_address).enqueue("", 0, b"ok") == wire.Ok()
             assert twin.running and other.running
             for process in (twin, other):
-                view = status(process)
+                view = rest_status(process)
                 assert view is not None and view["role"] != "leader" and view["commit_index"] == 0
         finally:
             twin.kill()
@@ -166,7 +155,7 @@ def test_a_flood_of_connections_that_never_handshake_does_not_keep_a_restarted_p
             cluster.nodes[follower].kill()  # its links go; it must get back in while the flood goes on
             cluster.nodes[follower].start()
             started = time.monotonic()
-            wait_until(lambda: (view := status(cluster.nodes[follower])) is not None
+            wait_until(lambda: (view := rest_status(cluster.nodes[follower])) is not None
                        and view["leader_id"] is not None, 30, "the restarted follower to hear from the leader")
             rejoin_seconds = time.monotonic() - started
             conn = RawConnection(cluster.nodes[leader].client_address)
