@@ -138,11 +138,11 @@ class Raft(LeaderRole):
     def abstain(self) -> None:
         """The driver learned that the cluster already has a history while this node has not caught up
         since it started with an empty log (a replaced or wiped node). Until it has caught up from a leader,
-        it grants no vote and no pre-vote and does not campaign on its own (a leader's TimeoutNow still starts a
-        campaign): its empty log cannot vouch for entries the cluster committed, and a vote from it could
-        elect a candidate that lacks one. Caught up means its
-        commit index covers an entry of the current leader's term (so every entry committed before that
-        term is in its log); the next Ready then says ``caught_up``."""
+        it grants no vote and no pre-vote and does not campaign on its own (a leader's TimeoutNow still
+        starts a campaign): its empty log cannot vouch for entries the cluster committed, and a vote from it
+        could elect a candidate that lacks one. Caught up means its commit index covers an entry of the
+        current leader's term (so every entry committed before that term is in its log); the next Ready
+        then says ``caught_up``."""
         if not self.caught_up:
             self.abstaining = True
 

@@ -60,8 +60,8 @@ class Ready:
     7. ``advance()``: the core learns that the entries are durable (a leader counts its own copy only
        now) and that the committed entries are applied.
 
-    ``caught_up``: the node has just caught up from a leader after starting with an empty log; the driver
-    records that durably, so that it votes again after a restart (see ``Raft.abstain()``).
+    ``caught_up``: the node has just caught up from a leader after starting with an empty log; once step 3
+    is done, the driver records that durably, so that it votes again after a restart (see ``Raft.abstain()``).
 
     A crash anywhere in 1-7 loses nothing the core relies on: at restart it reads storage only.
     """

@@ -143,8 +143,6 @@ class SimNode:
         if sim.config.crashes and rd.must_sync and sim.rng.random() < sim.config.ready_crash_rate:
             crash_at = sim.rng.randrange(5)
         sim.send_all(rd.messages)
-        if rd.caught_up:
-            self.caught_up = True
         if crash_at == 0:
             return self._crash_mid_ready()
         if rd.snapshot is not None:
@@ -160,6 +158,8 @@ class SimNode:
         if rd.entries:
             sim.checker.on_persist(self, rd.entries)
             self.storage.append(rd.entries)
+        if rd.caught_up:
+            self.caught_up = True  # durable only with the entries it caught up with
         if crash_at == 3:
             return self._crash_mid_ready()
         sim.send_all(rd.messages_after_persist)
