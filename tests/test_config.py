@@ -98,6 +98,7 @@ def test_every_option_from_every_source(tmp_path: Path) -> None:
     values = {
         "cluster_peers": "h0:6000 h1:6001",
         "cluster_node_id": "1",
+        "cluster_id": "prod-eu",
         "cluster_listen_host": "0.0.0.0",
         "cluster_listen_port": "7001",
         "cluster_request_timeout": "2s",
@@ -130,6 +131,7 @@ def test_every_option_from_every_source(tmp_path: Path) -> None:
     expected = Config(
         cluster_peers=(("h0", 6000), ("h1", 6001)),
         cluster_node_id=1,
+        cluster_id="prod-eu",
         cluster_listen_host="0.0.0.0",
         cluster_listen_port=7001,
         cluster_request_timeout=2.0,

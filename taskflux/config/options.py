@@ -35,7 +35,9 @@ from taskflux.values import (
     parse_size,
     positive_duration,
     ranged,
+    show,
 )
+from taskflux.wire.cluster_protocol import is_valid_cluster_id
 
 ENV_PREFIX = "TASKFLUX_"
 MAX_INT64 = 2**63 - 1
@@ -89,6 +91,12 @@ def _ranged_size(low: int, high: int, accepted: str) -> Callable[[Any], int]:
     return ranged(parse_size, low, high, accepted)
 
 
+def _parse_cluster_id(value: Any) -> str:
+    if value == "" or (isinstance(value, str) and is_valid_cluster_id(value)):
+        return value
+    raise ValueError(f"{show(value)} is not a cluster id; accepted: 1 to 64 printable ASCII characters, no space")
+
+
 def _endpoint(default_port: int | None) -> Callable[[Any], tuple[str, int]]:
     return lambda value: parse_endpoint(value, default_port)
 
@@ -105,6 +113,10 @@ class Config:
         "A YAML list or a space-separated string; a missing port means 5000.", "required")
     cluster_node_id: int = option("integer", 0, _ranged_int(0, MAX_INT64, "0 or more"),
                                   "This node's index in cluster_peers.")
+    cluster_id: str = option(
+        "string", "", _parse_cluster_id,
+        "The cluster's identity, checked against the data directory and in every cluster handshake. Empty: "
+        "the first leader of a new cluster generates one and every node records it.", "(generated)")
     cluster_listen_host: str = option("host", "localhost", parse_host, "Address the inter-node listener binds.")
     cluster_listen_port: int = option("port", REQUIRED, parse_port, "Port of the inter-node listener.",
                                       "the port of this node's cluster_peers entry")

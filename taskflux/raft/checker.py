@@ -81,6 +81,11 @@ class Checker:
     def on_crash(self, node: SimNode) -> None:
         self._check_persisted(node)
 
+    def on_wipe(self, node: SimNode) -> None:
+        """The node's storage is gone: its durable term, snapshot and commit start again from zero."""
+        i = node.id
+        self.persisted_term[i] = self.persisted_snapshot[i] = self.current_term[i] = self.commit[i] = 0
+
     def _check_persisted(self, node: SimNode) -> None:
         i = node.id
         term = node.storage.hard_state().term

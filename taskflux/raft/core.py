@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 
 from taskflux.raft.config import RaftConfig
+from taskflux.raft.genesis import genesis_data
 from taskflux.raft.leader import LeaderRole
 from taskflux.raft.log import RaftLog
 from taskflux.raft.messages import (
@@ -51,7 +52,11 @@ class Raft(LeaderRole):
     """One raft node's consensus state (Figure 2 of the paper, plus pre-vote, check-quorum,
     ReadIndex, leadership transfer, snapshots and flow control)."""
 
-    def __init__(self, config: RaftConfig, storage: LogStorage, rng: random.Random) -> None:
+    def __init__(
+        self, config: RaftConfig, storage: LogStorage, rng: random.Random, *, caught_up: bool = True
+    ) -> None:
+        """``caught_up=False``: this node's data directory started empty and it has not yet caught up from a
+        leader (see ``abstain()``); the driver keeps that fact durable."""
         self.config = config
         self.id = config.node_id
         self.peers = tuple(p for p in range(config.cluster_size) if p != config.node_id)
@@ -79,6 +84,9 @@ class Raft(LeaderRole):
         self._persisted_hard_state = hard_state
         self._handed_soft_state: SoftState | None = None
         self._handed: tuple[HardState, int, SnapshotMeta | None, int] | None = None
+        self.caught_up = caught_up
+        self.abstaining = False  # refusing votes and pre-votes, not campaigning: see abstain()
+        self._caught_up_unreported = False
         self.dropped_messages = 0  # invalid messages from peers
         self.anomalies = 0  # messages an honest cluster never sends (counted, then ignored)
         self._tick_handler: Callable[[], None] = self._tick_election
@@ -127,10 +135,22 @@ class Raft(LeaderRole):
         else:
             self._step_handler(m)
 
+    def abstain(self) -> None:
+        """The driver learned that the cluster already has a history while this node has not caught up
+        since it started with an empty log (a replaced or wiped node). Until it has caught up from a leader,
+        it grants no vote and no pre-vote and does not campaign on its own (a leader's TimeoutNow still
+        starts a campaign): its empty log cannot vouch for entries the cluster committed, and a vote from it
+        could elect a candidate that lacks one. Caught up means its commit index covers an entry of the
+        current leader's term (so every entry committed before that term is in its log); the next Ready
+        then says ``caught_up``."""
+        if not self.caught_up:
+            self.abstaining = True
+
     def campaign(self) -> None:
-        """Start an election now, as if the election timeout had elapsed (no-op on a leader)."""
+        """Start an election now, as if the election timeout had elapsed (no-op on a leader or while
+        abstaining)."""
         self._check_not_in_ready()
-        if self.role != Role.LEADER:
+        if self.role != Role.LEADER and not self.abstaining:
             self._campaign(pre_vote=self.config.pre_vote, transfer=False)
 
     def propose(self, data: bytes) -> int | None:
@@ -196,9 +216,11 @@ class Raft(LeaderRole):
     def has_ready(self) -> bool:
         """Whether ``ready()`` would hand out any work."""
         self._flush_appends()
+        self._note_caught_up()
         log = self.log
         return bool(
-            self._messages
+            self._caught_up_unreported
+            or self._messages
             or self._messages_after_persist
             or log.unstable
             or log.pending_snapshot is not None
@@ -212,6 +234,7 @@ class Raft(LeaderRole):
         """The next batch of work for the driver; ``advance()`` must follow before any other call."""
         self._check_not_in_ready()
         self._flush_appends()
+        self._note_caught_up()
         hard_state = self.hard_state
         persisted_term = self._persisted_hard_state.term
         for m in self._messages:
@@ -233,7 +256,9 @@ class Raft(LeaderRole):
             messages_after_persist=tuple(self._messages_after_persist),
             committed_entries=committed,
             read_states=tuple(self._read_states),
+            caught_up=self._caught_up_unreported,
         )
+        self._caught_up_unreported = False
         self._handed = (
             hard_state,
             entries[-1].index if entries else 0,
@@ -262,6 +287,17 @@ class Raft(LeaderRole):
             self.log.applied_to(applied)
         if self.role == Role.LEADER and self.progress[self.id].maybe_update(self.log.stable_index()):
             self._maybe_commit()
+
+    def _note_caught_up(self) -> None:
+        if self.caught_up:
+            return
+        commit = self.log.commit_index
+        # Commit indexes only advance from a leader's messages (or as the leader): covering an entry of the
+        # current term means holding everything committed before this term.
+        if commit and self.log.term(commit) == self.current_term:
+            self.caught_up = True
+            self.abstaining = False
+            self._caught_up_unreported = True
 
     def _check_not_in_ready(self) -> None:
         if self._handed is not None:
@@ -327,14 +363,18 @@ class Raft(LeaderRole):
         own = self.progress[self.id]
         own.match_index = self.log.stable_index()
         own.state = ProgressState.REPLICATE
-        # A no-op entry of the new term lets earlier entries commit (§5.4.2) and fixes the read index.
-        self.log.append([Entry(last + 1, self.current_term, b"")])
+        # A no-op entry of the new term lets earlier entries commit (§5.4.2) and fixes the read index. In a
+        # brand-new cluster (nothing in the log, no snapshot) it is the genesis entry naming the cluster.
+        data = genesis_data(self._rng) if last == 0 else b""
+        self.log.append([Entry(last + 1, self.current_term, data)])
         self._append_pending = True
 
     # ------------------------------------------------------------------ elections
 
     def _tick_election(self) -> None:
         self.election_elapsed += 1
+        if self.abstaining:
+            return
         if self.config.cluster_size == 1 or self.election_elapsed >= self.randomized_election_timeout:
             self._campaign(pre_vote=self.config.pre_vote, transfer=False)
 
@@ -372,7 +412,7 @@ class Raft(LeaderRole):
             or (self.voted_for == NO_VOTE and self.leader_id == NO_LEADER)
             or (m.pre_vote and m.term > self.current_term)
         )
-        if can_vote and self.log.is_up_to_date(m.last_log_index, m.last_log_term):
+        if can_vote and not self.abstaining and self.log.is_up_to_date(m.last_log_index, m.last_log_term):
             self._send(RequestVoteResponse(self.id, m.src, m.term, True, m.pre_vote))
             if not m.pre_vote:
                 self.election_elapsed = 0
@@ -400,11 +440,18 @@ class Raft(LeaderRole):
             if isinstance(m, AppendEntries):
                 self._handle_append(m)
             elif isinstance(m, Heartbeat):
-                self.log.commit_to(min(m.commit, self.log.last_index()))
+                last = self.log.last_index()
+                if m.commit > last:
+                    # The leader only sends a commit index this node acknowledged: its log lost entries (a
+                    # node replaced under the same id). Say where it ends, so the leader sends them again.
+                    self._send(AppendEntriesResponse(self.id, m.src, self.current_term, False,
+                                                     reject_index=m.commit, hint_index=last + 1))
+                self.log.commit_to(min(m.commit, last))
                 self._send(HeartbeatResponse(self.id, m.src, self.current_term, m.context))
             else:
                 self._handle_snapshot_chunk(m)
         elif isinstance(m, TimeoutNow):
+            # Even while abstaining: the leader sends it only to a follower whose log matches its own to the end.
             self._campaign(pre_vote=False, transfer=True)
 
     def _handle_append(self, m: AppendEntries) -> None:

@@ -94,6 +94,10 @@ class LeaderRole:
             if m.reject_index > log.last_index():
                 self.anomalies += 1
                 return
+            if m.hint_term == 0 and m.hint_index <= pr.match_index:
+                pr.lost_entries(m.hint_index)
+                self._send_appends(m.src)
+                return
             if m.hint_term == 0:
                 hint_next = m.hint_index
             else:

@@ -107,6 +107,13 @@ class Progress:
             self.inflight_bytes -= self.inflight.popleft()[1]
         return updated
 
+    def lost_entries(self, next_index: int) -> None:
+        """The follower's log ends before ``next_index`` although it acknowledged more: it lost its data
+        (a node replaced under the same id). Probe again from there. Lowering ``match_index`` is safe:
+        it only delays later commits (a stale rejection that lands here costs a resend, nothing more)."""
+        self.match_index = next_index - 1
+        self.become_probe()
+
     def maybe_decrease(self, rejected: int, hint_next: int) -> bool:
         """A rejection of prev_log_index ``rejected``; False if it is stale."""
         if self.state == ProgressState.REPLICATE:

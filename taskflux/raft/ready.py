@@ -60,6 +60,9 @@ class Ready:
     7. ``advance()``: the core learns that the entries are durable (a leader counts its own copy only
        now) and that the committed entries are applied.
 
+    ``caught_up``: the node has just caught up from a leader after starting with an empty log; once step 3
+    is done, the driver records that durably, so that it votes again after a restart (see ``Raft.abstain()``).
+
     A crash anywhere in 1-7 loses nothing the core relies on: at restart it reads storage only.
     """
 
@@ -72,3 +75,4 @@ class Ready:
     messages_after_persist: tuple[Message, ...] = ()
     committed_entries: tuple[Entry, ...] = ()
     read_states: tuple[ReadState, ...] = ()
+    caught_up: bool = False

@@ -9,8 +9,10 @@ Ready batches as a driver would (``SimNode.handle_ready``), and ``Checker`` veri
 Faults: messages dropped (``loss``), duplicated, delayed up to ``max_delay`` ticks; partitions
 that split the cluster in two and heal later; crashes that lose everything not persisted (the core,
 its unstable log, the state machine, a Ready not yet written, possibly after only part of it was)
-and restarts from the MemoryStorage alone; compaction into snapshots, so lagging followers are
-caught up by chunked InstallSnapshot.
+and restarts from the MemoryStorage alone; wipes (a node replaced by an empty one under the same id, as
+``docs/operations.md`` replaces a failed node: it restarts with empty storage after at least two election
+timeouts and, once the cluster has a history, abstains from voting until it has caught up from a leader);
+compaction into snapshots, so lagging followers are caught up by chunked InstallSnapshot.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class SimConfig:
     crash_rate: float = 0.001  # per tick, a crash of some live node
     ready_crash_rate: float = 0.0005  # per Ready with writes, a crash part way through it
     pause_rate: float = 0.0  # per tick, a node stops for up to 4 election timeouts (0.002 with --pauses)
+    wipe_rate: float = 0.0005  # per tick, a node of 3 or more loses its storage (when no other is catching up)
+    abstain: bool = True  # False: a wiped node votes at once (the checker then finds lost entries)
     clock_skew: float = 0.02  # per node and tick, a clock that misses a tick or ticks twice
     propose_rate: float = 0.08  # per step
     read_rate: float = 0.04  # per step
@@ -63,6 +67,7 @@ class SimConfig:
             crash_rate=0.005,
             ready_crash_rate=0.02,
             pause_rate=0.01,
+            wipe_rate=0.002,
             clock_skew=0.05,
             read_rate=0.05,
         )
@@ -89,6 +94,7 @@ class SimNode:
         self.sim = sim
         self.id = node_id
         self.storage = MemoryStorage()
+        self.caught_up = True  # durable, like the storage: False from a wipe until the core reports caught_up
         self.raft: Raft | None = None
         self.applied: list[bytes] = []
         self.restart_at = 0
@@ -106,7 +112,9 @@ class SimNode:
             replication_max_send_size=sim.max_send_size,
             max_inflight=sim.max_inflight,
         )
-        self.raft = Raft(cfg, self.storage, random.Random(sim.rng.getrandbits(64)))
+        self.raft = Raft(cfg, self.storage, random.Random(sim.rng.getrandbits(64)), caught_up=self.caught_up)
+        if not self.caught_up and sim.config.abstain and sim.checker.committed_terms:
+            self.raft.abstain()  # a peer's handshake says the cluster has a history
         self.applied = decode_state(self.storage.snapshot_data())
         sim.checker.on_start(self)
 
@@ -115,6 +123,15 @@ class SimNode:
         self.applied = []
         self.restart_at = self.sim.now + self.sim.rng.randint(1, 4 * self.sim.config.election_ticks)
         self.sim.checker.on_crash(self)
+
+    def wipe(self) -> None:
+        """Crash and lose the storage; restart empty after at least two election timeouts."""
+        self.crash()
+        self.storage = MemoryStorage()
+        self.caught_up = False
+        election = self.sim.config.election_ticks
+        self.restart_at = self.sim.now + self.sim.rng.randint(2 * election, 4 * election)
+        self.sim.checker.on_wipe(self)
 
     def handle_ready(self) -> bool:
         """Handle one Ready like the node runtime does; False if the node crashed part way."""
@@ -141,6 +158,8 @@ class SimNode:
         if rd.entries:
             sim.checker.on_persist(self, rd.entries)
             self.storage.append(rd.entries)
+        if rd.caught_up:
+            self.caught_up = True  # durable only with the entries it caught up with
         if crash_at == 3:
             return self._crash_mid_ready()
         sim.send_all(rd.messages_after_persist)
@@ -376,6 +395,10 @@ class Simulation:
         if cfg.pause_rate and rng.random() < cfg.pause_rate:
             node = rng.choice(self.nodes)
             node.paused_until = self.now + rng.randint(1, 4 * cfg.election_ticks)
+        if cfg.wipe_rate and self.n >= 3 and rng.random() < cfg.wipe_rate:
+            live = [node for node in self.nodes if node.raft is not None]
+            if live and all(node.caught_up for node in self.nodes):  # one replacement at a time
+                rng.choice(live).wipe()
         if cfg.crashes and rng.random() < cfg.crash_rate:
             live = [node for node in self.nodes if node.raft is not None]
             if live:

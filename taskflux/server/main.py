@@ -18,6 +18,7 @@ from taskflux.server.grpc_api.servicer import GrpcServer
 from taskflux.server.http import HttpServer
 from taskflux.server.leases import LeaseTable
 from taskflux.server.logs import setup_logging
+from taskflux.server.membership import Membership
 from taskflux.server.metrics import NodeMetrics
 from taskflux.server.node import Node, NodeSettings
 from taskflux.server.peers import PeerNetwork
@@ -26,6 +27,7 @@ from taskflux.server.service import QueueService
 from taskflux.server.tcp import ClientServer
 from taskflux.storage.disk import DiskStorage
 from taskflux.storage.errors import StorageError
+from taskflux.storage.identity import IdentityFile, holds_nothing
 
 logger = logging.getLogger("taskflux.server")
 
@@ -45,6 +47,13 @@ class Server:
             hard_limit_bytes=config.log_file_hard_limit,
             max_record_bytes=config.max_payload_size + ENTRY_OVERHEAD_BYTES,
         )
+        try:
+            identity = IdentityFile(config.data_directory, config.cluster_node_id, config.cluster_id,
+                                    empty=holds_nothing(self.storage))
+        except BaseException:
+            self.storage.close()
+            raise
+        self.membership = Membership(identity)
         own = config.cluster_node_id
         self.metrics = NodeMetrics()
         self.peers = PeerNetwork(
@@ -56,6 +65,7 @@ class Server:
             http_endpoint=format_endpoint(*config.http_advertise_address) if config.http_enabled else "",
             timeout=config.cluster_request_timeout,
             max_frame_bytes=config.cluster_max_frame_bytes,
+            membership=self.membership,
         )
         self.node = Node(
             config.raft_config(),
@@ -67,6 +77,7 @@ class Server:
                 snapshot_segments_threshold=config.snapshot_creation_segments_threshold,
             ),
             metrics=self.metrics,
+            membership=self.membership,
         )
         self.clients = ClientServer(self.node, self.peers, config, metrics=self.metrics)
         self.service = QueueService(self.node)
@@ -94,8 +105,9 @@ class Server:
         self.peers.start()
         self.clients.start()
         logger.info(
-            "node %d of %d serving clients on %s, REST on %s, gRPC on %s, cluster on %s:%d, data in %s",
-            self.config.cluster_node_id, self.config.cluster_size, self.clients.address,
+            "node %d of %d (cluster %s) serving clients on %s, REST on %s, gRPC on %s, cluster on %s:%d, data in %s",
+            self.config.cluster_node_id, self.config.cluster_size, self.membership.cluster_id or "not known yet",
+            self.clients.address,
             self.http.address if self.http is not None else "(off)",
             self.grpc.address if self.grpc is not None else "(off)",
             self.config.cluster_listen_host, self.config.cluster_listen_port, self.config.data_directory,

@@ -36,6 +36,7 @@ from taskflux.domain.results import RecordAdded, Result
 from taskflux.domain.snapshot_codec import decode_snapshot, encode_snapshot
 from taskflux.raft.config import RaftConfig
 from taskflux.raft.core import Raft
+from taskflux.raft.genesis import genesis_cluster_id, is_no_op
 from taskflux.raft.messages import Message
 from taskflux.raft.ready import NO_LEADER, Ready, Role, Snapshot, SoftState
 from taskflux.raft.types import Entry, SnapshotMeta
@@ -43,6 +44,7 @@ from taskflux.server.disk_thread import DiskThread
 from taskflux.storage.disk import DiskStorage
 
 if TYPE_CHECKING:
+    from taskflux.server.membership import Membership
     from taskflux.server.metrics import NodeMetrics
 
 logger = logging.getLogger("taskflux.node")
@@ -107,6 +109,9 @@ class _ReadBarrier:
     result: AsyncResult
 
 
+_ABSTAIN = object()  # the inbox event of abstain()
+
+
 @dataclass(slots=True)
 class _Transfer:
     to: int
@@ -124,13 +129,18 @@ class Node:
         settings: NodeSettings | None = None,
         rng: random.Random | None = None,
         metrics: NodeMetrics | None = None,
+        membership: Membership | None = None,
     ) -> None:
         self.id = raft_config.node_id
         self.settings = settings or NodeSettings()
         self._storage = storage
         self._send = send
         self.manager = self._restore_state()
-        self._raft = Raft(raft_config, storage, rng or random.Random())
+        self._membership = membership
+        caught_up = membership is None or membership.caught_up
+        self._raft = Raft(raft_config, storage, rng or random.Random(), caught_up=caught_up)
+        if membership is not None:
+            membership.attach(self.abstain)
         self._applied_index = storage.snapshot_meta().index
         self.soft_state = SoftState(Role.FOLLOWER, storage.hard_state().term, NO_LEADER)
         self._inbox: Queue = Queue(INBOX_SIZE)
@@ -304,6 +314,11 @@ class Node:
         """A raft message from a peer (blocks while the inbox is full: back-pressure on the link)."""
         self._inbox.put(message)
 
+    def abstain(self) -> None:
+        """The cluster has a history this node, started empty, has not caught up with: stop voting until it
+        has (``Raft.abstain``). Queued like a message, so it takes effect before any later message."""
+        self._inbox.put(_ABSTAIN)
+
     def wait_for_record(self, queue: str, timeout: float | None) -> bool:
         """Block until a record may be available in ``queue`` (an enqueue applied, a record released)
         or ``timeout`` passes (None: no limit). Waiters are woken oldest first."""
@@ -394,6 +409,8 @@ class Node:
             reads.append(event.result)
         elif isinstance(event, _Transfer):
             event.result.set(self._raft.transfer_leadership(event.to))
+        elif event is _ABSTAIN:
+            self._raft.abstain()
         elif event is not None:
             self._raft.step(event)  # type: ignore[arg-type]
 
@@ -425,6 +442,8 @@ class Node:
             self.batches += 1
         for message in ready.messages_after_persist:
             self._send(message)
+        if ready.caught_up and self._membership is not None:
+            self._membership.caught_up_now()
         if ready.committed_entries:
             self._apply(ready.committed_entries)
         for read in ready.read_states:
@@ -497,7 +516,10 @@ class Node:
             if waiting is not None and waiting[0] != entry.term:  # another leader's entry took the index
                 waiting[2].set_exception(NotLeader(self._raft.leader_id))
                 waiting = None
-            if not entry.data:  # a new term's no-op
+            if is_no_op(entry.data):  # a new term's no-op; the first one names the cluster
+                cluster_id = genesis_cluster_id(entry.data)
+                if cluster_id is not None and self._membership is not None:
+                    self._membership.genesis_applied(cluster_id)
                 continue
             # The proposer's own command object spares decoding the entry it was encoded into.
             command = waiting[1] if waiting is not None else decode_command(entry.data)

@@ -9,6 +9,12 @@ a dropped connection and some dropped messages, which raft retransmits; it never
 After the handshake no socket operation carries a gevent timer (one per send or receive would be on every
 message's path): a watchdog greenlet closes an outbound link whose send has been stuck for
 ``cluster_request_timeout``, and TCP keepalive ends an inbound link whose peer has vanished.
+
+Before the handshake, an inbound connection is a stranger: it may send one Hello of at most a few hundred
+bytes, within ``cluster_request_timeout`` in all; at most ``MAX_PENDING_HANDSHAKES`` strangers are held at a
+time, the oldest closed first, so a flood of connections that never handshake cannot keep peers out. A
+Hello must name this cluster (when both sides know its id) and a node id that is not ours and not already
+connected (a twin).
 """
 
 from __future__ import annotations
@@ -19,21 +25,59 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import gevent
 from gevent.event import Event
 from gevent.server import StreamServer
 
 from taskflux.raft.messages import Message
-from taskflux.wire.cluster_protocol import ClusterProtocolError, FrameDecoder, Hello, check_hello, encode_frame
+from taskflux.wire.cluster_protocol import (
+    ClusterProtocolError,
+    Frame,
+    FrameDecoder,
+    Hello,
+    check_hello,
+    encode_frame,
+)
+
+if TYPE_CHECKING:
+    from taskflux.server.membership import Membership
 
 logger = logging.getLogger("taskflux.peers")
 
 OUTBOX_LIMIT = 4096  # messages queued for one peer; the oldest go first when it is unreachable
 RECV_BYTES = 256 * 1024
+HELLO_RECV_BYTES = 4096  # reads before the handshake: a Hello is at most 601 bytes
 MAX_BACKOFF = 1.0
 WATCHDOG_INTERVAL = 0.25
 KEEPALIVE = ((socket.TCP_KEEPIDLE, 10), (socket.TCP_KEEPINTVL, 5), (socket.TCP_KEEPCNT, 3))  # ~25 s to notice
+MAX_PENDING_HANDSHAKES = 64  # inbound connections not yet through their Hello; the oldest is closed first
+LOG_INTERVAL = 1.0  # at most one line per second about refused inbound connections (a flood logs a count)
+
+
+class _ThrottledLog:
+    """A warning at most once per interval and key; the lines held back are counted in the next one."""
+
+    MAX_KEYS = 64
+
+    def __init__(self, interval: float = LOG_INTERVAL) -> None:
+        self._interval = interval
+        self._state: dict[str, tuple[float, int]] = {}  # key -> (next allowed time, lines held back)
+
+    def warning(self, message: str, *args: object, key: str = "") -> None:
+        now = time.monotonic()
+        next_allowed, held_back = self._state.get(key, (0.0, 0))
+        if now < next_allowed:
+            self._state[key] = (next_allowed, held_back + 1)
+            return
+        if held_back:
+            message += " (and %d more in the last %.0f s)"
+            args = (*args, held_back, self._interval)
+        if len(self._state) >= self.MAX_KEYS:
+            self._state.clear()
+        self._state[key] = (now + self._interval, 0)
+        logger.warning(message, *args)
 
 
 class PeerNetwork:
@@ -50,6 +94,8 @@ class PeerNetwork:
         http_endpoint: str = "",
         timeout: float = 5.0,
         max_frame_bytes: int = 64 * 1024 * 1024,
+        membership: Membership | None = None,
+        max_pending: int = MAX_PENDING_HANDSHAKES,
     ) -> None:
         self.node_id = node_id
         self.cluster_size = len(peers)
@@ -57,8 +103,14 @@ class PeerNetwork:
         self._deliver = deliver
         self._timeout = timeout
         self._max_frame_bytes = max_frame_bytes
-        self._hello = Hello(cluster_size=self.cluster_size, node_id=node_id, client_endpoint=client_endpoint,
-                            http_endpoint=http_endpoint)
+        self._membership = membership
+        self._client_endpoint = client_endpoint
+        self._http_endpoint = http_endpoint
+        self._max_pending = max_pending
+        self._pending: dict[socket.socket, str] = {}  # strangers, oldest first -> their address
+        self._inbound: dict[int, tuple[socket.socket, str]] = {}  # peer -> its link and address
+        self._strangers_log = _ThrottledLog()
+        self._refusals_log = _ThrottledLog()
         self.client_endpoints = [""] * self.cluster_size
         self.client_endpoints[node_id] = client_endpoint
         self.http_endpoints = [""] * self.cluster_size  # "" = not known (yet) or no HTTP on that node
@@ -101,12 +153,13 @@ class PeerNetwork:
         outbox = self._outboxes[peer]
         wakeup = self._wakeups[peer]
         backoff = 0.05
+        refused = ""  # the last handshake refusal, logged once until it changes
         while not self._stopping:
             sock = None
             try:
                 sock = socket.create_connection(address, timeout=self._timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                sock.sendall(encode_frame(self._hello))
+                sock.sendall(encode_frame(self._hello()))
                 self._read_hello(sock, peer)
                 sock.settimeout(None)  # the watchdog bounds sends from here on
                 logger.info("connected to node %d at %s:%d", peer, *address)
@@ -128,6 +181,9 @@ class PeerNetwork:
             except (OSError, ClusterProtocolError) as error:
                 if self.connected[peer]:
                     logger.warning("link to node %d lost: %s", peer, error)
+                elif isinstance(error, ClusterProtocolError) and str(error) != refused:
+                    logger.warning("node %d at %s:%d refused: %s", peer, *address, error)
+                refused = str(error) if isinstance(error, ClusterProtocolError) else refused
                 self.connected[peer] = False
             finally:
                 if sock is not None:
@@ -148,61 +204,111 @@ class PeerNetwork:
                     with contextlib.suppress(OSError):
                         sock.shutdown(socket.SHUT_RDWR)
 
+    def _hello(self) -> Hello:
+        membership = self._membership
+        return Hello(cluster_size=self.cluster_size, node_id=self.node_id, client_endpoint=self._client_endpoint,
+                     http_endpoint=self._http_endpoint, cluster_id=membership.cluster_id if membership else "",
+                     established=membership.established if membership else False)
+
+    def _receive_hello(self, sock: socket.socket, decoder: FrameDecoder) -> Frame:
+        """The first frame, within ``timeout`` in all (not per read: a trickle of bytes does not extend it)."""
+        with gevent.Timeout(self._timeout, TimeoutError(f"no handshake within {self._timeout:.1f} s")):
+            while True:
+                data = sock.recv(HELLO_RECV_BYTES)
+                if not data:
+                    raise ConnectionError("closed during the handshake")
+                decoder.feed(data)
+                frame = decoder.next_frame()
+                if frame is not None:
+                    return frame
+
+    def _check_hello(self, frame: Frame) -> Hello:
+        membership = self._membership
+        return check_hello(frame, self.cluster_size, self.node_id, membership.cluster_id if membership else "")
+
+    def _learn(self, hello: Hello) -> None:
+        """What an accepted Hello teaches: the peer's endpoints, and what ``Membership.heard`` makes of it."""
+        if self._membership is not None:
+            self._membership.heard(hello)
+        self.client_endpoints[hello.node_id] = hello.client_endpoint
+        self.http_endpoints[hello.node_id] = hello.http_endpoint
+
     def _read_hello(self, sock: socket.socket, peer: int) -> None:
-        decoder = FrameDecoder(self._max_frame_bytes)
-        while True:
-            data = sock.recv(RECV_BYTES)
-            if not data:
-                raise ConnectionError("closed during the handshake")
-            decoder.feed(data)
-            frame = decoder.next_frame()
-            if frame is None:
-                continue
-            hello = check_hello(frame, self.cluster_size, self.node_id)
-            if hello.node_id != peer:
-                raise ClusterProtocolError(f"{self._peers[peer]} answered as node {hello.node_id}, expected {peer}")
-            self._learn(hello)
-            return
+        frame = self._receive_hello(sock, FrameDecoder(self._max_frame_bytes, handshake=True))
+        if isinstance(frame, Hello) and frame.node_id != peer:
+            raise ClusterProtocolError(f"{self._peers[peer]} answered as node {frame.node_id}, expected {peer}")
+        self._learn(self._check_hello(frame))
 
     # --- inbound ----------------------------------------------------------------------------------
 
     def _serve_inbound(self, sock: socket.socket, address: tuple[str, int]) -> None:
-        sock.settimeout(self._timeout)
-        decoder = FrameDecoder(self._max_frame_bytes)
+        where = f"{address[0]}:{address[1]}"
+        self._admit(sock, where)
+        decoder = FrameDecoder(self._max_frame_bytes, handshake=True)
         peer = -1
         try:
-            while True:
-                data = sock.recv(RECV_BYTES)
-                if not data:
-                    return
-                decoder.feed(data)
-                while (frame := decoder.next_frame()) is not None:
-                    if peer < 0:
-                        peer = self._accept_hello(frame, sock)
-                        # Quiet links are normal (followers do not talk to each other): no read timeout;
-                        # the kernel's keepalive notices a peer that vanished.
-                        sock.settimeout(None)
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-                        for option, value in KEEPALIVE:
-                            sock.setsockopt(socket.IPPROTO_TCP, option, value)
-                    elif isinstance(frame, Hello) or frame.src != peer or frame.dst != self.node_id:
-                        raise ClusterProtocolError(f"node {peer} sent {type(frame).__name__} not meant for it")
-                    else:
-                        self._deliver(frame)
-        except TimeoutError:
-            logger.warning("no handshake from %s:%d within %.1f s", *address[:2], self._timeout)
+            try:
+                frame = self._receive_hello(sock, decoder)
+            except (OSError, ClusterProtocolError) as error:
+                self._strangers_log.warning("closing cluster connection from %s before its handshake: %s", where,
+                                            error)
+                return
+            finally:
+                self._pending.pop(sock, None)
+            try:
+                peer = self._accept(frame, sock, where)
+            except ClusterProtocolError as error:
+                self._refusals_log.warning("refusing cluster connection from %s: %s", where, error, key=str(error))
+                return
+            decoder.handshake_done()
+            # Quiet links are normal (followers do not talk to each other): no read timeout; the kernel's
+            # keepalive notices a peer that vanished.
+            sock.settimeout(None)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for option, value in KEEPALIVE:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+            self._read_messages(sock, decoder, peer)
         except (OSError, ClusterProtocolError) as error:
-            logger.warning("closing cluster connection from %s:%d (node %d): %s", *address[:2], peer, error)
+            logger.warning("closing cluster connection from %s (node %d): %s", where, peer, error)
         finally:
+            if peer >= 0 and self._inbound.get(peer, (None, ""))[0] is sock:
+                del self._inbound[peer]
             with contextlib.suppress(OSError):
                 sock.close()
 
-    def _accept_hello(self, frame: object, sock: socket.socket) -> int:
-        hello = check_hello(frame, self.cluster_size, self.node_id)  # type: ignore[arg-type]
+    def _admit(self, sock: socket.socket, where: str) -> None:
+        """Hold a new connection as a stranger until its Hello; past the limit, close the oldest stranger."""
+        if len(self._pending) >= self._max_pending:
+            oldest, oldest_where = next(iter(self._pending.items()))
+            del self._pending[oldest]
+            self._strangers_log.warning("%d cluster connections are waiting for their handshake: closing the "
+                                        "oldest, from %s", self._max_pending, oldest_where, key="evicted")
+            with contextlib.suppress(OSError):
+                oldest.shutdown(socket.SHUT_RDWR)  # its greenlet's recv returns: it closes the socket
+        self._pending[sock] = where
+
+    def _accept(self, frame: Frame, sock: socket.socket, where: str) -> int:
+        """Check a dialer's Hello, answer with ours, register the link; the peer's id."""
+        hello = self._check_hello(frame)
+        connected = self._inbound.get(hello.node_id)
+        if connected is not None:
+            raise ClusterProtocolError(
+                f"it claims node id {hello.node_id}, which is already connected from {connected[1]}: two processes "
+                "run with the same cluster_node_id (or a restarted node's old connection is not closed yet: TCP "
+                "keepalive closes a dead one within about 25 s)"
+            )
         self._learn(hello)
-        sock.sendall(encode_frame(self._hello))
+        self._inbound[hello.node_id] = (sock, where)
+        sock.sendall(encode_frame(self._hello()))
         return hello.node_id
 
-    def _learn(self, hello: Hello) -> None:
-        self.client_endpoints[hello.node_id] = hello.client_endpoint
-        self.http_endpoints[hello.node_id] = hello.http_endpoint
+    def _read_messages(self, sock: socket.socket, decoder: FrameDecoder, peer: int) -> None:
+        while True:
+            while (frame := decoder.next_frame()) is not None:
+                if isinstance(frame, Hello) or frame.src != peer or frame.dst != self.node_id:
+                    raise ClusterProtocolError(f"node {peer} sent {type(frame).__name__} not meant for it")
+                self._deliver(frame)
+            data = sock.recv(RECV_BYTES)
+            if not data:
+                return
+            decoder.feed(data)

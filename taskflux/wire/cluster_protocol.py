@@ -35,8 +35,10 @@ from taskflux.raft.types import Entry
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
     "HEADER_SIZE",
+    "MAX_CLUSTER_ID_BYTES",
     "MAX_CONTEXT_BYTES",
     "MAX_ENDPOINT_BYTES",
+    "MAX_HELLO_BODY_BYTES",
     "MIN_MAX_FRAME_BYTES",
     "PROTOCOL_VERSION",
     "ClusterProtocolError",
@@ -46,9 +48,10 @@ __all__ = [
     "Hello",
     "check_hello",
     "encode_frame",
+    "is_valid_cluster_id",
 ]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 HELLO_MAGIC = b"TFXC"
 # Must exceed replication_max_send_size + the largest entry (max payload + command overhead); see
 # Config.cluster_max_frame_bytes, which is never below this.
@@ -56,6 +59,7 @@ DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
 MIN_MAX_FRAME_BYTES = 4096
 MAX_CONTEXT_BYTES = 1024  # a ReadIndex context (the raft core uses 8 bytes)
 MAX_ENDPOINT_BYTES = 255  # "host:port" in a Hello
+MAX_CLUSTER_ID_BYTES = 64  # printable ASCII
 # 0x7FFF_FFFF: a body length that does not fit an i32 is refused whatever max_frame_bytes says.
 MAX_BODY_BYTES = 2**31 - 1
 
@@ -82,20 +86,30 @@ class FrameType(IntEnum):
 @dataclass(frozen=True, slots=True)
 class Hello:
     """The handshake: who is speaking, in which cluster, and where clients reach it (``host:port`` of its
-    binary protocol, and of its HTTP interface or "" when it serves none)."""
+    binary protocol, and of its HTTP interface or "" when it serves none).
+
+    ``cluster_id``: the sender's cluster, "" while it knows none. ``established``: the sender holds the
+    cluster's committed history (it has caught up from a leader since its data directory was created), so
+    the cluster has one: a node that started with an empty data directory must not vote before it has
+    caught up too.
+    """
 
     cluster_size: int
     node_id: int
     client_endpoint: str
     version: int = PROTOCOL_VERSION
     http_endpoint: str = ""
+    cluster_id: str = ""
+    established: bool = False
 
 
 Frame = Hello | Message  # what a FrameDecoder yields and encode_frame takes
 
 HEADER = struct.Struct(">IIB")
 HEADER_SIZE = HEADER.size
-_HELLO = struct.Struct(">4sHHiH")  # magic, version, cluster size, node id, client endpoint length
+_HELLO_START = struct.Struct(">4sHHi")  # magic, version, cluster size, node id: the same in every version
+_HELLO = struct.Struct(">4sHHiBH")  # ... then flags (bit 0: established), client endpoint length
+_U8 = struct.Struct(">B")  # the cluster id's length
 _U16 = struct.Struct(">H")  # the HTTP endpoint's length
 _ADDR = struct.Struct(">iiq")  # src, dst, term: the start of every raft message
 _REQUEST_VOTE = struct.Struct(">iiqqqBB")
@@ -108,6 +122,10 @@ _HEARTBEAT_RESPONSE = struct.Struct(">iiqH")
 _INSTALL_SNAPSHOT = struct.Struct(">iiqqqqqBI")  # ... index, term, offset, total size, done, data length
 _INSTALL_SNAPSHOT_RESPONSE = struct.Struct(">iiqqqBq")
 _TIMEOUT_NOW = _ADDR
+# The largest Hello: what a connection may send before its handshake is done.
+MAX_HELLO_BODY_BYTES = (
+    _HELLO.size + MAX_ENDPOINT_BYTES + _U16.size + MAX_ENDPOINT_BYTES + _U8.size + MAX_CLUSTER_ID_BYTES
+)
 
 
 def _unsigned(layout: struct.Struct) -> struct.Struct:
@@ -141,8 +159,18 @@ def _encode_hello(hello: Hello) -> bytes:
     for name, value in (("client", endpoint), ("HTTP", http)):
         if len(value) > MAX_ENDPOINT_BYTES:
             raise ValueError(f"{name} endpoint longer than {MAX_ENDPOINT_BYTES} bytes: {value!r}")
-    head = _HELLO_OUT.pack(HELLO_MAGIC, hello.version, hello.cluster_size, hello.node_id, len(endpoint))
-    return _frame(FrameType.HELLO, head + endpoint + _U16.pack(len(http)) + http)
+    if not is_valid_cluster_id(hello.cluster_id) and hello.cluster_id:
+        raise ValueError(f"invalid cluster id {hello.cluster_id!r}")
+    cluster_id = hello.cluster_id.encode("ascii")
+    head = _HELLO_OUT.pack(HELLO_MAGIC, hello.version, hello.cluster_size, hello.node_id, hello.established,
+                           len(endpoint))
+    body = head + endpoint + _U16.pack(len(http)) + http + _U8.pack(len(cluster_id)) + cluster_id
+    return _frame(FrameType.HELLO, body)
+
+
+def is_valid_cluster_id(cluster_id: str) -> bool:
+    """1 to 64 printable ASCII characters, no space."""
+    return 0 < len(cluster_id) <= MAX_CLUSTER_ID_BYTES and all("!" <= c <= "~" for c in cluster_id)
 
 
 def _encode_request_vote(m: RequestVote) -> bytes:
@@ -260,25 +288,39 @@ def _fixed(layout: struct.Struct, body: bytes, name: str) -> tuple[int, ...]:
 
 
 def _decode_hello(body: bytes) -> Hello:
-    if len(body) < _HELLO.size:
+    if len(body) < _HELLO_START.size:
         raise ClusterProtocolError(f"Hello body is {len(body)} bytes, expected at least {_HELLO.size}")
-    magic, version, cluster_size, node_id, length = _HELLO.unpack_from(body)
+    magic, version, cluster_size, node_id = _HELLO_START.unpack_from(body)
     if magic != HELLO_MAGIC:
         raise ClusterProtocolError(f"not a TaskFlux cluster handshake (magic {magic!r})")
+    _non_negative(node_id)
+    if version != PROTOCOL_VERSION:  # the rest may be laid out otherwise: check_hello names the versions
+        return Hello(cluster_size=cluster_size, node_id=node_id, client_endpoint="", version=version)
+    if len(body) < _HELLO.size:
+        raise ClusterProtocolError(f"Hello body is {len(body)} bytes, expected at least {_HELLO.size}")
+    flags, length = _HELLO.unpack_from(body)[4:]
+    if flags > 1:
+        raise ClusterProtocolError(f"Hello flags {flags:#x}: unknown bits set")
     http_at = _HELLO.size + length
     if length > MAX_ENDPOINT_BYTES or len(body) < http_at + _U16.size:
         raise ClusterProtocolError(f"Hello endpoint length {length} does not fit a {len(body)}-byte body")
     (http_length,) = _U16.unpack_from(body, http_at)
-    if http_length > MAX_ENDPOINT_BYTES or len(body) != http_at + _U16.size + http_length:
-        raise ClusterProtocolError(f"Hello HTTP endpoint length {http_length} does not match a {len(body)}-byte body")
-    _non_negative(node_id)
+    id_at = http_at + _U16.size + http_length
+    if http_length > MAX_ENDPOINT_BYTES or len(body) < id_at + _U8.size:
+        raise ClusterProtocolError(f"Hello HTTP endpoint length {http_length} does not fit a {len(body)}-byte body")
+    (id_length,) = _U8.unpack_from(body, id_at)
+    if id_length > MAX_CLUSTER_ID_BYTES or len(body) != id_at + _U8.size + id_length:
+        raise ClusterProtocolError(f"Hello cluster id length {id_length} does not match a {len(body)}-byte body")
+    cluster_id = body[id_at + _U8.size :].decode("latin-1")
+    if cluster_id and not is_valid_cluster_id(cluster_id):
+        raise ClusterProtocolError(f"Hello cluster id {cluster_id!r} is not printable ASCII")
     try:
         endpoint = body[_HELLO.size : http_at].decode("utf-8")
-        http = body[http_at + _U16.size :].decode("utf-8")
+        http = body[http_at + _U16.size : id_at].decode("utf-8")
     except UnicodeDecodeError:
         raise ClusterProtocolError("Hello endpoint is not UTF-8") from None
     return Hello(cluster_size=cluster_size, node_id=node_id, client_endpoint=endpoint, version=version,
-                 http_endpoint=http)
+                 http_endpoint=http, cluster_id=cluster_id, established=flags == 1)
 
 
 def _decode_request_vote(body: bytes) -> RequestVote:
@@ -397,15 +439,26 @@ class FrameDecoder:
     A body length is checked against ``max_frame_bytes`` from the header alone, before the body is awaited
     or copied. Malformed input raises ``ClusterProtocolError``; the decoder then stays broken (every later
     call raises) and the connection must be closed.
+
+    With ``handshake=True`` the decoder first accepts only a Hello of at most ``MAX_HELLO_BODY_BYTES``
+    (both checked from the header), until ``handshake_done()``: a stranger cannot make a node buffer
+    more than a few hundred bytes.
     """
 
-    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, *, handshake: bool = False) -> None:
         if not MIN_MAX_FRAME_BYTES <= max_frame_bytes <= MAX_BODY_BYTES:
             raise ValueError(f"max_frame_bytes must be in {MIN_MAX_FRAME_BYTES}..{MAX_BODY_BYTES}")
-        self.max_frame_bytes = max_frame_bytes
+        self._after_handshake = max_frame_bytes
+        self.max_frame_bytes = MAX_HELLO_BODY_BYTES if handshake else max_frame_bytes
+        self._hello_only = handshake
         self._buffer = bytearray()
         self._start = 0  # where the next frame begins in _buffer
         self._error: ClusterProtocolError | None = None
+
+    def handshake_done(self) -> None:
+        """The Hello is through: accept every frame type up to the full ``max_frame_bytes`` from now on."""
+        self._hello_only = False
+        self.max_frame_bytes = self._after_handshake
 
     @property
     def buffered(self) -> int:
@@ -447,6 +500,8 @@ class FrameDecoder:
         if available < HEADER_SIZE:
             return None
         length, crc, frame_type = HEADER.unpack_from(buffer, start)
+        if self._hello_only and frame_type != FrameType.HELLO:
+            raise ClusterProtocolError(f"expected a Hello first, got a frame of type {frame_type}")
         if length > self.max_frame_bytes:
             raise ClusterProtocolError(f"frame body of {length} bytes exceeds the {self.max_frame_bytes}-byte limit")
         decode = _DECODERS.get(frame_type)
@@ -471,15 +526,21 @@ class FrameDecoder:
         return frame
 
 
-def check_hello(hello: Frame | None, cluster_size: int, own_node_id: int) -> Hello:
-    """The acceptor's check of a dialer's first frame: a Hello of our version and cluster size from another
-    node id in range. Returns it; raises ``ClusterProtocolError`` naming what is wrong."""
+def check_hello(hello: Frame | None, cluster_size: int, own_node_id: int, cluster_id: str = "") -> Hello:
+    """The check of a peer's Hello: our version and cluster size, another node id in range, and the same
+    cluster id when both sides know one (``cluster_id``: ours, "" when unknown). Returns it; raises
+    ``ClusterProtocolError`` naming both sides of what differs."""
     if not isinstance(hello, Hello):
         raise ClusterProtocolError(f"expected Hello first, got {type(hello).__name__}")
     if hello.version != PROTOCOL_VERSION:
-        raise ClusterProtocolError(f"protocol version {hello.version}, this node speaks {PROTOCOL_VERSION}")
+        raise ClusterProtocolError(f"peer speaks protocol version {hello.version}, this node {PROTOCOL_VERSION}")
     if hello.cluster_size != cluster_size:
         raise ClusterProtocolError(f"peer has cluster size {hello.cluster_size}, this node {cluster_size}")
-    if not 0 <= hello.node_id < cluster_size or hello.node_id == own_node_id:
-        raise ClusterProtocolError(f"peer claims node id {hello.node_id} (this node is {own_node_id})")
+    if hello.node_id == own_node_id:
+        raise ClusterProtocolError(f"peer claims node id {hello.node_id}, which is this node's own id")
+    if not 0 <= hello.node_id < cluster_size:
+        raise ClusterProtocolError(f"peer claims node id {hello.node_id}, not in 0..{cluster_size - 1}")
+    if hello.cluster_id and cluster_id and hello.cluster_id != cluster_id:
+        raise ClusterProtocolError(f"peer node {hello.node_id} belongs to cluster {hello.cluster_id}, "
+                                   f"this node {own_node_id} to cluster {cluster_id}")
     return hello

@@ -120,10 +120,19 @@ class Cluster:
         self.nodes[i] = None
         self.applied[i] = []
 
-    def restart(self, i: int) -> None:
+    def restart(self, i: int, caught_up: bool = True) -> None:
         cfg = config(i, self.n, **self.overrides)
-        self.nodes[i] = Raft(cfg, self.storages[i], random.Random(self.rng.getrandbits(32)))
+        self.nodes[i] = Raft(cfg, self.storages[i], random.Random(self.rng.getrandbits(32)), caught_up=caught_up)
         self.settle(i)
+
+    def wipe(self, i: int, abstain: bool = True) -> None:
+        """Replace node ``i`` by an empty one under the same id; with ``abstain`` it has heard that the
+        cluster has a history (a peer's handshake), as the node runtime tells it."""
+        self.crash(i)
+        self.storages[i] = MemoryStorage()
+        self.restart(i, caught_up=False)
+        if abstain:
+            self.raft(i).abstain()
 
     # --- conveniences ---
 

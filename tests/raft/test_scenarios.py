@@ -7,6 +7,7 @@ import random
 import pytest
 
 from taskflux.raft.core import Raft
+from taskflux.raft.genesis import genesis_cluster_id
 from taskflux.raft.memory import MemoryStorage
 from taskflux.raft.messages import (
     AppendEntries,
@@ -49,12 +50,14 @@ def test_a_single_node_elects_itself_at_once_and_commits_after_its_own_fsync() -
     assert raft.role == Role.LEADER and raft.current_term == 1
     raft.propose(b"x")
     rd = raft.ready()
-    assert [e.data for e in rd.entries] == [b"", b"x"] and rd.must_sync and rd.committed_entries == ()
+    genesis = rd.entries[0].data  # a brand-new cluster's first no-op names the cluster
+    assert genesis_cluster_id(genesis) is not None
+    assert [e.data for e in rd.entries] == [genesis, b"x"] and rd.must_sync and rd.committed_entries == ()
     storage.set_hard_state(rd.hard_state)  # type: ignore[arg-type]
     storage.append(rd.entries)
     raft.advance()
     rd = raft.ready()
-    assert [e.data for e in rd.committed_entries] == [b"", b"x"]
+    assert [e.data for e in rd.committed_entries] == [genesis, b"x"]
     raft.advance()
 
 

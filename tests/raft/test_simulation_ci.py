@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 import taskflux.raft.log as raft_log
@@ -107,3 +109,17 @@ def test_committing_an_earlier_term_by_counting_replicas_is_caught(monkeypatch: 
     with pytest.raises(Violation):
         for seed in range(40):
             Simulation(seed, SimConfig.stress()).run()
+
+
+def test_wipes_are_safe_only_because_an_emptied_node_abstains() -> None:
+    """The checker covers the abstaining state: the same seeds lose committed entries when a wiped node votes
+    at once, and keep every property when it abstains until caught up."""
+    config = SimConfig(nodes=3, crashes=True, wipe_rate=0.003)
+    unsafe = []
+    for seed in range(80):
+        Simulation(seed, config).run()
+        try:
+            Simulation(seed, replace(config, abstain=False)).run()
+        except Violation as exc:
+            unsafe.append(exc.detail)
+    assert unsafe and all("leader completeness" in detail or "commits term" in detail for detail in unsafe), unsafe

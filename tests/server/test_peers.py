@@ -1,18 +1,24 @@
-"""Peer links without a timer per message: a peer that stops reading loses its link, a quiet link stays."""
+"""Peer links without a timer per message: a peer that stops reading loses its link, a quiet link stays.
+The cluster port facing strangers (a small Hello only, within a deadline, a bounded number of them), twins
+and nodes of another cluster."""
 
 from __future__ import annotations
 
 import socket
+import struct
 import time
+from pathlib import Path
 
 import gevent
 import pytest
 from gevent.server import StreamServer
 
-from taskflux.raft.messages import AppendEntries
+from taskflux.raft.messages import AppendEntries, Heartbeat
 from taskflux.raft.types import Entry
+from taskflux.server.membership import Membership
 from taskflux.server.peers import PeerNetwork
-from taskflux.wire.cluster_protocol import FrameDecoder, Hello, encode_frame
+from taskflux.storage.identity import IdentityFile
+from taskflux.wire.cluster_protocol import HEADER_SIZE, FrameDecoder, FrameType, Hello, encode_frame
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -61,3 +67,178 @@ def test_a_peer_that_stops_reading_loses_its_link_and_is_redialled() -> None:
     finally:
         network.stop()
         silent.server.stop()
+
+
+# --- the cluster port facing strangers, twins and other clusters ---------------------------------------
+
+
+class Listener:
+    """Node 0 of 3 listening on a free port; it dials nobody reachable (ports 1 and 2 refuse)."""
+
+    def __init__(self, tmp_path: Path | None = None, timeout: float = 10.0, max_pending: int = 64,
+                 cluster_id: str = "") -> None:
+        self.delivered: list[object] = []
+        membership = None
+        if tmp_path is not None:
+            membership = Membership(IdentityFile(str(tmp_path), 0, cluster_id, empty=False))
+        self.network = PeerNetwork(0, [("127.0.0.1", 0), ("127.0.0.1", 1), ("127.0.0.1", 2)], ("127.0.0.1", 0),
+                                   "127.0.0.1:9", self.delivered.append, timeout=timeout, max_pending=max_pending,
+                                   membership=membership)
+        self.network.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.network.listen_port)
+
+    def dial(self) -> socket.socket:
+        return socket.create_connection(self.address, timeout=10)
+
+    def handshake(self, node_id: int, cluster_id: str = "") -> tuple[socket.socket, Hello | None]:
+        """Dial as ``node_id``; the answer's Hello, or None when the listener closed the connection."""
+        sock = self.dial()
+        sock.sendall(encode_frame(Hello(cluster_size=3, node_id=node_id, client_endpoint="127.0.0.1:1",
+                                        cluster_id=cluster_id)))
+        decoder = FrameDecoder(handshake=True)
+        while (frame := decoder.next_frame()) is None:
+            data = sock.recv(4096)
+            if not data:
+                return sock, None
+            decoder.feed(data)
+        assert isinstance(frame, Hello)
+        return sock, frame
+
+    def stop(self) -> None:
+        self.network.stop()
+
+
+def closed_within(sock: socket.socket, seconds: float) -> float | None:
+    """Seconds until the peer closed ``sock`` (reading and dropping what it sends), None if it did not."""
+    started = time.monotonic()
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return None
+    except OSError:
+        pass
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    "first_bytes",
+    [
+        struct.pack(">IIB", 100_000, 0, FrameType.HELLO),  # a Hello claiming 100 kB: no Hello is that big
+        encode_frame(Heartbeat(1, 0, 1, 0))[:HEADER_SIZE],  # anything but a Hello first
+    ],
+    ids=["oversized-hello", "not-a-hello"],
+)
+def test_before_the_handshake_a_frame_is_refused_from_its_header(first_bytes: bytes) -> None:
+    listener = Listener(timeout=10)
+    try:
+        sock = listener.dial()
+        sock.sendall(first_bytes)
+        elapsed = closed_within(sock, 5)
+        assert elapsed is not None and elapsed < 2  # at once, not after the 10 s handshake deadline
+    finally:
+        listener.stop()
+
+
+def test_the_handshake_deadline_holds_against_a_trickle_and_a_half_sent_hello() -> None:
+    """A per-read timeout would let a byte every 0.3 s hold the connection for ever; the deadline is total."""
+    listener = Listener(timeout=1.0)
+    try:
+        hello = encode_frame(Hello(cluster_size=3, node_id=1, client_endpoint="127.0.0.1:1"))
+        trickle = listener.dial()
+        half_open = listener.dial()
+        half_open.sendall(hello[: len(hello) // 2])  # then silence, the connection left open
+        started = time.monotonic()
+        trickle.setblocking(False)
+        closed = False
+        for byte in hello[:-1]:
+            try:
+                trickle.send(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            gevent.sleep(0.3)
+            if time.monotonic() - started > 6:
+                break
+        assert closed or closed_within(trickle, 1) is not None
+        assert time.monotonic() - started < 4
+        assert closed_within(half_open, 2) is not None
+    finally:
+        listener.stop()
+
+
+def test_at_most_max_pending_strangers_are_held_and_a_peer_still_gets_in() -> None:
+    listener = Listener(timeout=30, max_pending=16)
+    strangers = []
+    try:
+        for _ in range(200):
+            strangers.append(listener.dial())
+        # The oldest are closed as new ones come: a flood costs at most 16 sockets.
+        wait_until(lambda: sum(closed_within(sock, 0.001) is None for sock in strangers) <= 16)
+        sock, answer = listener.handshake(1)  # a peer dialling during the flood gets in at once
+        assert answer is not None and answer.node_id == 0
+        sock.sendall(encode_frame(Heartbeat(1, 0, 1, 0)))
+        wait_until(lambda: listener.delivered == [Heartbeat(1, 0, 1, 0)])
+        sock.close()
+    finally:
+        for sock in strangers:
+            sock.close()
+        listener.stop()
+
+
+def test_a_second_link_claiming_a_connected_node_id_is_refused_and_the_first_kept() -> None:
+    listener = Listener()
+    try:
+        first, answer = listener.handshake(1)
+        assert answer is not None
+        twin, refused = listener.handshake(1)
+        assert refused is None  # closed without an answer
+        first.sendall(encode_frame(Heartbeat(1, 0, 1, 0)))
+        wait_until(lambda: listener.delivered == [Heartbeat(1, 0, 1, 0)])
+        first.close()  # once the first link is gone, the id is free again (a restarted peer)
+        wait_until(lambda: 1 not in listener.network._inbound)
+        again, answer = listener.handshake(1)
+        assert answer is not None
+        for sock in (twin, again):
+            sock.close()
+    finally:
+        listener.stop()
+
+
+def test_a_hello_with_the_listeners_own_id_is_refused() -> None:
+    listener = Listener()
+    try:
+        _, answer = listener.handshake(0)
+        assert answer is None
+    finally:
+        listener.stop()
+
+
+def test_a_node_of_another_cluster_is_refused_and_an_unknown_cluster_id_is_learned(tmp_path: Path,
+                                                                                  caplog: pytest.LogCaptureFixture
+                                                                                  ) -> None:
+    (tmp_path / "tmp").mkdir()
+    listener = Listener(tmp_path, cluster_id="blue")
+    try:
+        _, answer = listener.handshake(1, cluster_id="green")
+        assert answer is None
+        assert "peer node 1 belongs to cluster green, this node 0 to cluster blue" in caplog.text
+        sock, answer = listener.handshake(2, cluster_id="blue")
+        assert answer is not None and answer.cluster_id == "blue"
+        sock.close()
+    finally:
+        listener.stop()
+    unknown = tmp_path / "unknown"
+    (unknown / "tmp").mkdir(parents=True)
+    listener = Listener(unknown)  # no cluster id yet: it takes the first one a peer shows
+    try:
+        sock, answer = listener.handshake(1, cluster_id="blue")
+        assert answer is not None and answer.cluster_id == "blue"  # learned before it answers
+        assert IdentityFile(str(unknown), 0, "", empty=False).cluster_id == "blue"
+        sock.close()
+    finally:
+        listener.stop()

@@ -160,7 +160,7 @@ def test_a_follower_whose_disk_fills_stops_while_the_cluster_serves_and_catches_
             while follower.running:
                 assert conn.enqueue("", 1, payload) == wire.Ok()  # two of three nodes suffice
                 acked += 1
-                assert acked < 200, "the follower's 4 MiB disk took 12.8 MB"
+                assert acked < 400, "the follower never filled its 4 MiB disk (25.6 MB sent)"
             assert follower.process is not None and follower.process.wait(30) == 1
             assert "storage failed: [Errno 28] No space left on device" in follower.log()
             for _ in range(20):  # the cluster goes on serving writes and reads

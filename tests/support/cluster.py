@@ -8,14 +8,17 @@ cut any link in either direction.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from taskflux.wire import client_protocol as wire
 from tests.support.proxy import FaultyProxy
@@ -57,6 +60,15 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str) -> ob
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.02)
+
+
+def rest_status(node: NodeProcess) -> dict[str, Any] | None:
+    """The node's ``/api/v1/cluster`` view (role, term, leader_id, commit_index, …), None when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://{node.http_address}/api/v1/cluster", timeout=2) as answer:
+            return json.loads(answer.read())  # type: ignore[no-any-return]
+    except OSError:
+        return None
 
 
 class NodeProcess:
@@ -223,7 +235,24 @@ class LocalCluster:
             return leader is not None
 
         wait_until(agreed, timeout, "a leader")
+        if among is None:
+            self.wait_until_caught_up(found[-1], timeout)
         return found[-1]
+
+    def wait_until_caught_up(self, leader: int, timeout: float = 20) -> None:
+        """Every running node's commit index reaches the leader's. A node that joined a new cluster after its
+        first commit does not vote until it has caught up (docs/operations.md, "Identity rules"): a test that
+        stops a node right after the election must not catch one in that window."""
+        view = rest_status(self.nodes[leader])
+        if view is None:
+            return
+        target = view["commit_index"]
+
+        def caught_up() -> bool:
+            views = [rest_status(node) for node in self.nodes if node.running]
+            return all(view is None or view["commit_index"] >= target for view in views)
+
+        wait_until(caught_up, timeout, f"every node to reach commit index {target}")
 
     def isolate(self, node_id: int) -> None:
         """Cut every link to and from ``node_id`` (needs ``proxied=True``)."""

@@ -25,7 +25,9 @@ from taskflux.raft.types import Entry
 from taskflux.wire.cluster_protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     HEADER_SIZE,
+    MAX_CLUSTER_ID_BYTES,
     MAX_CONTEXT_BYTES,
+    MAX_HELLO_BODY_BYTES,
     PROTOCOL_VERSION,
     ClusterProtocolError,
     Frame,
@@ -47,7 +49,10 @@ hellos = st.builds(
     cluster_size=st.integers(0, 65535),
     node_id=node_ids,
     client_endpoint=st.text(max_size=60),
-    version=st.integers(0, 65535),
+    http_endpoint=st.text(max_size=60),
+    cluster_id=st.one_of(st.just(""), st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1,
+                                               max_size=64)),
+    established=st.booleans(),
 )
 messages = st.one_of(
     st.builds(RequestVote, node_ids, node_ids, counters, counters, counters, st.booleans(), st.booleans()),
@@ -131,7 +136,9 @@ def test_header_layout_is_documented() -> None:
     assert data == struct.pack(">IIB", len(body), zlib.crc32(bytes([10]) + body), 10) + body
     assert HEADER_SIZE == 9
     hello = encode_frame(Hello(cluster_size=3, node_id=1, client_endpoint="h:1", http_endpoint="w:2"))
-    assert hello[HEADER_SIZE:] == b"TFXC" + struct.pack(">HHiH", PROTOCOL_VERSION, 3, 1, 3) + b"h:1\x00\x03w:2"
+    assert hello[HEADER_SIZE:] == b"TFXC" + struct.pack(">HHiBH", PROTOCOL_VERSION, 3, 1, 0, 3) + b"h:1\x00\x03w:2\x00"
+    hello = encode_frame(Hello(cluster_size=3, node_id=1, client_endpoint="", cluster_id="c1", established=True))
+    assert hello[HEADER_SIZE:] == b"TFXC" + struct.pack(">HHiBHH", PROTOCOL_VERSION, 3, 1, 1, 0, 0) + b"\x02c1"
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -242,7 +249,7 @@ def test_hostile_entry_count_and_lengths() -> None:
     malformed(reframe(FrameType.HEARTBEAT, heartbeat))
     snapshot = struct.pack(">iiqqqqqBI", 0, 1, 1, 1, 1, 0, 10, 1, 0xFFFFFFFF)
     malformed(reframe(FrameType.INSTALL_SNAPSHOT, snapshot))
-    hello = b"TFXC" + struct.pack(">HHiH", 1, 3, 0, 0xFFFF)
+    hello = b"TFXC" + struct.pack(">HHiBH", PROTOCOL_VERSION, 3, 0, 0, 0xFFFF)
     malformed(reframe(FrameType.HELLO, hello))
 
 
@@ -261,7 +268,7 @@ def test_negative_ids_and_terms(body: bytes) -> None:
 def test_negative_entry_index_and_hello_node_id() -> None:
     entry = struct.pack(">iiqqqqI", 0, 1, 1, 0, 0, 0, 1) + struct.pack(">qqI", -1, 1, 0)
     malformed(reframe(FrameType.APPEND_ENTRIES, entry))
-    assert "negative" in malformed(reframe(FrameType.HELLO, b"TFXC" + struct.pack(">HHiHH", 2, 3, -1, 0, 0)))
+    assert "negative" in malformed(reframe(FrameType.HELLO, b"TFXC" + struct.pack(">HHiBHHB", 3, 3, -1, 0, 0, 0, 0)))
 
 
 def test_booleans_must_be_zero_or_one() -> None:
@@ -270,11 +277,43 @@ def test_booleans_must_be_zero_or_one() -> None:
 
 
 def test_hello_magic_and_encoding() -> None:
-    assert "magic" in malformed(reframe(FrameType.HELLO, b"HTTP" + struct.pack(">HHiHH", 2, 3, 0, 0, 0)))
-    assert "UTF-8" in malformed(reframe(FrameType.HELLO, b"TFXC" + struct.pack(">HHiH", 2, 3, 0, 1) + b"\xff\x00\x00"))
-    assert "UTF-8" in malformed(reframe(FrameType.HELLO, b"TFXC" + struct.pack(">HHiHH", 2, 3, 0, 0, 1) + b"\xff"))
-    assert "HTTP endpoint length" in malformed(
-        reframe(FrameType.HELLO, b"TFXC" + struct.pack(">HHiHH", 2, 3, 0, 0, 9) + b"short"))
+    start = b"TFXC" + struct.pack(">HHiB", 3, 3, 0, 0)
+    assert "magic" in malformed(reframe(FrameType.HELLO, b"HTTP" + struct.pack(">HHiBHHB", 3, 3, 0, 0, 0, 0, 0)))
+    assert "UTF-8" in malformed(reframe(FrameType.HELLO, start + struct.pack(">H", 1) + b"\xff\x00\x00\x00"))
+    assert "UTF-8" in malformed(reframe(FrameType.HELLO, start + struct.pack(">HH", 0, 1) + b"\xff\x00"))
+    assert "HTTP endpoint length" in malformed(reframe(FrameType.HELLO, start + struct.pack(">HH", 0, 9) + b"short"))
+    assert "cluster id length" in malformed(reframe(FrameType.HELLO, start + struct.pack(">HHB", 0, 0, 5) + b"ab"))
+    assert "printable" in malformed(reframe(FrameType.HELLO, start + struct.pack(">HHB", 0, 0, 2) + b"a "))
+    flags = b"TFXC" + struct.pack(">HHiBHHB", 3, 3, 0, 2, 0, 0, 0)
+    assert "flags" in malformed(reframe(FrameType.HELLO, flags))
+
+
+def test_a_hello_of_another_version_is_refused_naming_both_versions() -> None:
+    old = reframe(FrameType.HELLO, b"TFXC" + struct.pack(">HHiH", 2, 3, 1, 3) + b"h:1\x00\x00")
+    with pytest.raises(ClusterProtocolError, match="version 2, this node 3"):
+        check_hello(decode_all(old)[0], 3, 0)
+
+
+def test_before_the_handshake_only_a_small_hello_is_read() -> None:
+    """Refused from the 9-byte header: another frame type, or a body longer than any Hello."""
+    heartbeat = encode_frame(Heartbeat(1, 0, 1, 0))
+    decoder = FrameDecoder(handshake=True)
+    decoder.feed(heartbeat[:HEADER_SIZE])
+    with pytest.raises(ClusterProtocolError, match="expected a Hello"):
+        decoder.next_frame()
+    decoder = FrameDecoder(handshake=True)
+    decoder.feed(struct.pack(">IIB", MAX_HELLO_BODY_BYTES + 1, 0, FrameType.HELLO))
+    with pytest.raises(ClusterProtocolError, match=f"{MAX_HELLO_BODY_BYTES}-byte limit"):
+        decoder.next_frame()
+    biggest = Hello(cluster_size=3, node_id=1, client_endpoint="h" * 255, http_endpoint="w" * 255,
+                    cluster_id="c" * MAX_CLUSTER_ID_BYTES, established=True)
+    assert len(encode_frame(biggest)) == HEADER_SIZE + MAX_HELLO_BODY_BYTES
+    decoder = FrameDecoder(handshake=True)
+    decoder.feed(encode_frame(biggest) + heartbeat)
+    assert decoder.next_frame() == biggest
+    decoder.handshake_done()
+    assert decoder.next_frame() == Heartbeat(1, 0, 1, 0)
+    assert decoder.max_frame_bytes == DEFAULT_MAX_FRAME_BYTES
 
 
 def test_a_client_speaking_to_the_cluster_port_is_refused() -> None:
@@ -289,6 +328,10 @@ def test_encoder_refuses_what_the_format_cannot_carry() -> None:
         encode_frame(Heartbeat(0, 1, 1, 1, b"x" * (MAX_CONTEXT_BYTES + 1)))
     with pytest.raises(ValueError):
         encode_frame(Hello(cluster_size=3, node_id=0, client_endpoint="h" * 256))
+    with pytest.raises(ValueError):
+        encode_frame(Hello(cluster_size=3, node_id=0, client_endpoint="", cluster_id="c" * 65))
+    with pytest.raises(ValueError):
+        encode_frame(Hello(cluster_size=3, node_id=0, client_endpoint="", cluster_id="é"))
     with pytest.raises(TypeError):
         encode_frame("not a frame")  # type: ignore[arg-type]
 
@@ -301,18 +344,22 @@ def test_decoder_limits() -> None:
 
 
 def test_check_hello() -> None:
-    good = Hello(cluster_size=3, node_id=2, client_endpoint="h:1")
+    good = Hello(cluster_size=3, node_id=2, client_endpoint="h:1", cluster_id="blue")
     assert check_hello(good, 3, 0) is good
+    assert check_hello(good, 3, 0, "blue") is good
+    unknown = Hello(cluster_size=3, node_id=2, client_endpoint="h:1")
+    assert check_hello(unknown, 3, 0, "blue") is unknown  # a peer that knows no cluster id yet
     for bad, match in [
-        (Hello(cluster_size=3, node_id=2, client_endpoint="h:1", version=1), "version"),
+        (Hello(cluster_size=3, node_id=2, client_endpoint="h:1", version=1), "version 1, this node 3"),
         (Hello(cluster_size=5, node_id=2, client_endpoint="h:1"), "cluster size"),
-        (Hello(cluster_size=3, node_id=3, client_endpoint="h:1"), "node id"),
-        (Hello(cluster_size=3, node_id=0, client_endpoint="h:1"), "node id"),
+        (Hello(cluster_size=3, node_id=3, client_endpoint="h:1"), "not in 0..2"),
+        (Hello(cluster_size=3, node_id=0, client_endpoint="h:1"), "this node's own id"),
+        (good, "peer node 2 belongs to cluster blue, this node 0 to cluster green"),
         (TimeoutNow(0, 1, 1), "expected Hello"),
         (None, "expected Hello"),
     ]:
         with pytest.raises(ClusterProtocolError, match=match):
-            check_hello(bad, 3, 0)  # type: ignore[arg-type]
+            check_hello(bad, 3, 0, "green")  # type: ignore[arg-type]
 
 
 def test_many_frames_keep_the_buffer_small() -> None:
@@ -381,10 +428,11 @@ def test_no_large_allocation_on_hostile_headers() -> None:
 
 def test_the_documented_examples() -> None:
     """The byte dumps of docs/cluster-protocol.md §4."""
-    hello = Hello(cluster_size=3, node_id=1, client_endpoint="127.0.0.1:2612", http_endpoint="127.0.0.1:1616")
+    hello = Hello(cluster_size=3, node_id=1, client_endpoint="127.0.0.1:2612", http_endpoint="127.0.0.1:1616",
+                  cluster_id="7f3a2c", established=True)
     assert encode_frame(hello) == bytes.fromhex(
-        "0000002c 7ac2b14e 01 54465843 0002 0003 00000001 000e 3132372e302e302e313a32363132"
-        "000e 3132372e302e302e313a31363136"
+        "00000034 985437cc 01 54465843 0003 0003 00000001 01 000e 3132372e302e302e313a32363132"
+        "000e 3132372e302e302e313a31363136 06 376633613263"
     )
     assert encode_frame(TimeoutNow(0, 2, 8)) == bytes.fromhex("00000010 dbee8e50 0a 00000000 00000002 0000000000000008")
     append = AppendEntries(0, 1, 2, 5, 2, (Entry(6, 2, b"ab"),), 5)
