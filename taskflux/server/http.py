@@ -22,7 +22,7 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from taskflux.config import format_endpoint
-from taskflux.server.connections import Connection, ConnectionTable, ThrottledLog
+from taskflux.server.connections import Connection, ConnectionTable, ThrottledLog, shut_down
 
 logger = logging.getLogger("taskflux.http")
 
@@ -74,12 +74,6 @@ class _Handler(WSGIHandler):  # type: ignore[misc]
         environ[SOCKET_KEY] = self.socket
         environ[CONNECTION_KEY] = self.connection
         return environ
-
-
-def _shut(sock: socket.socket) -> None:
-    """End a connection from another greenlet: its handler's blocked read returns end-of-file."""
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
 
 
 @contextlib.contextmanager
@@ -144,7 +138,7 @@ class _TunedWSGIServer(WSGIServer):
         self.table = table
 
     def handle(self, sock: socket.socket, address: Any) -> None:
-        connection = self.table.admit(format_endpoint(address[0], address[1]), functools.partial(_shut, sock))
+        connection = self.table.admit(format_endpoint(address[0], address[1]), functools.partial(shut_down, sock))
         if connection is None:
             with contextlib.suppress(OSError):
                 sock.send(REFUSED, socket.MSG_DONTWAIT)

@@ -12,7 +12,8 @@ message's path): a watchdog greenlet closes an outbound link whose send has been
 
 Before the handshake, an inbound connection is a stranger: it may send one Hello of at most a few hundred
 bytes, within ``cluster_request_timeout`` in all; at most ``MAX_PENDING_HANDSHAKES`` strangers are held at a
-time, the oldest closed first, so a flood of connections that never handshake cannot keep peers out. A
+time, the oldest closed first, so a flood of connections that never handshake cannot keep peers out (the
+strangers are places in a ``ConnectionTable``, taskflux/server/connections.py, whose sweeper keeps the deadline). A
 Hello must name this cluster (when both sides know its id) and a node id that is not ours and not already
 connected (a twin).
 """
@@ -20,6 +21,7 @@ connected (a twin).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 import time
@@ -32,6 +34,7 @@ from gevent.event import Event
 from gevent.server import StreamServer
 
 from taskflux.raft.messages import Message
+from taskflux.server.connections import ConnectionTable, EvictionPolicy, ThrottledLog, oldest, shut_down
 from taskflux.wire.cluster_protocol import (
     ClusterProtocolError,
     Frame,
@@ -53,31 +56,10 @@ MAX_BACKOFF = 1.0
 WATCHDOG_INTERVAL = 0.25
 KEEPALIVE = ((socket.TCP_KEEPIDLE, 10), (socket.TCP_KEEPINTVL, 5), (socket.TCP_KEEPCNT, 3))  # ~25 s to notice
 MAX_PENDING_HANDSHAKES = 64  # inbound connections not yet through their Hello; the oldest is closed first
-LOG_INTERVAL = 1.0  # at most one line per second about refused inbound connections (a flood logs a count)
+LOG_INTERVAL = 1.0  # at most one line per second and reason about refused inbound connections (a flood logs a count)
 
 
-class _ThrottledLog:
-    """A warning at most once per interval and key; the lines held back are counted in the next one."""
-
-    MAX_KEYS = 64
-
-    def __init__(self, interval: float = LOG_INTERVAL) -> None:
-        self._interval = interval
-        self._state: dict[str, tuple[float, int]] = {}  # key -> (next allowed time, lines held back)
-
-    def warning(self, message: str, *args: object, key: str = "") -> None:
-        now = time.monotonic()
-        next_allowed, held_back = self._state.get(key, (0.0, 0))
-        if now < next_allowed:
-            self._state[key] = (next_allowed, held_back + 1)
-            return
-        if held_back:
-            message += " (and %d more in the last %.0f s)"
-            args = (*args, held_back, self._interval)
-        if len(self._state) >= self.MAX_KEYS:
-            self._state.clear()
-        self._state[key] = (now + self._interval, 0)
-        logger.warning(message, *args)
+STRANGERS = EvictionPolicy(oldest, "was the oldest waiting for its Hello", "none evictable")
 
 
 class PeerNetwork:
@@ -106,11 +88,12 @@ class PeerNetwork:
         self._membership = membership
         self._client_endpoint = client_endpoint
         self._http_endpoint = http_endpoint
-        self._max_pending = max_pending
-        self._pending: dict[socket.socket, str] = {}  # strangers, oldest first -> their address
+        # Inbound connections not yet through their Hello: the oldest makes room, the sweeper keeps the deadline.
+        self._strangers = ConnectionTable(max_pending, "cluster port", logger, min(WATCHDOG_INTERVAL, timeout / 4),
+                                          policy=STRANGERS, limit_name="strangers waiting for their Hello")
         self._inbound: dict[int, tuple[socket.socket, str]] = {}  # peer -> its link and address
-        self._strangers_log = _ThrottledLog()
-        self._refusals_log = _ThrottledLog()
+        self._strangers_log = ThrottledLog(logger, logging.WARNING, LOG_INTERVAL)
+        self._refusals_log = ThrottledLog(logger, logging.WARNING, LOG_INTERVAL)
         self.client_endpoints = [""] * self.cluster_size
         self.client_endpoints[node_id] = client_endpoint
         self.http_endpoints = [""] * self.cluster_size  # "" = not known (yet) or no HTTP on that node
@@ -126,6 +109,7 @@ class PeerNetwork:
 
     def start(self) -> None:
         self._server.start()
+        self._strangers.start()
         self._greenlets = [gevent.spawn(self._send_loop, peer) for peer in self._outboxes]
         self._greenlets.append(gevent.spawn(self._watch_sends))
 
@@ -133,6 +117,7 @@ class PeerNetwork:
         self._stopping = True
         self._server.stop(timeout=1)
         gevent.killall(self._greenlets, timeout=2)
+        self._strangers.stop()
 
     @property
     def listen_port(self) -> int:
@@ -210,17 +195,18 @@ class PeerNetwork:
                      http_endpoint=self._http_endpoint, cluster_id=membership.cluster_id if membership else "",
                      established=membership.established if membership else False)
 
-    def _receive_hello(self, sock: socket.socket, decoder: FrameDecoder) -> Frame:
-        """The first frame, within ``timeout`` in all (not per read: a trickle of bytes does not extend it)."""
-        with gevent.Timeout(self._timeout, TimeoutError(f"no handshake within {self._timeout:.1f} s")):
-            while True:
-                data = sock.recv(HELLO_RECV_BYTES)
-                if not data:
-                    raise ConnectionError("closed during the handshake")
-                decoder.feed(data)
-                frame = decoder.next_frame()
-                if frame is not None:
-                    return frame
+    @staticmethod
+    def _receive_hello(sock: socket.socket, decoder: FrameDecoder) -> Frame:
+        """The first frame; its deadline is the caller's (a whole one, not per read: a trickle of bytes does not
+        extend it)."""
+        while True:
+            data = sock.recv(HELLO_RECV_BYTES)
+            if not data:
+                raise ConnectionError("closed during the handshake")
+            decoder.feed(data)
+            frame = decoder.next_frame()
+            if frame is not None:
+                return frame
 
     def _check_hello(self, frame: Frame) -> Hello:
         membership = self._membership
@@ -234,7 +220,8 @@ class PeerNetwork:
         self.http_endpoints[hello.node_id] = hello.http_endpoint
 
     def _read_hello(self, sock: socket.socket, peer: int) -> None:
-        frame = self._receive_hello(sock, FrameDecoder(self._max_frame_bytes, handshake=True))
+        with gevent.Timeout(self._timeout, TimeoutError(f"no handshake within {self._timeout:g} s")):
+            frame = self._receive_hello(sock, FrameDecoder(self._max_frame_bytes, handshake=True))
         if isinstance(frame, Hello) and frame.node_id != peer:
             raise ClusterProtocolError(f"{self._peers[peer]} answered as node {frame.node_id}, expected {peer}")
         self._learn(self._check_hello(frame))
@@ -243,22 +230,25 @@ class PeerNetwork:
 
     def _serve_inbound(self, sock: socket.socket, address: tuple[str, int]) -> None:
         where = f"{address[0]}:{address[1]}"
-        self._admit(sock, where)
+        stranger = self._strangers.admit(where, functools.partial(shut_down, sock))
         decoder = FrameDecoder(self._max_frame_bytes, handshake=True)
         peer = -1
         try:
+            if stranger is None:
+                return  # only with a limit of 0: every stranger is evictable
+            stranger.wait_for_client(self._timeout, "Hello")  # in all, from now: the sweeper closes it past that
             try:
                 frame = self._receive_hello(sock, decoder)
             except (OSError, ClusterProtocolError) as error:
-                self._strangers_log.warning("closing cluster connection from %s before its handshake: %s", where,
-                                            error)
+                if not stranger.closed:  # else the table closed it, and logged why
+                    self._strangers_log("closing cluster connection from %s before its handshake: %s", where, error)
                 return
             finally:
-                self._pending.pop(sock, None)
+                self._strangers.remove(stranger)
             try:
                 peer = self._accept(frame, sock, where)
             except ClusterProtocolError as error:
-                self._refusals_log.warning("refusing cluster connection from %s: %s", where, error, key=str(error))
+                self._refusals_log("refusing cluster connection from %s: %s", where, error, key=str(error))
                 return
             decoder.handshake_done()
             # Quiet links are normal (followers do not talk to each other): no read timeout; the kernel's
@@ -275,17 +265,6 @@ class PeerNetwork:
                 del self._inbound[peer]
             with contextlib.suppress(OSError):
                 sock.close()
-
-    def _admit(self, sock: socket.socket, where: str) -> None:
-        """Hold a new connection as a stranger until its Hello; past the limit, close the oldest stranger."""
-        if len(self._pending) >= self._max_pending:
-            oldest, oldest_where = next(iter(self._pending.items()))
-            del self._pending[oldest]
-            self._strangers_log.warning("%d cluster connections are waiting for their handshake: closing the "
-                                        "oldest, from %s", self._max_pending, oldest_where, key="evicted")
-            with contextlib.suppress(OSError):
-                oldest.shutdown(socket.SHUT_RDWR)  # its greenlet's recv returns: it closes the socket
-        self._pending[sock] = where
 
     def _accept(self, frame: Frame, sock: socket.socket, where: str) -> int:
         """Check a dialer's Hello, answer with ours, register the link; the peer's id."""

@@ -8,12 +8,15 @@ it back. Bad input closes that one connection with one log line; nobody else not
 No connection can crowd out the others: a packet is bounded by its type's size limit (the decoder's), a
 session yields to the other greenlets after a bounded amount of input, a connection must complete its
 handshake within ``tcp_adapter_handshake_timeout``, and at ``tcp_adapter_max_connections`` a new connection
-takes the place of the oldest one still in its handshake (or is closed if there is none).
+takes the place of the oldest one still in its handshake (or is closed if there is none). Those deadlines and
+that limit are kept by the port's ``ConnectionTable`` (taskflux/server/connections.py) with its own eviction
+policy, ``IN_HANDSHAKE_ONLY``; one sweeper enforces them, so no socket operation carries a timer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 import time
@@ -30,6 +33,7 @@ from taskflux.domain.errors import ErrorCode
 from taskflux.domain.names import is_valid_queue_name
 from taskflux.domain.results import Failure, PolicyViolation, RecordRemoved, Result
 from taskflux.server import metrics as outcomes
+from taskflux.server.connections import Connection, ConnectionTable, EvictionPolicy, oldest_unused, shut_down
 from taskflux.server.metrics import InterfaceMetrics, NodeMetrics
 from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown
 from taskflux.server.peers import PeerNetwork
@@ -76,6 +80,12 @@ class ClientGone(Exception):
     """The client closed the connection, went idle too long, or broke the protocol."""
 
 
+IN_HANDSHAKE_ONLY = EvictionPolicy(oldest_unused, "had not completed its handshake",
+                                   "all have completed their handshake")
+"""At the limit a newcomer takes the place of the oldest connection still in its handshake, never of a client
+that completed it (it may be idle between requests for a good reason: a worker waiting for work)."""
+
+
 class ClientServer:
     """Accepts binary-protocol clients on ``tcp_adapter_listen_host:port``."""
 
@@ -83,13 +93,15 @@ class ClientServer:
         self.node = node
         self.peers = peers
         self.config = config
-        self._sessions: set[Session] = set()
-        self._handshaking: dict[Session, None] = {}  # sessions still in their handshake, oldest first
+        self.table = ConnectionTable(
+            config.tcp_adapter_max_connections, "client port", logger,
+            sweep_interval=min(1.0, config.tcp_adapter_idle_timeout / 4, config.tcp_adapter_handshake_timeout / 4),
+            policy=IN_HANDSHAKE_ONLY, limit_name="tcp_adapter_max_connections",
+        )
         self._metrics = None if metrics is None else metrics.interface(INTERFACE)
         if metrics is not None:
-            metrics.watch_clients(INTERFACE, self._sessions.__len__)
-        self._sweeper: gevent.Greenlet | None = None
-        # Unbounded: the limit is enforced by _admit (a bounded pool would leave new connections in the backlog,
+            metrics.watch_clients(INTERFACE, self.table.__len__)
+        # Unbounded: the table enforces the limit (a bounded pool would leave new connections in the backlog,
         # behind connections that may never send a byte). The pool lets stop() wait for, then end, the sessions.
         self._pool = Pool()
         self._server = StreamServer(
@@ -106,11 +118,11 @@ class ClientServer:
     @property
     def sessions(self) -> int:
         """Connected clients."""
-        return len(self._sessions)
+        return len(self.table)
 
     def start(self) -> None:
         self._server.start()
-        self._sweeper = gevent.spawn(self._sweep_idle)
+        self.table.start()
 
     def stop_accepting(self) -> None:
         self._server.close()
@@ -118,76 +130,38 @@ class ClientServer:
     def stop(self, timeout: float) -> None:
         """Let in-flight flows finish for up to ``timeout`` seconds, then close every connection."""
         self._server.stop(timeout=timeout)
-        if self._sweeper is not None:
-            self._sweeper.kill()
-
-    def _sweep_idle(self) -> None:
-        """Close connections blocked on their client for longer than the idle timeout, and connections that
-        have not completed their handshake in time. One sweep for every connection instead of a timer per
-        socket operation (that timer is on every request's path)."""
-        idle = self.config.tcp_adapter_idle_timeout
-        handshake = self.config.tcp_adapter_handshake_timeout
-        interval = min(1.0, idle / 4, handshake / 4)
-        while True:
-            gevent.sleep(interval)
-            now = time.monotonic()
-            for session in list(self._sessions):
-                since = session.waiting_since
-                if since is not None and since < now - idle:
-                    session.expire("idle timeout")
-            for session in list(self._handshaking):
-                if session.connected_at >= now - handshake:
-                    break  # oldest first: the rest are younger
-                session.expire(f"no handshake within {handshake:g} s")
-                self._handshaking.pop(session, None)
-
-    def _admit(self, address: tuple[str, int]) -> bool:
-        """Whether a new connection may be served. At the connection limit it takes the place of the oldest
-        connection still in its handshake; if every connection has completed its handshake, it is refused."""
-        limit = self.config.tcp_adapter_max_connections
-        if len(self._sessions) < limit:
-            return True
-        if not self._handshaking:
-            logger.warning("client %s:%d refused: %d connections (tcp_adapter_max_connections) are served and "
-                           "all have completed their handshake", address[0], address[1], limit)
-            return False
-        oldest = next(iter(self._handshaking))
-        oldest.expire(f"closed to make room for a new connection: {limit} connections "
-                      "(tcp_adapter_max_connections) were open and this one had not completed its handshake")
-        self._handshaking.pop(oldest, None)
-        self._sessions.discard(oldest)
-        return True
+        self.table.stop()
 
     def _serve(self, sock: socket.socket, address: tuple[str, int]) -> None:
-        if not self._admit(address):
+        where = format_endpoint(address[0], address[1])
+        place = self.table.admit(where, functools.partial(shut_down, sock))
+        if place is None:
             with contextlib.suppress(OSError):
                 sock.close()
             return
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        session = Session(sock, self.node, self.peers, self.config, self._metrics)
-        self._sessions.add(session)
-        self._handshaking[session] = None
         try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            session = Session(sock, self.node, self.peers, self.config, place, self._metrics)
             session.handshake()
-            self._handshaking.pop(session, None)
             session.serve()
         except ClientGone as gone:
             if str(gone):
-                logger.info("client %s:%d disconnected: %s", address[0], address[1], gone)
-        except NodeStopped:
+                logger.info("client %s disconnected: %s", where, gone)
+        except (NodeStopped, OSError):
             pass
         finally:
-            self._handshaking.pop(session, None)
-            self._sessions.discard(session)
+            self.table.remove(place)
             with contextlib.suppress(OSError):
                 sock.close()
 
 
 class Session:
-    """One client connection's conversation."""
+    """One client connection's conversation, in its ``place`` in the client port's connection table: waiting
+    for the client during every read and write (for the handshake, ``tcp_adapter_handshake_timeout`` from
+    connecting; after it, ``tcp_adapter_idle_timeout`` per read or write), being served in between."""
 
     def __init__(
-        self, sock: socket.socket, node: Node, peers: PeerNetwork, config: Config,
+        self, sock: socket.socket, node: Node, peers: PeerNetwork, config: Config, place: Connection,
         metrics: InterfaceMetrics | None = None,
     ) -> None:
         self.sock = sock
@@ -195,9 +169,13 @@ class Session:
         self.metrics = metrics
         self.service = QueueService(node)
         self.peers = peers
-        self.connected_at = time.monotonic()
-        self.waiting_since: float | None = None  # when the current read or write on the client began
-        self.closed_because: str | None = None  # why the server ended the connection (expire)
+        self.place = place
+        self.connected_at = place.admitted_at
+        self._idle_timeout = config.tcp_adapter_idle_timeout
+        # What the client owes while the session waits for it: the handshake, within its deadline from connecting.
+        self._wait_seconds = config.tcp_adapter_handshake_timeout
+        self._wait_reason = "handshake"
+        self._wait_since: float | None = self.connected_at
         self.decoder = wire.PacketDecoder(wire.Direction.CLIENT_TO_SERVER, max_payload_bytes=config.max_payload_size)
         self._work = 0  # work done since the session last yielded to the other greenlets (FAIR_SHARE_WORK)
         self._consumed = 0  # the decoder's consumed_bytes when last counted
@@ -229,13 +207,14 @@ class Session:
                 self._consumed = consumed
                 self.spend(self._last_packet_work)
                 return packet
-            self.waiting_since = time.monotonic()
+            place = self.place
+            place.wait_for_client(self._wait_seconds, self._wait_reason, self._wait_since)
             try:
                 data = self.sock.recv(RECV_BYTES)
             except OSError as error:
                 raise self.gone(str(error)) from None
             finally:
-                self.waiting_since = None
+                place.serving()
             if not data:
                 raise self.gone("")
             decoder.feed(data)
@@ -249,23 +228,18 @@ class Session:
             gevent.sleep(FAIR_SHARE_PAUSE)
 
     def write(self, data: bytes) -> None:
-        self.waiting_since = time.monotonic()
+        place = self.place
+        place.wait_for_client(self._wait_seconds, self._wait_reason, self._wait_since)
         try:
             self.sock.sendall(data)
         except OSError as error:
             raise self.gone(str(error)) from None
         finally:
-            self.waiting_since = None
-
-    def expire(self, reason: str) -> None:
-        """The server ends the connection (idle, handshake deadline, eviction): end the blocked read or write;
-        the session then ends with ``reason``."""
-        self.closed_because = reason
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
+            place.serving()
 
     def gone(self, reason: str) -> ClientGone:
-        return ClientGone(self.closed_because or reason)
+        """The client is gone; with no reason to log when the connection table closed it (it logged why)."""
+        return ClientGone("" if self.place.closed else reason)
 
     def respond(self, response: wire.Response) -> None:
         self.write(wire.encode(wire.CommandResponse(response)))
@@ -341,6 +315,10 @@ class Session:
             self.write(wire.encode(wire.BootstrapResponse(False, UNSUPPORTED_VERSION)))
             raise ClientGone(f"unsupported client version {second.major}.{second.minor}.{second.patch}")
         self.write(BOOTSTRAPPED)
+        self.place.requests = 1  # the handshake is complete: no longer evictable; the idle timeout applies
+        self._wait_seconds = self._idle_timeout
+        self._wait_reason = "activity"
+        self._wait_since = None
 
     def cluster_metadata(self) -> None:
         metrics = self.metrics
