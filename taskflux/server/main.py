@@ -14,7 +14,7 @@ import prometheus_client
 from gevent.event import Event
 
 from taskflux.config import Config, ConfigError, HelpRequested, format_endpoint, load_config
-from taskflux.server.grpc_api.servicer import GrpcServer
+from taskflux.server.grpc_api.servicer import GrpcServer, GrpcSettings
 from taskflux.server.http import HttpServer
 from taskflux.server.leases import LeaseTable
 from taskflux.server.logs import setup_logging
@@ -24,7 +24,7 @@ from taskflux.server.node import Node, NodeSettings
 from taskflux.server.peers import PeerNetwork
 from taskflux.server.rest import RestApi
 from taskflux.server.service import QueueService
-from taskflux.server.tcp import ClientServer
+from taskflux.server.tcp import ClientPortSettings, ClientServer
 from taskflux.storage.disk import DiskStorage
 from taskflux.storage.errors import StorageError
 from taskflux.storage.identity import IdentityFile, holds_nothing
@@ -34,6 +34,19 @@ logger = logging.getLogger("taskflux.server")
 ENTRY_OVERHEAD_BYTES = 1024  # a log entry holds a payload plus the command's header
 THREADPOOL_SIZE = 64
 STOP_REQUESTS_SECONDS = 2.0  # how long in-flight requests may take to finish on a graceful stop
+
+
+def client_port_settings(config: Config) -> ClientPortSettings:
+    """The binary client port's settings: the ``tcp_adapter_*`` options and ``max_payload_size``."""
+    return ClientPortSettings(
+        listen_host=config.tcp_adapter_listen_host,
+        listen_port=config.tcp_adapter_listen_port,
+        backlog=config.tcp_adapter_backlog_size,
+        max_connections=config.tcp_adapter_max_connections,
+        idle_timeout=config.tcp_adapter_idle_timeout,
+        handshake_timeout=config.tcp_adapter_handshake_timeout,
+        max_payload_size=config.max_payload_size,
+    )
 
 
 class Server:
@@ -79,16 +92,20 @@ class Server:
             metrics=self.metrics,
             membership=self.membership,
         )
-        self.clients = ClientServer(self.node, self.peers, config, metrics=self.metrics)
+        self.clients = ClientServer(self.node, self.peers, client_port_settings(config), metrics=self.metrics)
         self.service = QueueService(self.node)
         self.leases = LeaseTable(self.service)
         self.http: HttpServer | None = None
         if config.http_enabled:
-            self.rest = RestApi(self.service, self.leases, config, self.cluster_status, self.leader_http_address,
-                                self.metrics)
+            self.rest = RestApi(self.service, self.leases, self.cluster_status, self.leader_http_address,
+                                self.metrics, max_payload_size=config.max_payload_size)
             self.http = HttpServer(self.rest.app, config.http_listen_address)
             self.metrics.watch_clients("rest", self.http.connections)
-        self.grpc = GrpcServer(self.service, self.node, config, metrics=self.metrics) if config.grpc_enabled else None
+        self.grpc: GrpcServer | None = None
+        if config.grpc_enabled:
+            host, port = config.grpc_listen_address
+            self.grpc = GrpcServer(self.service, self.node, GrpcSettings(host, port, config.max_payload_size),
+                                   metrics=self.metrics)
         self.stopped = Event()
         self._stopping = False
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import bottle
 
-from taskflux.config import Config, parse_duration
+from taskflux.config import parse_duration
 from taskflux.domain.commands import NO_LIMIT, CreateQueue
 from taskflux.domain.errors import INT32_MAX, INT64_MAX, INT64_MIN, ErrorCode, Implementation, PolicyCode
 from taskflux.domain.names import MAX_QUEUE_NAME_BYTES, is_valid_queue_name
@@ -282,20 +282,20 @@ class RestApi:
         self,
         service: QueueService,
         leases: LeaseTable,
-        config: Config,
         cluster: Callable[[], dict[str, Any]],
         leader_address: Callable[[int], str | None],
         metrics: NodeMetrics | None = None,
+        *,
+        max_payload_size: int,
     ) -> None:
         self.service = service
         self.node: Node = service.node
         self.leases = leases
-        self.config = config
         self.cluster = cluster
         self.leader_address = leader_address
         self.node_metrics = metrics
         self.metrics = None if metrics is None else metrics.interface("rest")
-        self.max_payload = config.max_payload_size
+        self.max_payload = max_payload_size
         self.app = bottle.Bottle()
         self.app.router.add_filter("queue", lambda _conf: (r".*?", None, None))  # "" is the default queue
         for status in (400, 404, 405, 413, 500):

@@ -21,13 +21,14 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import gevent
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from taskflux.config import Config, format_endpoint
+from taskflux.config import format_endpoint
 from taskflux.domain.commands import CreateQueue
 from taskflux.domain.errors import ErrorCode
 from taskflux.domain.names import is_valid_queue_name
@@ -86,16 +87,31 @@ IN_HANDSHAKE_ONLY = EvictionPolicy(oldest_unused, "had not completed its handsha
 that completed it (it may be idle between requests for a good reason: a worker waiting for work)."""
 
 
-class ClientServer:
-    """Accepts binary-protocol clients on ``tcp_adapter_listen_host:port``."""
+@dataclass(frozen=True)
+class ClientPortSettings:
+    """What the binary client port reads of the node's configuration (the ``tcp_adapter_*`` options and
+    ``max_payload_size``); the defaults are the options' defaults."""
 
-    def __init__(self, node: Node, peers: PeerNetwork, config: Config, metrics: NodeMetrics | None = None) -> None:
+    listen_host: str
+    listen_port: int
+    backlog: int = 128
+    max_connections: int = 1024
+    idle_timeout: float = 60.0
+    handshake_timeout: float = 5.0
+    max_payload_size: int = 16 * 1024 * 1024
+
+
+class ClientServer:
+    """Accepts binary-protocol clients on ``settings.listen_host:listen_port``."""
+
+    def __init__(self, node: Node, peers: PeerNetwork, settings: ClientPortSettings,
+                 metrics: NodeMetrics | None = None) -> None:
         self.node = node
         self.peers = peers
-        self.config = config
+        self.settings = settings
         self.table = ConnectionTable(
-            config.tcp_adapter_max_connections, "client port", logger,
-            sweep_interval=min(1.0, config.tcp_adapter_idle_timeout / 4, config.tcp_adapter_handshake_timeout / 4),
+            settings.max_connections, "client port", logger,
+            sweep_interval=min(1.0, settings.idle_timeout / 4, settings.handshake_timeout / 4),
             policy=IN_HANDSHAKE_ONLY, limit_name="tcp_adapter_max_connections",
         )
         self._metrics = None if metrics is None else metrics.interface(INTERFACE)
@@ -105,15 +121,15 @@ class ClientServer:
         # behind connections that may never send a byte). The pool lets stop() wait for, then end, the sessions.
         self._pool = Pool()
         self._server = StreamServer(
-            (config.tcp_adapter_listen_host, config.tcp_adapter_listen_port),
+            (settings.listen_host, settings.listen_port),
             self._serve,
             spawn=self._pool,
-            backlog=config.tcp_adapter_backlog_size,
+            backlog=settings.backlog,
         )
 
     @property
     def address(self) -> str:
-        return format_endpoint(self.config.tcp_adapter_listen_host, self._server.server_port)
+        return format_endpoint(self.settings.listen_host, self._server.server_port)
 
     @property
     def sessions(self) -> int:
@@ -141,7 +157,7 @@ class ClientServer:
             return
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            session = Session(sock, self.node, self.peers, self.config, place, self._metrics)
+            session = Session(sock, self.node, self.peers, self.settings, place, self._metrics)
             session.handshake()
             session.serve()
         except ClientGone as gone:
@@ -157,11 +173,11 @@ class ClientServer:
 
 class Session:
     """One client connection's conversation, in its ``place`` in the client port's connection table: waiting
-    for the client during every read and write (for the handshake, ``tcp_adapter_handshake_timeout`` from
-    connecting; after it, ``tcp_adapter_idle_timeout`` per read or write), being served in between."""
+    for the client during every read and write (for the handshake, ``handshake_timeout`` from connecting; after
+    it, ``idle_timeout`` per read or write), being served in between."""
 
     def __init__(
-        self, sock: socket.socket, node: Node, peers: PeerNetwork, config: Config, place: Connection,
+        self, sock: socket.socket, node: Node, peers: PeerNetwork, settings: ClientPortSettings, place: Connection,
         metrics: InterfaceMetrics | None = None,
     ) -> None:
         self.sock = sock
@@ -171,12 +187,12 @@ class Session:
         self.peers = peers
         self.place = place
         self.connected_at = place.admitted_at
-        self._idle_timeout = config.tcp_adapter_idle_timeout
+        self._idle_timeout = settings.idle_timeout
         # What the client owes while the session waits for it: the handshake, within its deadline from connecting.
-        self._wait_seconds = config.tcp_adapter_handshake_timeout
+        self._wait_seconds = settings.handshake_timeout
         self._wait_reason = "handshake"
         self._wait_since: float | None = self.connected_at
-        self.decoder = wire.PacketDecoder(wire.Direction.CLIENT_TO_SERVER, max_payload_bytes=config.max_payload_size)
+        self.decoder = wire.PacketDecoder(wire.Direction.CLIENT_TO_SERVER, max_payload_bytes=settings.max_payload_size)
         self._work = 0  # work done since the session last yielded to the other greenlets (FAIR_SHARE_WORK)
         self._consumed = 0  # the decoder's consumed_bytes when last counted
         self._last_packet_work = 0

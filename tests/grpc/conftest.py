@@ -5,7 +5,6 @@ gRPC's gevent integration is switched on here, before any gRPC object exists."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,6 @@ import pytest
 from gevent import monkey
 from gevent.queue import Queue
 
-from taskflux.config import Config, load_config
 from taskflux.raft.config import RaftConfig
 from taskflux.server.metrics import NodeMetrics
 from taskflux.server.node import Node, NodeSettings
@@ -32,7 +30,7 @@ grpc_gevent.init_gevent()
 
 from taskflux.server.grpc_api import taskflux_pb2 as pb  # noqa: E402  (after init_gevent)
 from taskflux.server.grpc_api import taskflux_pb2_grpc as pb_grpc  # noqa: E402
-from taskflux.server.grpc_api.servicer import GrpcServer  # noqa: E402
+from taskflux.server.grpc_api.servicer import GrpcServer, GrpcSettings  # noqa: E402
 
 MAX_PAYLOAD_BYTES = 4096  # small, so that tests can cross both payload limits cheaply
 CALL_TIMEOUT = 20.0  # every test call has a deadline: a hang fails the call, not the suite
@@ -47,14 +45,6 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str
             return value
         assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
         gevent.sleep(0.01)
-
-
-def node_config(tmp_path: Path, **overrides: Any) -> Config:
-    config = load_config(["--cluster-peers", "127.0.0.1:5000"], {})
-    return dataclasses.replace(
-        config, grpc_listen_address=("127.0.0.1", 0), max_payload_size=MAX_PAYLOAD_BYTES,
-        data_directory=str(tmp_path), **overrides,
-    )
 
 
 class Stream:
@@ -98,8 +88,8 @@ class Harness:
         settings = NodeSettings(tick_interval=0.01, request_timeout=request_timeout)
         self.node = Node(raft, self.storage, lambda message: None, settings, random.Random(1))
         self.service = QueueService(self.node)
-        self.config = node_config(path, client_request_timeout=request_timeout)
-        self.server = GrpcServer(self.service, self.node, self.config, max_workers=max_workers, metrics=metrics)
+        self.settings = GrpcSettings("127.0.0.1", 0, MAX_PAYLOAD_BYTES, max_workers)  # any free port
+        self.server = GrpcServer(self.service, self.node, self.settings, metrics=metrics)
         self.channel: grpc.Channel | None = None
         self.stub: pb_grpc.TaskFluxServiceStub
 

@@ -199,9 +199,8 @@ def test_calls_beyond_the_worker_limit_are_refused_at_once_when_every_call_is_be
 
 
 def test_a_second_server_on_the_same_port_fails_to_start(harness: Harness, tmp_path: Path) -> None:
-    host, port = harness.server.address.rsplit(":", 1)
-    config = dataclasses.replace(harness.config, grpc_listen_address=(host, int(port)))
-    second = GrpcServer(harness.service, harness.node, config)
+    port = harness.server.address.rsplit(":", 1)[1]
+    second = GrpcServer(harness.service, harness.node, dataclasses.replace(harness.settings, listen_port=int(port)))
     with pytest.raises(OSError, match=r"cannot listen for gRPC on 127\.0\.0\.1"):
         second.start()
     second.stop(0)

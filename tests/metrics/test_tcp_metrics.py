@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import gevent
 import pytest
 
-from taskflux.config import Config, load_config
 from taskflux.server.metrics import NodeMetrics
 from taskflux.server.peers import PeerNetwork
-from taskflux.server.tcp import ClientServer
+from taskflux.server.tcp import ClientPortSettings, ClientServer
 from taskflux.wire import client_protocol as wire
 from tests.metrics.helpers import Scrape, start_node, wait_until
 from tests.support.raw_client import RawConnection
@@ -20,14 +18,13 @@ from tests.support.raw_client import RawConnection
 pytestmark = pytest.mark.timeout(60)
 
 
-def client_config(data: Path, cluster_size: int = 1, node_id: int = 0) -> Config:
-    peers = " ".join(f"127.0.0.1:{5000 + i}" for i in range(cluster_size))
-    config = load_config(
-        ["--cluster-peers", peers, "--cluster-node-id", str(node_id), "--data-directory", str(data),
-         "--tcp-adapter-listen-host", "127.0.0.1"],
-        {},
-    )
-    return dataclasses.replace(config, tcp_adapter_listen_port=0)  # any free port
+SETTINGS = ClientPortSettings("127.0.0.1", 0)  # any free port
+
+
+def peer_network(node_id: int = 0, cluster_size: int = 1) -> PeerNetwork:
+    """Never started: the client port only reads the client endpoints it knows."""
+    return PeerNetwork(node_id, [("127.0.0.1", 5000 + i) for i in range(cluster_size)], ("127.0.0.1", 0),
+                       "127.0.0.1:1", lambda message: None)
 
 
 def answer(packet: wire.Packet) -> object:
@@ -51,10 +48,8 @@ class Served:
     def __init__(self, path: Path, cluster_size: int = 1, node_id: int = 0) -> None:
         self.metrics = NodeMetrics(process_metrics=False)
         self.node, self.storage = start_node(path / "data", self.metrics, node_id=node_id, cluster_size=cluster_size)
-        self.config = client_config(path / "data", cluster_size, node_id)
-        self.peers = PeerNetwork(node_id, self.config.cluster_peers, ("127.0.0.1", 0), "127.0.0.1:1",
-                                 lambda message: None)
-        self.clients = ClientServer(self.node, self.peers, self.config, metrics=self.metrics)
+        self.peers = peer_network(node_id, cluster_size)
+        self.clients = ClientServer(self.node, self.peers, SETTINGS, metrics=self.metrics)
         self.clients.start()
 
     def connect(self) -> RawConnection:
@@ -163,9 +158,7 @@ def test_a_follower_counts_not_leader(tmp_path: Path) -> None:
 
 def test_without_metrics_the_server_works_as_before(tmp_path: Path) -> None:
     node, storage = start_node(tmp_path / "data", None)
-    config = client_config(tmp_path / "data")
-    clients = ClientServer(node, PeerNetwork(0, config.cluster_peers, ("127.0.0.1", 0), "127.0.0.1:1",
-                                             lambda message: None), config)
+    clients = ClientServer(node, peer_network(), SETTINGS)
     clients.start()
     try:
         wait_until(lambda: node.is_leader)

@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from dataclasses import dataclass
 from typing import NoReturn, TypeVar
 
 import gevent
 import grpc
 
-from taskflux.config import Config, format_endpoint
+from taskflux.config import format_endpoint
 from taskflux.domain.errors import ErrorCode
 from taskflux.domain.names import is_valid_queue_name
 from taskflux.domain.results import Failure, PolicyViolation, RecordRemoved
@@ -312,8 +313,19 @@ RECEIVED = pb.EnqueueResponse(data=pb.EnqueueResponse.EnqueueResponseData())
 NO_RECORD = pb.DequeueResponse(success=pb.DequeueResponse.DequeueResponseData())
 
 
+@dataclass(frozen=True)
+class GrpcSettings:
+    """What the gRPC server reads of the node's configuration (``grpc_listen_address``, ``max_payload_size``),
+    and its worker limit."""
+
+    listen_host: str
+    listen_port: int
+    max_payload_size: int = 16 * 1024 * 1024
+    max_workers: int = DEFAULT_MAX_WORKERS
+
+
 class GrpcServer:
-    """Serves ``taskflux.TaskFluxService`` on ``config.grpc_listen_address`` (h2c, no TLS).
+    """Serves ``taskflux.TaskFluxService`` on ``settings.listen_host:listen_port`` (h2c, no TLS).
 
     ``max_workers`` bounds the calls in progress, streams included (each holds a worker greenlet for its
     life): at the limit a stream idle on its client makes room, otherwise the call is refused at once with
@@ -323,22 +335,21 @@ class GrpcServer:
     """
 
     def __init__(
-        self, service: QueueService, node: Node, config: Config, max_workers: int = DEFAULT_MAX_WORKERS,
-        metrics: NodeMetrics | None = None,
+        self, service: QueueService, node: Node, settings: GrpcSettings, metrics: NodeMetrics | None = None,
     ) -> None:
         self.node = node
-        self._host, self._port = config.grpc_listen_address
+        self._host, self._port = settings.listen_host, settings.listen_port
         self._bound_port = 0
-        self.admission = admission.CallAdmission(max_workers)
+        self.admission = admission.CallAdmission(settings.max_workers)
         interceptors: list[grpc.ServerInterceptor] = [self.admission]
         if metrics is not None:
             interceptors.insert(0, MetricsInterceptor(metrics))  # outermost: it also sees refused calls
         # Beyond the admitted calls, room for the ones that evict an idle stream while it winds down.
-        workers = max_workers + ADMISSION_HEADROOM
+        workers = settings.max_workers + ADMISSION_HEADROOM
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
             options=[
-                ("grpc.max_receive_message_length", config.max_payload_size + MESSAGE_OVERHEAD_BYTES),
+                ("grpc.max_receive_message_length", settings.max_payload_size + MESSAGE_OVERHEAD_BYTES),
                 ("grpc.so_reuseport", 0),  # a second node on the same port must fail, not share it
                 ("grpc.server_handshake_timeout_ms", int(admission.HANDSHAKE_TIMEOUT_SECONDS * 1000)),
                 ("grpc.max_connection_idle_ms", int(admission.CONNECTION_IDLE_SECONDS * 1000)),
@@ -346,7 +357,8 @@ class GrpcServer:
             maximum_concurrent_rpcs=workers,
             interceptors=interceptors,
         )
-        pb_grpc.add_TaskFluxServiceServicer_to_server(TaskFluxServicer(service, config.max_payload_size), self._server)
+        servicer = TaskFluxServicer(service, settings.max_payload_size)
+        pb_grpc.add_TaskFluxServiceServicer_to_server(servicer, self._server)
 
     @property
     def address(self) -> str:
