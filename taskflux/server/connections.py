@@ -180,9 +180,9 @@ class ConnectionTable:
             return False
         self._close(victim)
         self.evicted += 1
-        self._log_evicted("%s: %d connections (%s): closed %s, which %s (connected %.1f s ago), to admit a new one",
-                          self.name, self.limit, self.limit_name, victim.address, self.policy.victim,
-                          time.monotonic() - victim.admitted_at)
+        self._log_evicted("%s: %d connections (%s): closed %s, which %s (%s; connected %.1f s ago), to admit a "
+                          "new one", self.name, self.limit, self.limit_name, victim.address, self.policy.victim,
+                          victim.reason or "no wait yet", time.monotonic() - victim.admitted_at)
         return True
 
     def _close(self, connection: Connection) -> None:

@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from taskflux.server.connections import Connection, ConnectionTable, EvictionPolicy, ThrottledLog, oldest_unused
+from taskflux.server.connections import Connection, ConnectionTable, ThrottledLog
+from taskflux.server.tcp import IN_HANDSHAKE_ONLY
 
 logger = logging.getLogger("tests.connections")
 
@@ -84,10 +85,6 @@ def test_lines_with_a_key_are_throttled_per_key(caplog: pytest.LogCaptureFixture
         "refused: twin", "refused: other cluster", "refused: own id"]
 
 
-IN_HANDSHAKE_ONLY = EvictionPolicy(oldest_unused, "had not completed its handshake",
-                                   "all have completed their handshake")
-
-
 def test_under_the_handshake_policy_only_the_oldest_unused_place_is_evicted_whatever_it_does(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -101,7 +98,7 @@ def test_under_the_handshake_policy_only_the_oldest_unused_place_is_evicted_what
     with caplog.at_level(logging.WARNING, logger.name):
         assert table.admit("newcomer", Closable()) is not None
     assert writing_closed.closed and writing.closed and not younger_closed.closed and not idle_closed.closed
-    assert "closed writing its handshake answer, which had not completed its handshake" in caplog.text
+    assert "closed writing its handshake answer, which had not completed its handshake (no wait yet;" in caplog.text
     younger.requests = 1
     newcomer = table.admit("second newcomer", Closable())  # the first newcomer, still in its handshake, made room
     assert newcomer is not None and table.evicted == 2 and not younger_closed.closed
