@@ -126,12 +126,26 @@ class Server:
         }
 
     def stop(self) -> None:
-        """Graceful stop: no new clients, leadership handed over, in-flight requests finished, files closed."""
+        """Graceful stop: no new clients, leadership handed over, in-flight requests finished, files closed.
+        Whatever fails on the way, the files are closed and ``stopped`` is set; a second call waits for
+        the first."""
         if self._stopping:
             self.stopped.wait()
             return
         self._stopping = True
         logger.info("stopping")
+        try:
+            self._stop_serving()
+        finally:
+            for close in (self.leases.stop, self.node.stop, self.peers.stop, self.storage.close):
+                try:
+                    close()
+                except Exception:
+                    logger.exception("error while stopping (%s)", close.__qualname__)
+            self.stopped.set()
+            logger.info("stopped")
+
+    def _stop_serving(self) -> None:
         self.clients.stop_accepting()
         if self.http is not None:
             self.http.stop_accepting()
@@ -147,12 +161,6 @@ class Server:
         if self.http is not None:
             stoppers.append(gevent.spawn(self.http.stop, STOP_REQUESTS_SECONDS))
         gevent.joinall(stoppers)
-        self.leases.stop()
-        self.node.stop()
-        self.peers.stop()
-        self.storage.close()
-        self.stopped.set()
-        logger.info("stopped")
 
     def _hand_over_leadership(self) -> None:
         attempt_seconds = 2 * self.config.raft_election_timeout
@@ -189,10 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, lambda: gevent.spawn(server.stop))
-    while not server.stopped.wait(timeout=1.0):
-        failure = server.node.failed
-        if failure is not None:
-            logger.critical("the node failed: %r", failure)
-            server.stop()
-            return 1
+    # Whichever comes first: a signal's stop, or the end of the node loop (which logged why it failed).
+    gevent.wait([server.stopped, server.node.ended], count=1)
+    if server.node.failed is not None:
+        server.stop()
+        return 1
+    server.stopped.wait()
     return 0

@@ -131,6 +131,8 @@ class Node:
         self._disk_thread: DiskThread | None = None
         self._sweeper: gevent.Greenlet | None = None
         self._stopping = False
+        self._failure: Exception | None = None
+        self.ended = Event()  # set once the loop is over, stopped or failed
         self.applied_entries = 0
         self.batches = 0
         self.leader_changes = 0  # times a new leader became known (etcd's leader_changes_seen)
@@ -144,11 +146,11 @@ class Node:
         if self.settings.disk_io_in_thread:
             self._disk_thread = DiskThread()
         self._greenlet = gevent.spawn(self._run)
-        self._greenlet.link_exception(self._crashed)
         self._sweeper = gevent.spawn(self._sweep_deadlines)
 
     def stop(self) -> None:
-        """Stop the loop; waiting sessions get NodeStopped. The storage is the caller's to close."""
+        """Stop the loop; waiting sessions get NodeStopped. The storage is the caller's to close. Also
+        safe (and quick) after the loop failed, and when called again."""
         self._stopping = True
         if self._greenlet is not None:
             self._inbox.put(None)
@@ -160,9 +162,13 @@ class Node:
             self._disk_thread.close()
         self._fail_waiting()
 
-    def _crashed(self, greenlet: gevent.Greenlet) -> None:
-        logger.critical("the node loop failed: %r; stopping", greenlet.exception)
+    def _crashed(self, error: Exception) -> None:
+        """The loop ended on an exception: the node serves nothing more (one log line says why)."""
+        self._failure = error
+        logger.critical("the node loop failed, the node stops: %s: %s", type(error).__name__, error)
+        logger.debug("the node loop failed", exc_info=error)
         self._stopping = True
+        self._observe(SoftState(Role.FOLLOWER, self.soft_state.term, NO_LEADER))
         self._fail_waiting()
 
     def _fail_waiting(self) -> None:
@@ -182,10 +188,9 @@ class Node:
                 event.result.set_exception(stopped)
 
     @property
-    def failed(self) -> BaseException | None:
+    def failed(self) -> Exception | None:
         """The exception that ended the node loop, if it ended that way."""
-        greenlet = self._greenlet
-        return greenlet.exception if greenlet is not None and greenlet.dead else None
+        return self._failure
 
     # --- what sessions call -------------------------------------------------------------------------
 
@@ -257,10 +262,16 @@ class Node:
             raise NotLeader(-1) from None
 
     def transfer_leadership(self, to: int, timeout: float) -> bool:
-        """Ask the raft core to hand leadership to ``to``; True once this node is no longer leader."""
+        """Ask the raft core to hand leadership to ``to``; True once this node is no longer leader.
+        False when it could not be done in time, or the loop is over."""
+        if self._stopping:
+            return False
         result = AsyncResult()
         self._post(_Transfer(to, result))
-        if not result.get(timeout=timeout):
+        try:
+            if not result.get(timeout=timeout):
+                return False
+        except (NodeStopped, gevent.Timeout):
             return False
         deadline = time.monotonic() + timeout
         while self.is_leader and time.monotonic() < deadline:
@@ -312,6 +323,14 @@ class Node:
     # --- the loop ---------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as error:
+            self._crashed(error)
+        finally:
+            self.ended.set()
+
+    def _loop(self) -> None:
         interval = self.settings.tick_interval
         next_tick = time.monotonic() + interval
         inbox = self._inbox

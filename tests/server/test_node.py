@@ -157,3 +157,34 @@ def test_stop_answers_every_waiting_session(single: SingleNode, monkeypatch: pyt
         assert greenlet.dead and (greenlet.successful() or isinstance(greenlet.exception, NodeStopped))
     for greenlet in late:
         assert greenlet.dead and isinstance(greenlet.exception, NodeStopped)
+
+
+def break_tmp_dir(data_dir: Path) -> None:
+    """A real storage fault: the data directory's tmp/ becomes a file, so the next new log segment (written
+    there first) fails with ENOTDIR, also for root."""
+    tmp = data_dir / "tmp"
+    for leftover in tmp.iterdir():
+        leftover.unlink()
+    tmp.rmdir()
+    tmp.write_bytes(b"")
+
+
+def test_stop_after_the_loop_failed_is_quick_and_closes_everything(tmp_path: Path) -> None:
+    harness = SingleNode(tmp_path / "data", soft_limit_bytes=1024, hard_limit_bytes=2048)
+    node = harness.start()
+    break_tmp_dir(harness.path)
+    with pytest.raises((NodeStopped, NotLeader, CommitTimeout)):
+        for i in range(200):  # enough for the active segment to fill and a new one to be needed
+            node.submit(AddRecord("", i, b"z" * 64))
+    wait_until(lambda: node.failed is not None)
+    assert isinstance(node.failed, OSError)
+    assert not node.is_leader  # nothing may still treat it as the leader (a hand-over, a session)
+    with pytest.raises(NodeStopped):
+        node.submit(AddRecord("", 0, b"late"))
+    assert node.transfer_leadership(1, timeout=5) is False  # answered at once, no exception
+    started = time.monotonic()
+    node.stop()
+    node.stop()  # again: still fine
+    assert time.monotonic() - started < 2
+    assert node.ended.is_set()
+    harness.storage.close()  # type: ignore[union-attr]
