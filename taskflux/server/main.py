@@ -13,7 +13,7 @@ import gevent
 import prometheus_client
 from gevent.event import Event
 
-from taskflux.config import Config, ConfigError, HelpRequested, format_endpoint, load_config
+from taskflux.config import MAX_PAYLOAD_SIZE, Config, ConfigError, HelpRequested, format_endpoint, load_config
 from taskflux.server.grpc_api.servicer import GrpcServer
 from taskflux.server.http import HttpServer
 from taskflux.server.leases import LeaseTable
@@ -43,7 +43,9 @@ class Server:
             config.data_directory,
             soft_limit_bytes=config.log_file_soft_limit,
             hard_limit_bytes=config.log_file_hard_limit,
-            max_record_bytes=config.max_payload_size + ENTRY_OVERHEAD_BYTES,
+            # Not this node's max_payload_size: entries replicated from a leader configured with a larger one
+            # must be stored all the same (the leader enforces the client limit).
+            max_record_bytes=MAX_PAYLOAD_SIZE + ENTRY_OVERHEAD_BYTES,
         )
         own = config.cluster_node_id
         self.metrics = NodeMetrics()
@@ -65,6 +67,7 @@ class Server:
                 tick_interval=config.raft_tick_interval,
                 request_timeout=config.client_request_timeout,
                 snapshot_segments_threshold=config.snapshot_creation_segments_threshold,
+                max_payload_size=config.max_payload_size,
             ),
             metrics=self.metrics,
         )

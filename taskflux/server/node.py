@@ -29,7 +29,7 @@ import gevent
 from gevent.event import AsyncResult, Event
 from gevent.queue import Empty, Queue
 
-from taskflux.domain.commands import Command, DeleteQueue
+from taskflux.domain.commands import AddRecord, Command, DeleteQueue
 from taskflux.domain.entry_codec import decode_command, encode_command
 from taskflux.domain.manager import QueueManager
 from taskflux.domain.results import RecordAdded, Result
@@ -77,6 +77,7 @@ class NodeSettings:
     request_timeout: float = 5.0
     snapshot_segments_threshold: int = 5
     disk_io_in_thread: bool = True  # False only to measure what an fsync on the hub costs the loop
+    max_payload_size: int | None = None  # this node's client limit: a larger replicated record is warned about
 
 
 @dataclass(slots=True)
@@ -131,6 +132,7 @@ class Node:
         self._disk_thread: DiskThread | None = None
         self._sweeper: gevent.Greenlet | None = None
         self._stopping = False
+        self._warned_payload_size = False
         self._failure: Exception | None = None
         self.ended = Event()  # set once the loop is over, stopped or failed
         self.applied_entries = 0
@@ -480,7 +482,12 @@ class Node:
             if not entry.data:  # a new term's no-op
                 continue
             # The proposer's own command object spares decoding the entry it was encoded into.
-            command = waiting[1] if waiting is not None else decode_command(entry.data)
+            if waiting is not None:
+                command = waiting[1]
+            else:
+                command = decode_command(entry.data)
+                if isinstance(command, AddRecord) and not self._warned_payload_size:
+                    self._check_payload_size(command)
             result = manager.apply(command)
             self.applied_entries += 1
             if waiting is not None:
@@ -501,6 +508,18 @@ class Node:
                 else:
                     still_waiting.append((index, waiters))
             self._reads_waiting_apply = still_waiting
+
+    def _check_payload_size(self, command: AddRecord) -> None:
+        """A replicated record is never refused for this node's own limit (the leader enforces the client
+        limit); a larger one means the nodes' settings differ, which is worth one warning."""
+        limit = self.settings.max_payload_size
+        if limit is not None and len(command.payload) > limit:
+            self._warned_payload_size = True
+            logger.warning(
+                "a replicated record of %d bytes is larger than this node's max_payload_size (%d bytes): it is "
+                "stored all the same, but the nodes' max_payload_size settings differ; give every node the same",
+                len(command.payload), limit,
+            )
 
     # --- snapshots --------------------------------------------------------------------------------
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from taskflux.wire import client_protocol as wire
 from tests.server.test_node import break_tmp_dir
-from tests.support.cluster import LocalCluster, wait_until
+from tests.support.cluster import LocalCluster, NodeProcess, wait_until
 from tests.support.raw_client import RawConnection
 
 pytestmark = pytest.mark.timeout(180)
@@ -44,3 +45,32 @@ def test_a_leader_whose_loop_dies_exits_promptly_with_one_log_line(tmp_path: Pat
         assert log.count("the node loop failed") == 1, log
         assert "Traceback" not in log, log
         assert log.rstrip().endswith("stopped"), log  # the stop ran to its end: files closed
+
+
+def restart(node: NodeProcess, **options: str) -> None:
+    node.kill()
+    node.extra.update({key.replace("_", "-"): value for key, value in options.items()})
+    node.start()
+
+
+def test_a_follower_with_a_smaller_max_payload_size_stores_serves_and_warns_once(tmp_path: Path) -> None:
+    cluster = LocalCluster(3, tmp_path, client_request_timeout="5s")
+    with cluster.running():
+        leader_id = cluster.wait_for_leader()
+        small, third = (cluster.nodes[(leader_id + k) % 3] for k in (1, 2))
+        restart(small, max_payload_size="16KiB")
+        third.kill()  # the leader's only partner is now the small node: nothing commits unless it stores it
+        leader = RawConnection(cluster.nodes[leader_id].client_address)
+        big = [bytes([65 + i]) * (200 * 1024) for i in range(3)]
+        for payload in big:
+            assert leader.enqueue("", 1, payload) == wire.Ok()
+        restart(small)  # its log holds the big records: it opens it all the same
+        cluster.wait_for_leader([leader_id, small.node_id])
+        cluster.nodes[leader_id].kill()
+        third.start()  # its log lacks the big records: only the small node can win now
+        assert cluster.wait_for_leader([small.node_id, third.node_id]) == small.node_id
+        conn = RawConnection(small.client_address)
+        served = [conn.dequeue("").response.record.payload for _ in big]  # type: ignore[union-attr]
+        assert served == big
+        # One warning per run of the small node (two runs since its limit was lowered), not one per record.
+        assert small.log().count("larger than this node's max_payload_size") == 2, small.log()
