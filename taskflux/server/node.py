@@ -125,6 +125,15 @@ class Node:
         self._reads: dict[bytes, list[AsyncResult]] = {}  # ReadIndex context -> waiting sessions
         self._reads_waiting_apply: list[tuple[int, list[AsyncResult]]] = []
         self._next_read = 0
+        self._read_started: dict[bytes, float] = {}  # ReadIndex context -> when it was registered
+        # The leader lease (see ensure_lease): followers that acknowledged a heartbeat round sent at time t refuse
+        # to vote for anyone else until at least t + lease, by their own clocks, which run no faster than ours.
+        ticks = raft_config.election_ticks - 2  # a follower's first tick may come just after it heard us
+        self._lease_seconds = max(1, ticks) * self.settings.tick_interval
+        self._lease_round_seconds = raft_config.heartbeat_ticks * self.settings.tick_interval
+        self._lease_until = 0.0
+        self._next_lease_round = 0.0
+        self._lease_renewed = Event()
         self._term_start_index = 0  # a new leader serves from its state once it has applied this far
         self._consumers: dict[str, deque[Event]] = {}
         self._leadership_changed = Event()
@@ -252,6 +261,24 @@ class Node:
         if self._applied_index < self._term_start_index:
             self.read_barrier()
 
+    @property
+    def lease_valid(self) -> bool:
+        """Whether no other node can have become leader yet, by real elapsed time (not raft ticks, which a
+        slow fsync delays): a quorum acknowledged a heartbeat round of this leader within the lease."""
+        return self.is_leader and (self._raft.config.cluster_size == 1 or time.monotonic() < self._lease_until)
+
+    def ensure_lease(self) -> None:
+        """Return once this leader's lease is valid (what handing out a record needs: a deposed leader must
+        not). Waits up to an election timeout for a heartbeat round to renew it; NotLeader otherwise."""
+        self._require_leader()
+        deadline = time.monotonic() + self._raft.config.election_ticks * self.settings.tick_interval
+        while not self.lease_valid:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise NotLeader(NO_LEADER)
+            gevent.wait([self._lease_renewed, self._leadership_changed], timeout=remaining, count=1)
+            self._require_leader()
+
     def read_barrier(self) -> None:
         """Return once a read of the state machine is linearizable (ReadIndex: leadership confirmed
         by a majority and everything committed before the read applied). Raises NotLeader."""
@@ -354,6 +381,8 @@ class Node:
             if reads:
                 self._start_read(reads)
             now = time.monotonic()
+            if self.soft_state.role is Role.LEADER and now >= self._next_lease_round:
+                self._renew_lease(now)
             if now >= next_tick:
                 self._raft.tick()
                 next_tick += interval
@@ -392,12 +421,20 @@ class Node:
         elif event is not None:
             self._raft.step(event)  # type: ignore[arg-type]
 
+    def _renew_lease(self, now: float) -> None:
+        """A heartbeat round (a ReadIndex round without readers) whose acknowledgement renews the lease: one
+        per heartbeat interval (reads' rounds renew it too)."""
+        self._next_lease_round = now + self._lease_round_seconds
+        if self._raft.config.cluster_size > 1:
+            self._start_read([])
+
     def _start_read(self, waiters: list[AsyncResult]) -> None:
-        """One ReadIndex round serves every read that arrived in this turn."""
+        """One ReadIndex round serves every read that arrived in this turn (and renews the lease)."""
         self._next_read += 1
         context = self._next_read.to_bytes(8, "big")
         if self._raft.read_index(context):
             self._reads[context] = waiters
+            self._read_started[context] = time.monotonic()
         else:
             error = NotLeader(self._raft.leader_id)
             for waiter in waiters:
@@ -424,6 +461,11 @@ class Node:
             self._apply(ready.committed_entries)
         for read in ready.read_states:
             waiters = self._reads.pop(read.context, [])
+            started = self._read_started.pop(read.context, 0.0)
+            if read.ok and started and started + self._lease_seconds > self._lease_until:
+                self._lease_until = started + self._lease_seconds
+                self._lease_renewed.set()
+                self._lease_renewed = Event()
             if not read.ok:
                 error = NotLeader(self._raft.leader_id)
                 for waiter in waiters:
@@ -463,6 +505,8 @@ class Node:
             self._leadership_changed = Event()
             if soft_state.leader_id != previous.leader_id and soft_state.leader_id != NO_LEADER:
                 self.leader_changes += 1
+        if soft_state.role != previous.role:
+            self._lease_until = self._next_lease_round = 0.0  # a term's lease starts with its first acked round
         if soft_state.role is Role.LEADER and previous.role is not Role.LEADER:
             self._term_start_index = self._raft.log.last_index()  # at least the new term's no-op entry
         if previous.role is Role.LEADER and soft_state.role is not Role.LEADER:
