@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,7 +33,7 @@ from taskflux.domain.commands import AddRecord, Command, DeleteQueue
 from taskflux.domain.entry_codec import decode_command, encode_command
 from taskflux.domain.manager import QueueManager
 from taskflux.domain.results import RecordAdded, Result
-from taskflux.domain.snapshot_codec import decode_snapshot, encode_snapshot
+from taskflux.domain.snapshot_codec import FrozenState, decode_snapshot, encode_snapshot, freeze
 from taskflux.raft.config import RaftConfig
 from taskflux.raft.core import Raft
 from taskflux.raft.messages import Message
@@ -41,6 +41,7 @@ from taskflux.raft.ready import NO_LEADER, Ready, Role, Snapshot, SoftState
 from taskflux.raft.types import Entry, SnapshotMeta
 from taskflux.server.disk_thread import DiskThread
 from taskflux.storage.disk import DiskStorage
+from taskflux.storage.snapshot import SnapshotFile
 
 if TYPE_CHECKING:
     from taskflux.server.metrics import NodeMetrics
@@ -49,6 +50,8 @@ logger = logging.getLogger("taskflux.node")
 
 INBOX_SIZE = 65536
 MAX_EVENTS_PER_TURN = 4096
+STAGING_STOP_SECONDS = 30.0  # a stop waits this long at most for a snapshot's worker thread to give up
+STALL_WORTH_LOGGING = 0.1  # seconds: a loop turn this long delays heartbeats noticeably
 
 
 class NotLeader(Exception):
@@ -136,6 +139,13 @@ class Node:
         self._lease_renewed = Event()
         self._term_start_index = 0  # a new leader serves from its state once it has applied this far
         self._consumers: dict[str, deque[Event]] = {}
+        # A snapshot being written by a worker thread (its meta, the thread's result: the staged file).
+        self._staging: tuple[SnapshotMeta, AsyncResult] | None = None
+        # A leader's snapshot being decoded by a worker thread, and the entries committed after it meanwhile.
+        self._decoding: tuple[SnapshotMeta, AsyncResult] | None = None
+        self._deferred: list[tuple[Entry, ...]] = []
+        self._snapshot_started = 0.0
+        self.longest_stall = 0.0  # seconds: the longest loop turn (heartbeats and answers wait that long)
         self._leadership_changed = Event()
         self._greenlet: gevent.Greenlet | None = None
         self._disk_thread: DiskThread | None = None
@@ -171,6 +181,13 @@ class Node:
             self._sweeper.kill()
         if self._disk_thread is not None:
             self._disk_thread.close()
+        if self._staging is not None:  # its worker gives up at its next chunk; the staged file goes with tmp/
+            staging = self._staging[1]
+            self._staging = None
+            staging.wait(timeout=STAGING_STOP_SECONDS)
+            staged = staging.get() if staging.successful() else None
+            if staged is not None:
+                staged.close()
         self._fail_waiting()
 
     def _crashed(self, error: Exception) -> None:
@@ -375,6 +392,7 @@ class Node:
                     events.append(inbox.get_nowait())
             except Empty:
                 pass
+            turn_started = time.monotonic()
             reads: list[AsyncResult] = []
             for event in events:
                 self._handle(event, reads)
@@ -390,7 +408,12 @@ class Node:
                     next_tick = now + interval
             while self._raft.has_ready():
                 self._handle_ready(self._raft.ready())
+            if self._decoding is not None and self._decoding[1].ready():
+                self._decoded()
+            if self._staging is not None and self._staging[1].ready():
+                self._staged()
             self._maybe_snapshot()
+            self._observe_turn(time.monotonic() - turn_started)
 
     def _sweep_deadlines(self) -> None:
         """Answer CommitTimeout to every submit still waiting at its deadline, also while the loop waits
@@ -458,7 +481,10 @@ class Node:
         for message in ready.messages_after_persist:
             self._send(message)
         if ready.committed_entries:
-            self._apply(ready.committed_entries)
+            if self._decoding is None:
+                self._apply(ready.committed_entries)
+            else:  # applied once the leader's snapshot they follow is decoded
+                self._deferred.append(ready.committed_entries)
         for read in ready.read_states:
             waiters = self._reads.pop(read.context, [])
             started = self._read_started.pop(read.context, 0.0)
@@ -543,6 +569,10 @@ class Node:
                     event.set()
         self._applied_index = entries[-1].index
         self._storage.set_committed(self._applied_index)
+        self._release_reads()
+
+    def _release_reads(self) -> None:
+        """Answer the reads that waited for the state machine to reach their index."""
         if self._reads_waiting_apply:
             still_waiting = []
             for index, waiters in self._reads_waiting_apply:
@@ -568,42 +598,94 @@ class Node:
     # --- snapshots --------------------------------------------------------------------------------
 
     def _restore_state(self) -> QueueManager:
-        if self._storage.snapshot_meta().index == 0:
+        """The state of the snapshot, read before the node serves anything (the loop is not running yet)."""
+        meta = self._storage.snapshot_meta()
+        if meta.index == 0:
             return QueueManager()
+        started = time.monotonic()
         with self._storage.open_snapshot_data() as data:
-            return decode_snapshot(data)
+            manager = decode_snapshot(data)
+        logger.info("loaded the snapshot up to index %d in %.3f s", meta.index, time.monotonic() - started)
+        return manager
 
     def _install_snapshot(self, snapshot: Snapshot) -> None:
-        """A snapshot from the leader replaces the whole state. Reservations die with the old state."""
+        """A snapshot from the leader replaces the whole state. It is made durable at once (the raft core
+        counts on it), then decoded in a worker thread while the loop goes on: entries committed meanwhile
+        wait, and the new state replaces the old one when complete. Reservations die with the old state."""
         started = time.monotonic()
-        manager = decode_snapshot(io.BytesIO(snapshot.data))
         self._disk_io(self._storage.save_snapshot, snapshot.meta, [snapshot.data])
-        self.manager = manager
-        self._applied_index = snapshot.meta.index
         if self._metrics is not None:
             self._metrics.observe_snapshot("leader", len(snapshot.data), time.monotonic() - started)
-        logger.info("installed a snapshot from the leader up to index %d", snapshot.meta.index)
+        self._deferred.clear()  # entries before a newer snapshot: it holds their effect
+        decoding = gevent.get_hub().threadpool.spawn(decode_snapshot, io.BytesIO(snapshot.data))
+        self._decoding = (snapshot.meta, decoding)
+
+    def _decoded(self) -> None:
+        assert self._decoding is not None
+        meta, decoding = self._decoding
+        self._decoding = None
+        self.manager = decoding.get()  # a corrupt snapshot from the leader ends the loop: nothing else is safe
+        self._applied_index = meta.index
+        logger.info("installed a snapshot from the leader up to index %d", meta.index)
+        deferred, self._deferred = self._deferred, []
+        for entries in deferred:
+            self._apply(entries)
+        self._release_reads()
 
     def _maybe_snapshot(self) -> None:
         threshold = self.settings.snapshot_segments_threshold
         applied = self._applied_index
+        if self._staging is not None or self._decoding is not None:
+            return
         if applied <= self._storage.snapshot_meta().index:
             return
         if self._storage.sealed_segments_through(applied) < max(1, threshold):
             return
-        self.take_snapshot()
+        self._take_snapshot()
 
-    def take_snapshot(self) -> SnapshotMeta:
-        """Snapshot the applied state and compact the log it covers. The state is encoded on the
-        loop (nothing is applied meanwhile), the file written in the disk thread."""
+    def _take_snapshot(self) -> None:
+        """Snapshot the applied state: on the loop, only a frozen copy of it (no Python code per record);
+        a worker thread encodes it and writes the file aside, and the loop puts it in place once written."""
         applied = self._applied_index
         meta = SnapshotMeta(applied, self._storage.term(applied))
-        started = time.monotonic()
-        chunks = list(encode_snapshot(self.manager))
-        self._disk_io(self._storage.save_snapshot, meta, chunks)
+        frozen = freeze(self.manager)
+        self._snapshot_started = time.monotonic()
+        self._staging = (meta, gevent.get_hub().threadpool.spawn(self._stage, meta, frozen))
+
+    def _stage(self, meta: SnapshotMeta, frozen: FrozenState) -> SnapshotFile | None:
+        """In a worker thread: encode and write the snapshot aside; None when the node stopped meanwhile."""
+        try:
+            return self._storage.stage_snapshot(meta, self._encode(frozen))
+        except NodeStopped:
+            return None
+
+    def _encode(self, frozen: FrozenState) -> Iterator[bytes]:
+        """The snapshot's chunks, given up when the node stops (the worker thread then ends early)."""
+        for chunk in encode_snapshot(frozen):
+            if self._stopping:
+                raise NodeStopped()
+            yield chunk
+
+    def _staged(self) -> None:
+        """The worker thread has written the snapshot aside: put it in place and compact the log."""
+        assert self._staging is not None
+        meta, staging = self._staging
+        self._staging = None
+        staged = staging.get()
+        if staged is None:
+            return
+        self._disk_io(self._storage.install_staged_snapshot, staged)
+        if self._storage.snapshot_meta() != meta:  # a newer snapshot from a leader came first
+            return
         self._raft.compacted(meta)
-        size_bytes, seconds = sum(map(len, chunks)), time.monotonic() - started
-        logger.info("snapshot at index %d: %d bytes in %.3f s", applied, size_bytes, seconds)
+        seconds = time.monotonic() - self._snapshot_started
+        logger.info("snapshot at index %d: %d bytes in %.3f s", meta.index, staged.data_size, seconds)
         if self._metrics is not None:
-            self._metrics.observe_snapshot("local", size_bytes, seconds)
-        return meta
+            self._metrics.observe_snapshot("local", staged.data_size, seconds)
+
+    def _observe_turn(self, seconds: float) -> None:
+        """Keep the longest loop turn, and say so when a new longest one is long enough to matter."""
+        if seconds > self.longest_stall:
+            self.longest_stall = seconds
+            if seconds >= STALL_WORTH_LOGGING:
+                logger.warning("the node loop was busy for %.3f s in one turn (the longest so far)", seconds)
