@@ -189,6 +189,7 @@ class Node:
             if staged is not None:
                 staged.close()
         self._fail_waiting()
+        logger.info("the node loop's longest turn took %.3f s", self.longest_stall)
 
     def _crashed(self, error: Exception) -> None:
         """The loop ended on an exception: the node serves nothing more (one log line says why)."""
