@@ -1,5 +1,5 @@
-"""The leader lease, in-process: three nodes over real DiskStorage, messages routed in memory so a test can
-cut a node off."""
+"""Three in-process nodes over real DiskStorage, messages routed in memory so a test can cut a node off: the
+leader lease, and a follower catching up through a snapshot."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import gevent
 import pytest
 
 from taskflux.domain.commands import AddRecord
+from taskflux.domain.snapshot_codec import state_digest
 from taskflux.raft.config import RaftConfig
 from taskflux.raft.messages import Message
 from taskflux.server.node import Node, NodeSettings, NotLeader
@@ -29,12 +30,12 @@ TICK = 0.01
 class MemoryCluster:
     """Nodes whose messages go straight into each other's inboxes, unless a link is cut."""
 
-    def __init__(self, root: Path, size: int = 3) -> None:
+    def __init__(self, root: Path, size: int = 3, threshold: int = 5, **storage_options: int) -> None:
         self.cut: set[int] = set()
-        self.storages = [DiskStorage(root / f"node{i}") for i in range(size)]
+        self.storages = [DiskStorage(root / f"node{i}", **storage_options) for i in range(size)]
         self.nodes = [
             Node(RaftConfig(node_id=i, cluster_size=size), self.storages[i], self._route,
-                 NodeSettings(tick_interval=TICK), random.Random(i))
+                 NodeSettings(tick_interval=TICK, snapshot_segments_threshold=threshold), random.Random(i))
             for i in range(size)
         ]
 
@@ -59,8 +60,8 @@ def submit_quietly(node: Node, command: AddRecord) -> None:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[MemoryCluster]:
-    cluster = MemoryCluster(tmp_path)
+def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[MemoryCluster]:
+    cluster = MemoryCluster(tmp_path, **getattr(request, "param", {}))
     for node in cluster.nodes:
         node.start()
     yield cluster
@@ -94,3 +95,22 @@ def test_a_leader_cut_off_with_a_stalled_disk_stops_handing_out_records_within_i
     assert all(at < lease + 0.05 for at in handed_out), f"handed out {len(handed_out)}: last at {handed_out[-1]:.3f} s"
     others = [node for node in cluster.nodes if node is not leader]
     wait_until(lambda: any(node.is_leader for node in others))  # meanwhile the others elected a new leader
+
+
+@pytest.mark.parametrize("cluster", [{"threshold": 1, "soft_limit_bytes": 2048, "hard_limit_bytes": 4096}],
+                         indirect=True)
+def test_a_follower_catches_up_through_a_snapshot_while_writes_go_on(cluster: MemoryCluster) -> None:
+    leader = cluster.leader()
+    lagging = next(node for node in cluster.nodes if node is not leader)
+    cluster.cut.add(lagging.id)
+    for i in range(200):  # several segments: the leader snapshots and compacts what the lagging node lacks
+        leader.submit(AddRecord("", i % 5, b"s%03d" % i + b"." * 100))
+    wait_until(lambda: cluster.storages[leader.id].first_index() > 1)
+    cluster.cut.clear()
+    writer = gevent.spawn(lambda: [leader.submit(AddRecord("", i % 3, b"after")) for i in range(200)])
+    wait_until(lambda: cluster.storages[lagging.id].snapshot_meta().index > 0)  # installed while writes go on
+    writer.get()
+    leader.read_barrier()
+    wait_until(lambda: lagging.applied_index == leader.applied_index)
+    assert state_digest(lagging.manager) == state_digest(leader.manager)
+    assert lagging.manager.get("").stored == 400  # type: ignore[union-attr]
