@@ -534,6 +534,7 @@ class Node:
                 self.leader_changes += 1
         if soft_state.role != previous.role:
             self._lease_until = self._next_lease_round = 0.0  # a term's lease starts with its first acked round
+            self._read_started.clear()  # rounds of an earlier term renew nothing
         if soft_state.role is Role.LEADER and previous.role is not Role.LEADER:
             self._term_start_index = self._raft.log.last_index()  # at least the new term's no-op entry
         if previous.role is Role.LEADER and soft_state.role is not Role.LEADER:
