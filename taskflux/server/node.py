@@ -146,6 +146,7 @@ class Node:
         self._deferred: list[tuple[Entry, ...]] = []
         self._snapshot_started = 0.0
         self.longest_stall = 0.0  # seconds: the longest loop turn (heartbeats and answers wait that long)
+        self._turn_disk_seconds = 0.0  # of the current turn, how long the loop waited for the disk
         self._leadership_changed = Event()
         self._greenlet: gevent.Greenlet | None = None
         self._disk_thread: DiskThread | None = None
@@ -394,6 +395,7 @@ class Node:
             except Empty:
                 pass
             turn_started = time.monotonic()
+            self._turn_disk_seconds = 0.0
             reads: list[AsyncResult] = []
             for event in events:
                 self._handle(event, reads)
@@ -507,10 +509,14 @@ class Node:
     def _disk_io(self, function: Callable[..., None], *args: object) -> None:
         """Run a storage write (fsyncs included) in the disk thread: the loop waits for it, the hub
         keeps serving every other greenlet meanwhile."""
-        if self._disk_thread is not None:
-            self._disk_thread.call(function, *args)
-        else:
-            function(*args)
+        started = time.monotonic()
+        try:
+            if self._disk_thread is not None:
+                self._disk_thread.call(function, *args)
+            else:
+                function(*args)
+        finally:
+            self._turn_disk_seconds += time.monotonic() - started
 
     def _persist(self, hard_state: object, entries: tuple[Entry, ...]) -> None:
         """Runs in a worker thread: the only storage writes that overlap other greenlets' work."""
@@ -690,4 +696,5 @@ class Node:
         if seconds > self.longest_stall:
             self.longest_stall = seconds
             if seconds >= STALL_WORTH_LOGGING:
-                logger.warning("the node loop was busy for %.3f s in one turn (the longest so far)", seconds)
+                logger.warning("the node loop was busy for %.3f s in one turn (the longest so far; %.3f s of it "
+                               "waiting for the disk)", seconds, self._turn_disk_seconds)
