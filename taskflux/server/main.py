@@ -138,13 +138,12 @@ class Server:
         self._stopping = True
         logger.info("stopping")
         try:
-            self._stop_serving()
-        finally:
-            for close in (self.leases.stop, self.node.stop, self.peers.stop, self.storage.close):
+            for step in (self._stop_serving, self.leases.stop, self.node.stop, self.peers.stop, self.storage.close):
                 try:
-                    close()
+                    step()
                 except Exception:
-                    logger.exception("error while stopping (%s)", close.__qualname__)
+                    logger.exception("error while stopping (%s)", step.__qualname__)
+        finally:
             self.stopped.set()
             logger.info("stopped")
 
