@@ -56,9 +56,11 @@ def restart(node: NodeProcess, **options: str) -> None:
 def test_a_follower_with_a_smaller_max_payload_size_stores_serves_and_warns_once(tmp_path: Path) -> None:
     cluster = LocalCluster(3, tmp_path, client_request_timeout="5s")
     with cluster.running():
-        leader_id = cluster.wait_for_leader()
-        small, third = (cluster.nodes[(leader_id + k) % 3] for k in (1, 2))
+        small = cluster.nodes[(cluster.wait_for_leader() + 1) % 3]
         restart(small, max_payload_size="16KiB")
+        leader_id = cluster.wait_for_leader()  # the small node is back and follows the leader
+        assert leader_id != small.node_id  # a returning node does not depose a live leader
+        third = cluster.nodes[3 - leader_id - small.node_id]
         third.kill()  # the leader's only partner is now the small node: nothing commits unless it stores it
         leader = RawConnection(cluster.nodes[leader_id].client_address)
         big = [bytes([65 + i]) * (200 * 1024) for i in range(3)]
