@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ logger = logging.getLogger("taskflux.server")
 ENTRY_OVERHEAD_BYTES = 1024  # a log entry holds a payload plus the command's header
 THREADPOOL_SIZE = 64
 STOP_REQUESTS_SECONDS = 2.0  # how long in-flight requests may take to finish on a graceful stop
+LONG_COLLECTION_SECONDS = 0.1  # a garbage collection this long is logged
 
 
 class Server:
@@ -174,6 +176,22 @@ class Server:
         logger.warning("could not hand leadership over before stopping")
 
 
+_collection_started = [0.0]
+
+
+def _log_long_collections(phase: str, info: dict[str, int]) -> None:
+    """A full garbage collection blocks everything, the node loop included, for a time that grows with the
+    number of objects: say so when one takes long enough to delay heartbeats."""
+    if info["generation"] != 2:
+        return
+    if phase == "start":
+        _collection_started[0] = time.monotonic()
+        return
+    seconds = time.monotonic() - _collection_started[0]
+    if seconds >= LONG_COLLECTION_SECONDS:
+        logger.warning("a full garbage collection took %.3f s (%d objects freed)", seconds, info["collected"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a node until SIGTERM or SIGINT; the process exit status."""
     try:
@@ -195,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The state just loaded from the snapshot (up to millions of records) lives long and holds no reference
     # cycles: keep it out of the garbage collector's full collections, whose pause grows with what they scan.
     gc.freeze()
+    gc.callbacks.append(_log_long_collections)
     try:
         server.start()
     except OSError as error:
