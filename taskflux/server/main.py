@@ -35,6 +35,7 @@ ENTRY_OVERHEAD_BYTES = 1024  # a log entry holds a payload plus the command's he
 THREADPOOL_SIZE = 64
 STOP_REQUESTS_SECONDS = 2.0  # how long in-flight requests may take to finish on a graceful stop
 LONG_COLLECTION_SECONDS = 0.1  # a garbage collection this long is logged
+GC_FREEZE_SECONDS = 30.0
 
 
 class Server:
@@ -179,6 +180,24 @@ class Server:
 _collection_started = [0.0]
 
 
+def _keep_long_lived_objects_out_of_full_collections() -> None:
+    """Queue records live long and never form reference cycles, yet each of Python's full collections scans
+    them all: with a million records it blocks the process (the node loop and its heartbeats included) for
+    0.4 s, and for over a second on a busy host — long enough to lose the leadership. So, at start-up (the state
+    loaded from the snapshot) and then every GC_FREEZE_SECONDS, what survives a young collection is moved out
+    of the collector's reach (``gc.freeze``): full collections then scan only what is newer. The price: a
+    reference cycle that is alive at a freeze and dies later is never reclaimed; the request path makes few."""
+    while True:
+        freeze_survivors()
+        gevent.sleep(GC_FREEZE_SECONDS)
+
+
+def freeze_survivors() -> None:
+    """Collect the young generations, then move every object left out of the reach of full collections."""
+    gc.collect(1)
+    gc.freeze()
+
+
 def _log_long_collections(phase: str, info: dict[str, int]) -> None:
     """A full garbage collection blocks everything, the node loop included, for a time that grows with the
     number of objects: say so when one takes long enough to delay heartbeats."""
@@ -210,10 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StorageError, OSError) as error:
         logger.critical("cannot open the data directory %s: %s", config.data_directory, error)
         return 1
-    # The state just loaded from the snapshot (up to millions of records) lives long and holds no reference
-    # cycles: keep it out of the garbage collector's full collections, whose pause grows with what they scan.
-    gc.freeze()
     gc.callbacks.append(_log_long_collections)
+    gevent.spawn(_keep_long_lived_objects_out_of_full_collections)
     try:
         server.start()
     except OSError as error:
