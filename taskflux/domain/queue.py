@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from operator import attrgetter
 
 from taskflux.domain.errors import Implementation
 from taskflux.domain.policies import QueuePolicies
@@ -98,14 +100,40 @@ class Queue:
 
     def records(self) -> Iterator[Record]:
         """Every stored record in the order dequeue would see them if every reservation were released
-        now: by priority, and within a priority the available records before the reserved ones (in the
-        order they were handed out). Reloading these records in this order gives the same queue."""
-        if not self._reserved:
-            return iter(self._available)
-        merged = [*self._available, *self._reserved.values()]
-        merged.sort(key=_priority_of)  # stable: keeps FIFO order and puts reserved after available
-        return iter(merged)
+        now (see ``FrozenQueue.records``)."""
+        return iter(self.freeze().records())
+
+    def freeze(self) -> FrozenQueue:
+        """The queue as it is now, for reading elsewhere (another thread) while this one changes: records
+        are immutable, so copying the two containers' references is enough, and costs no Python code per
+        record."""
+        return FrozenQueue(self.name, self.implementation, self.policies, self.incarnation, self.last_id,
+                           self._available.in_push_order(), list(self._reserved.values()))
 
 
-def _priority_of(record: Record) -> int:
-    return record.priority
+@dataclass(frozen=True, slots=True)
+class FrozenQueue:
+    """A queue's settings and records at one instant (``Queue.freeze``)."""
+
+    name: str
+    implementation: Implementation
+    policies: QueuePolicies
+    incarnation: int
+    last_id: int
+    available: list[Record]  # in push order
+    reserved: list[Record]  # in the order they were handed out
+
+    @property
+    def stored(self) -> int:
+        return len(self.available) + len(self.reserved)
+
+    def records(self) -> list[Record]:
+        """Every record in the order dequeue would see them if every reservation were released: by
+        priority, and within a priority the available records (FIFO) before the reserved ones. Reloading
+        these records in this order gives the same queue."""
+        merged = self.available + self.reserved
+        merged.sort(key=_PRIORITY)  # stable: keeps the FIFO order and puts reserved after available
+        return merged
+
+
+_PRIORITY = attrgetter("priority")  # a C-level key: sorting a million records takes a third of the time

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from taskflux.domain.commands import NO_LIMIT
@@ -26,7 +27,7 @@ from taskflux.domain.errors import Implementation
 from taskflux.domain.manager import QueueManager
 from taskflux.domain.names import DEFAULT_QUEUE
 from taskflux.domain.policies import QueuePolicies
-from taskflux.domain.queue import Queue
+from taskflux.domain.queue import FrozenQueue, Queue
 from taskflux.domain.records import Record
 
 SNAPSHOT_MAGIC = b"TFXSTATE"
@@ -41,10 +42,27 @@ _COUNT = struct.Struct(">Q")
 _RECORD = struct.Struct(">QqI")
 
 
-def encode_snapshot(manager: QueueManager, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[bytes]:
-    """The snapshot of ``manager`` in chunks of about ``chunk_bytes`` (never the whole state at once)."""
-    buffer = bytearray(_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_FORMAT_VERSION, manager.next_incarnation, len(manager)))
-    for queue in manager.queues():
+@dataclass(frozen=True, slots=True)
+class FrozenState:
+    """A queue manager's state at one instant, which another thread may encode while the manager changes."""
+
+    next_incarnation: int
+    queues: list[FrozenQueue]  # in name order
+
+
+def freeze(manager: QueueManager) -> FrozenState:
+    """The manager's state now: its cost is a C-level copy of each queue's record references (no Python code
+    per record), so the node loop can take it between two applies and leave the encoding to a thread."""
+    return FrozenState(manager.next_incarnation, [queue.freeze() for queue in manager.queues()])
+
+
+def encode_snapshot(state: QueueManager | FrozenState, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[bytes]:
+    """The snapshot of ``state`` in chunks of about ``chunk_bytes`` (never the whole state at once)."""
+    if isinstance(state, QueueManager):
+        state = freeze(state)
+    buffer = bytearray(_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_FORMAT_VERSION, state.next_incarnation,
+                                    len(state.queues)))
+    for queue in state.queues:
         policies = queue.policies
         buffer += encode_name(queue.name)
         buffer += _QUEUE.pack(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +15,7 @@ import gevent
 import prometheus_client
 from gevent.event import Event
 
-from taskflux.config import Config, ConfigError, HelpRequested, format_endpoint, load_config
+from taskflux.config import MAX_PAYLOAD_SIZE, Config, ConfigError, HelpRequested, format_endpoint, load_config
 from taskflux.server.grpc_api.servicer import GrpcServer, GrpcSettings
 from taskflux.server.http import HttpServer
 from taskflux.server.leases import LeaseTable
@@ -34,6 +36,8 @@ logger = logging.getLogger("taskflux.server")
 ENTRY_OVERHEAD_BYTES = 1024  # a log entry holds a payload plus the command's header
 THREADPOOL_SIZE = 64
 STOP_REQUESTS_SECONDS = 2.0  # how long in-flight requests may take to finish on a graceful stop
+LONG_COLLECTION_SECONDS = 0.1  # a garbage collection this long is logged
+GC_FREEZE_SECONDS = 30.0
 
 
 def client_port_settings(config: Config) -> ClientPortSettings:
@@ -58,7 +62,9 @@ class Server:
             config.data_directory,
             soft_limit_bytes=config.log_file_soft_limit,
             hard_limit_bytes=config.log_file_hard_limit,
-            max_record_bytes=config.max_payload_size + ENTRY_OVERHEAD_BYTES,
+            # Not this node's max_payload_size: entries replicated from a leader configured with a larger one
+            # must be stored all the same (the leader enforces the client limit).
+            max_record_bytes=MAX_PAYLOAD_SIZE + ENTRY_OVERHEAD_BYTES,
         )
         try:
             identity = IdentityFile(config.data_directory, config.cluster_node_id, config.cluster_id,
@@ -88,6 +94,7 @@ class Server:
                 tick_interval=config.raft_tick_interval,
                 request_timeout=config.client_request_timeout,
                 snapshot_segments_threshold=config.snapshot_creation_segments_threshold,
+                max_payload_size=config.max_payload_size,
             ),
             metrics=self.metrics,
             membership=self.membership,
@@ -155,12 +162,25 @@ class Server:
         }
 
     def stop(self) -> None:
-        """Graceful stop: no new clients, leadership handed over, in-flight requests finished, files closed."""
+        """Graceful stop: no new clients, leadership handed over, in-flight requests finished, files closed.
+        Whatever fails on the way, the files are closed and ``stopped`` is set; a second call waits for
+        the first."""
         if self._stopping:
             self.stopped.wait()
             return
         self._stopping = True
         logger.info("stopping")
+        try:
+            for step in (self._stop_serving, self.leases.stop, self.node.stop, self.peers.stop, self.storage.close):
+                try:
+                    step()
+                except Exception:
+                    logger.exception("error while stopping (%s)", step.__qualname__)
+        finally:
+            self.stopped.set()
+            logger.info("stopped")
+
+    def _stop_serving(self) -> None:
         self.clients.stop_accepting()
         if self.http is not None:
             self.http.stop_accepting()
@@ -176,12 +196,6 @@ class Server:
         if self.http is not None:
             stoppers.append(gevent.spawn(self.http.stop, STOP_REQUESTS_SECONDS))
         gevent.joinall(stoppers)
-        self.leases.stop()
-        self.node.stop()
-        self.peers.stop()
-        self.storage.close()
-        self.stopped.set()
-        logger.info("stopped")
 
     def _hand_over_leadership(self) -> None:
         attempt_seconds = 2 * self.config.raft_election_timeout
@@ -190,6 +204,40 @@ class Server:
                 logger.info("no longer the leader (leader now: %d; -1 = none yet)", self.node.leader_id)
                 return
         logger.warning("could not hand leadership over before stopping")
+
+
+_collection_started = [0.0]
+
+
+def _keep_long_lived_objects_out_of_full_collections() -> None:
+    """Queue records live long and never form reference cycles, yet each of Python's full collections scans
+    them all: with a million records it blocks the process (the node loop and its heartbeats included) for
+    0.4 s, and for over a second on a busy host — long enough to lose the leadership. So, at start-up (the state
+    loaded from the snapshot) and then every GC_FREEZE_SECONDS, what survives a young collection is moved out
+    of the collector's reach (``gc.freeze``): full collections then scan only what is newer. The price: a
+    reference cycle that is alive at a freeze and dies later is never reclaimed; the request path makes few."""
+    while True:
+        freeze_survivors()
+        gevent.sleep(GC_FREEZE_SECONDS)
+
+
+def freeze_survivors() -> None:
+    """Collect the young generations, then move every object left out of the reach of full collections."""
+    gc.collect(1)
+    gc.freeze()
+
+
+def _log_long_collections(phase: str, info: dict[str, int]) -> None:
+    """A full garbage collection blocks everything, the node loop included, for a time that grows with the
+    number of objects: say so when one takes long enough to delay heartbeats."""
+    if info["generation"] != 2:
+        return
+    if phase == "start":
+        _collection_started[0] = time.monotonic()
+        return
+    seconds = time.monotonic() - _collection_started[0]
+    if seconds >= LONG_COLLECTION_SECONDS:
+        logger.warning("a full garbage collection took %.3f s (%d objects freed)", seconds, info["collected"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -212,6 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StorageError, OSError) as error:
         logger.critical("cannot open the data directory %s: %s", config.data_directory, error)
         return 1
+    gc.callbacks.append(_log_long_collections)
+    gevent.spawn(_keep_long_lived_objects_out_of_full_collections)
     try:
         server.start()
     except OSError as error:
@@ -220,10 +270,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, lambda: gevent.spawn(server.stop))
-    while not server.stopped.wait(timeout=1.0):
-        failure = server.node.failed
-        if failure is not None:
-            logger.critical("the node failed: %r", failure)
-            server.stop()
-            return 1
+    # Whichever comes first: a signal's stop, or the end of the node loop (which logged why it failed).
+    gevent.wait([server.stopped, server.node.ended], count=1)
+    if server.node.failed is not None:
+        server.stop()
+        return 1
+    server.stopped.wait()
     return 0

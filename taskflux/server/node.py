@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,11 +29,11 @@ import gevent
 from gevent.event import AsyncResult, Event
 from gevent.queue import Empty, Queue
 
-from taskflux.domain.commands import Command, DeleteQueue
+from taskflux.domain.commands import AddRecord, Command, DeleteQueue
 from taskflux.domain.entry_codec import decode_command, encode_command
 from taskflux.domain.manager import QueueManager
 from taskflux.domain.results import RecordAdded, Result
-from taskflux.domain.snapshot_codec import decode_snapshot, encode_snapshot
+from taskflux.domain.snapshot_codec import FrozenState, decode_snapshot, encode_snapshot, freeze
 from taskflux.raft.config import RaftConfig
 from taskflux.raft.core import Raft
 from taskflux.raft.genesis import genesis_cluster_id, is_no_op
@@ -42,6 +42,7 @@ from taskflux.raft.ready import NO_LEADER, Ready, Role, Snapshot, SoftState
 from taskflux.raft.types import Entry, SnapshotMeta
 from taskflux.server.disk_thread import DiskThread
 from taskflux.storage.disk import DiskStorage
+from taskflux.storage.snapshot import SnapshotFile
 
 if TYPE_CHECKING:
     from taskflux.server.membership import Membership
@@ -51,6 +52,8 @@ logger = logging.getLogger("taskflux.node")
 
 INBOX_SIZE = 65536
 MAX_EVENTS_PER_TURN = 4096
+STAGING_STOP_SECONDS = 30.0  # a stop waits this long at most for a snapshot's worker thread to give up
+STALL_WORTH_LOGGING = 0.1  # seconds: a loop turn this long delays heartbeats noticeably
 
 
 class NotLeader(Exception):
@@ -95,6 +98,7 @@ class NodeSettings:
     request_timeout: float = 5.0
     snapshot_segments_threshold: int = 5
     disk_io_in_thread: bool = True  # False only to measure what an fsync on the hub costs the loop
+    max_payload_size: int | None = None  # this node's client limit: a larger replicated record is warned about
 
 
 @dataclass(slots=True)
@@ -150,14 +154,34 @@ class Node:
         self._reads: dict[bytes, list[AsyncResult]] = {}  # ReadIndex context -> waiting sessions
         self._reads_waiting_apply: list[tuple[int, list[AsyncResult]]] = []
         self._next_read = 0
+        self._read_started: dict[bytes, float] = {}  # ReadIndex context -> when it was registered
+        # The leader lease (see ensure_lease): followers that acknowledged a heartbeat round sent at time t refuse
+        # to vote for anyone else until at least t + lease, by their own clocks, which run no faster than ours.
+        ticks = raft_config.election_ticks - 2  # a follower's first tick may come just after it heard us
+        self._lease_seconds = max(1, ticks) * self.settings.tick_interval
+        self._lease_round_seconds = raft_config.heartbeat_ticks * self.settings.tick_interval
+        self._lease_until = 0.0
+        self._next_lease_round = 0.0
+        self._lease_renewed = Event()
         self._term_start_index = 0  # a new leader serves from its state once it has applied this far
         self._consumers: dict[str, deque[Event]] = {}
+        # A snapshot being written by a worker thread (its meta, the thread's result: the staged file).
+        self._staging: tuple[SnapshotMeta, AsyncResult] | None = None
+        # A leader's snapshot being decoded by a worker thread, and the entries committed after it meanwhile.
+        self._decoding: tuple[SnapshotMeta, AsyncResult] | None = None
+        self._deferred: list[tuple[Entry, ...]] = []
+        self._snapshot_started = 0.0
+        self.longest_stall = 0.0  # seconds: the longest loop turn (heartbeats and answers wait that long)
+        self._turn_disk_seconds = 0.0  # of the current turn, how long the loop waited for the disk
         self._leadership_changed = Event()
         self._greenlet: gevent.Greenlet | None = None
         self._disk_thread: DiskThread | None = None
         self._sweeper: gevent.Greenlet | None = None
         self._stopping = False
         self._storage_failure: StorageFailed | None = None
+        self._warned_payload_size = False
+        self._failure: Exception | None = None
+        self.ended = Event()  # set once the loop is over, stopped or failed
         self.applied_entries = 0
         self.batches = 0
         self.leader_changes = 0  # times a new leader became known (etcd's leader_changes_seen)
@@ -171,11 +195,11 @@ class Node:
         if self.settings.disk_io_in_thread:
             self._disk_thread = DiskThread()
         self._greenlet = gevent.spawn(self._run)
-        self._greenlet.link_exception(self._crashed)
         self._sweeper = gevent.spawn(self._sweep_deadlines)
 
     def stop(self) -> None:
-        """Stop the loop; waiting sessions get NodeStopped. The storage is the caller's to close."""
+        """Stop the loop; waiting sessions get NodeStopped. The storage is the caller's to close. Also
+        safe (and quick) after the loop failed, and when called again."""
         self._stopping = True
         if self._greenlet is not None:
             self._inbox.put(None)
@@ -185,11 +209,23 @@ class Node:
             self._sweeper.kill()
         if self._disk_thread is not None:
             self._disk_thread.close()
+        if self._staging is not None:  # its worker gives up at its next chunk; the staged file goes with tmp/
+            staging = self._staging[1]
+            self._staging = None
+            staging.wait(timeout=STAGING_STOP_SECONDS)
+            staged = staging.get() if staging.successful() else None
+            if staged is not None:
+                staged.close()
         self._fail_waiting()
+        logger.info("the node loop's longest turn took %.3f s", self.longest_stall)
 
-    def _crashed(self, greenlet: gevent.Greenlet) -> None:
-        logger.critical("the node loop failed: %r; stopping", greenlet.exception)
+    def _crashed(self, error: Exception) -> None:
+        """The loop ended on an exception: the node serves nothing more (one log line says why)."""
+        self._failure = error
+        logger.critical("the node loop failed, the node stops: %s: %s", type(error).__name__, error)
+        logger.debug("the node loop failed", exc_info=error)
         self._stopping = True
+        self._observe(SoftState(Role.FOLLOWER, self.soft_state.term, NO_LEADER))
         self._fail_waiting()
 
     def _fail_waiting(self) -> None:
@@ -216,10 +252,9 @@ class Node:
         self._pending.clear()
 
     @property
-    def failed(self) -> BaseException | None:
+    def failed(self) -> Exception | None:
         """The exception that ended the node loop, if it ended that way."""
-        greenlet = self._greenlet
-        return greenlet.exception if greenlet is not None and greenlet.dead else None
+        return self._failure
 
     # --- what sessions call -------------------------------------------------------------------------
 
@@ -281,6 +316,24 @@ class Node:
         if self._applied_index < self._term_start_index:
             self.read_barrier()
 
+    @property
+    def lease_valid(self) -> bool:
+        """Whether no other node can have become leader yet, by real elapsed time (not raft ticks, which a
+        slow fsync delays): a quorum acknowledged a heartbeat round of this leader within the lease."""
+        return self.is_leader and (self._raft.config.cluster_size == 1 or time.monotonic() < self._lease_until)
+
+    def ensure_lease(self) -> None:
+        """Return once this leader's lease is valid (what handing out a record needs: a deposed leader must
+        not). Waits up to an election timeout for a heartbeat round to renew it; NotLeader otherwise."""
+        self._require_leader()
+        deadline = time.monotonic() + self._raft.config.election_ticks * self.settings.tick_interval
+        while not self.lease_valid:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise NotLeader(NO_LEADER)
+            gevent.wait([self._lease_renewed, self._leadership_changed], timeout=remaining, count=1)
+            self._require_leader()
+
     def read_barrier(self) -> None:
         """Return once a read of the state machine is linearizable (ReadIndex: leadership confirmed
         by a majority and everything committed before the read applied). Raises NotLeader."""
@@ -293,10 +346,16 @@ class Node:
             raise NotLeader(-1) from None
 
     def transfer_leadership(self, to: int, timeout: float) -> bool:
-        """Ask the raft core to hand leadership to ``to``; True once this node is no longer leader."""
+        """Ask the raft core to hand leadership to ``to``; True once this node is no longer leader.
+        False when it could not be done in time, or the loop is over."""
+        if self._stopping:
+            return False
         result = AsyncResult()
         self._post(_Transfer(to, result))
-        if not result.get(timeout=timeout):
+        try:
+            if not result.get(timeout=timeout):
+                return False
+        except (NodeStopped, gevent.Timeout):
             return False
         deadline = time.monotonic() + timeout
         while self.is_leader and time.monotonic() < deadline:
@@ -353,6 +412,14 @@ class Node:
     # --- the loop ---------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as error:
+            self._crashed(error)
+        finally:
+            self.ended.set()
+
+    def _loop(self) -> None:
         interval = self.settings.tick_interval
         next_tick = time.monotonic() + interval
         inbox = self._inbox
@@ -368,12 +435,16 @@ class Node:
                     events.append(inbox.get_nowait())
             except Empty:
                 pass
+            turn_started = time.monotonic()
+            self._turn_disk_seconds = 0.0
             reads: list[AsyncResult] = []
             for event in events:
                 self._handle(event, reads)
             if reads:
                 self._start_read(reads)
             now = time.monotonic()
+            if self.soft_state.role is Role.LEADER and now >= self._next_lease_round:
+                self._renew_lease(now)
             if now >= next_tick:
                 self._raft.tick()
                 next_tick += interval
@@ -381,7 +452,12 @@ class Node:
                     next_tick = now + interval
             while self._raft.has_ready():
                 self._handle_ready(self._raft.ready())
+            if self._decoding is not None and self._decoding[1].ready():
+                self._decoded()
+            if self._staging is not None and self._staging[1].ready():
+                self._staged()
             self._maybe_snapshot()
+            self._observe_turn(time.monotonic() - turn_started)
 
     def _sweep_deadlines(self) -> None:
         """Answer CommitTimeout to every submit still waiting at its deadline, also while the loop waits
@@ -414,12 +490,20 @@ class Node:
         elif event is not None:
             self._raft.step(event)  # type: ignore[arg-type]
 
+    def _renew_lease(self, now: float) -> None:
+        """A heartbeat round (a ReadIndex round without readers) whose acknowledgement renews the lease: one
+        per heartbeat interval (reads' rounds renew it too)."""
+        self._next_lease_round = now + self._lease_round_seconds
+        if self._raft.config.cluster_size > 1:
+            self._start_read([])
+
     def _start_read(self, waiters: list[AsyncResult]) -> None:
-        """One ReadIndex round serves every read that arrived in this turn."""
+        """One ReadIndex round serves every read that arrived in this turn (and renews the lease)."""
         self._next_read += 1
         context = self._next_read.to_bytes(8, "big")
         if self._raft.read_index(context):
             self._reads[context] = waiters
+            self._read_started[context] = time.monotonic()
         else:
             error = NotLeader(self._raft.leader_id)
             for waiter in waiters:
@@ -445,9 +529,17 @@ class Node:
         if ready.caught_up and self._membership is not None:
             self._membership.caught_up_now()
         if ready.committed_entries:
-            self._apply(ready.committed_entries)
+            if self._decoding is None:
+                self._apply(ready.committed_entries)
+            else:  # applied once the leader's snapshot they follow is decoded
+                self._deferred.append(ready.committed_entries)
         for read in ready.read_states:
             waiters = self._reads.pop(read.context, [])
+            started = self._read_started.pop(read.context, 0.0)
+            if read.ok and started and started + self._lease_seconds > self._lease_until:
+                self._lease_until = started + self._lease_seconds
+                self._lease_renewed.set()
+                self._lease_renewed = Event()
             if not read.ok:
                 error = NotLeader(self._raft.leader_id)
                 for waiter in waiters:
@@ -467,18 +559,25 @@ class Node:
         not hold what the raft core believes was stored, and only a fresh start (which rescans the
         disk) can tell what they hold. Nothing was acknowledged on the strength of the failed write.
         """
+        started = time.monotonic()
         try:
             if self._disk_thread is not None:
                 self._disk_thread.call(function, *args)
             else:
                 function(*args)
         except OSError as error:
-            self._storage_failure = StorageFailed(
-                f"storage failed: {error}. The node stops: it cannot write to its data directory "
-                f"{self._storage.data_dir}. Free space or repair the disk, then start it again; nothing it "
-                "acknowledged is lost"
-            )
-            raise self._storage_failure from error
+            raise self._storage_failed(error) from error
+        finally:
+            self._turn_disk_seconds += time.monotonic() - started
+
+    def _storage_failed(self, error: OSError) -> StorageFailed:
+        """The failure that ends the loop when a storage write failed (see ``_disk_io``)."""
+        self._storage_failure = StorageFailed(
+            f"storage failed: {error}. The node stops: it cannot write to its data directory "
+            f"{self._storage.data_dir}. Free space or repair the disk, then start it again; nothing it "
+            "acknowledged is lost"
+        )
+        return self._storage_failure
 
     def _persist(self, hard_state: object, entries: tuple[Entry, ...]) -> None:
         """Runs in a worker thread: the only storage writes that overlap other greenlets' work."""
@@ -500,6 +599,9 @@ class Node:
             self._leadership_changed = Event()
             if soft_state.leader_id != previous.leader_id and soft_state.leader_id != NO_LEADER:
                 self.leader_changes += 1
+        if soft_state.role != previous.role:
+            self._lease_until = self._next_lease_round = 0.0  # a term's lease starts with its first acked round
+            self._read_started.clear()  # rounds of an earlier term renew nothing
         if soft_state.role is Role.LEADER and previous.role is not Role.LEADER:
             self._term_start_index = self._raft.log.last_index()  # at least the new term's no-op entry
         if previous.role is Role.LEADER and soft_state.role is not Role.LEADER:
@@ -522,7 +624,12 @@ class Node:
                     self._membership.genesis_applied(cluster_id)
                 continue
             # The proposer's own command object spares decoding the entry it was encoded into.
-            command = waiting[1] if waiting is not None else decode_command(entry.data)
+            if waiting is not None:
+                command = waiting[1]
+            else:
+                command = decode_command(entry.data)
+                if isinstance(command, AddRecord) and not self._warned_payload_size:
+                    self._check_payload_size(command)
             result = manager.apply(command)
             self.applied_entries += 1
             if waiting is not None:
@@ -534,6 +641,10 @@ class Node:
                     event.set()
         self._applied_index = entries[-1].index
         self._storage.set_committed(self._applied_index)
+        self._release_reads()
+
+    def _release_reads(self) -> None:
+        """Answer the reads that waited for the state machine to reach their index."""
         if self._reads_waiting_apply:
             still_waiting = []
             for index, waiters in self._reads_waiting_apply:
@@ -544,45 +655,113 @@ class Node:
                     still_waiting.append((index, waiters))
             self._reads_waiting_apply = still_waiting
 
+    def _check_payload_size(self, command: AddRecord) -> None:
+        """A replicated record is never refused for this node's own limit (the leader enforces the client
+        limit); a larger one means the nodes' settings differ, which is worth one warning."""
+        limit = self.settings.max_payload_size
+        if limit is not None and len(command.payload) > limit:
+            self._warned_payload_size = True
+            logger.warning(
+                "a replicated record of %d bytes is larger than this node's max_payload_size (%d bytes): it is "
+                "stored all the same, but the nodes' max_payload_size settings differ; give every node the same",
+                len(command.payload), limit,
+            )
+
     # --- snapshots --------------------------------------------------------------------------------
 
     def _restore_state(self) -> QueueManager:
-        if self._storage.snapshot_meta().index == 0:
+        """The state of the snapshot, read before the node serves anything (the loop is not running yet)."""
+        meta = self._storage.snapshot_meta()
+        if meta.index == 0:
             return QueueManager()
+        started = time.monotonic()
         with self._storage.open_snapshot_data() as data:
-            return decode_snapshot(data)
+            manager = decode_snapshot(data)
+        logger.info("loaded the snapshot up to index %d in %.3f s", meta.index, time.monotonic() - started)
+        return manager
 
     def _install_snapshot(self, snapshot: Snapshot) -> None:
-        """A snapshot from the leader replaces the whole state. Reservations die with the old state."""
+        """A snapshot from the leader replaces the whole state. It is made durable at once (the raft core
+        counts on it), then decoded in a worker thread while the loop goes on: entries committed meanwhile
+        wait, and the new state replaces the old one when complete. Reservations die with the old state."""
         started = time.monotonic()
-        manager = decode_snapshot(io.BytesIO(snapshot.data))
         self._disk_io(self._storage.save_snapshot, snapshot.meta, [snapshot.data])
-        self.manager = manager
-        self._applied_index = snapshot.meta.index
         if self._metrics is not None:
             self._metrics.observe_snapshot("leader", len(snapshot.data), time.monotonic() - started)
-        logger.info("installed a snapshot from the leader up to index %d", snapshot.meta.index)
+        self._deferred.clear()  # entries before a newer snapshot: it holds their effect
+        decoding = gevent.get_hub().threadpool.spawn(decode_snapshot, io.BytesIO(snapshot.data))
+        self._decoding = (snapshot.meta, decoding)
+
+    def _decoded(self) -> None:
+        assert self._decoding is not None
+        meta, decoding = self._decoding
+        self._decoding = None
+        self.manager = decoding.get()  # a corrupt snapshot from the leader ends the loop: nothing else is safe
+        self._applied_index = meta.index
+        logger.info("installed a snapshot from the leader up to index %d", meta.index)
+        deferred, self._deferred = self._deferred, []
+        for entries in deferred:
+            self._apply(entries)
+        self._release_reads()
 
     def _maybe_snapshot(self) -> None:
         threshold = self.settings.snapshot_segments_threshold
         applied = self._applied_index
+        if self._staging is not None or self._decoding is not None:
+            return
         if applied <= self._storage.snapshot_meta().index:
             return
         if self._storage.sealed_segments_through(applied) < max(1, threshold):
             return
-        self.take_snapshot()
+        self._take_snapshot()
 
-    def take_snapshot(self) -> SnapshotMeta:
-        """Snapshot the applied state and compact the log it covers. The state is encoded on the
-        loop (nothing is applied meanwhile), the file written in the disk thread."""
+    def _take_snapshot(self) -> None:
+        """Snapshot the applied state: on the loop, only a frozen copy of it (no Python code per record);
+        a worker thread encodes it and writes the file aside, and the loop puts it in place once written."""
         applied = self._applied_index
         meta = SnapshotMeta(applied, self._storage.term(applied))
-        started = time.monotonic()
-        chunks = list(encode_snapshot(self.manager))
-        self._disk_io(self._storage.save_snapshot, meta, chunks)
+        frozen = freeze(self.manager)
+        self._snapshot_started = time.monotonic()
+        self._staging = (meta, gevent.get_hub().threadpool.spawn(self._stage, meta, frozen))
+
+    def _stage(self, meta: SnapshotMeta, frozen: FrozenState) -> SnapshotFile | None:
+        """In a worker thread: encode and write the snapshot aside; None when the node stopped meanwhile."""
+        try:
+            return self._storage.stage_snapshot(meta, self._encode(frozen))
+        except NodeStopped:
+            return None
+
+    def _encode(self, frozen: FrozenState) -> Iterator[bytes]:
+        """The snapshot's chunks, given up when the node stops (the worker thread then ends early)."""
+        for chunk in encode_snapshot(frozen):
+            if self._stopping:
+                raise NodeStopped()
+            yield chunk
+
+    def _staged(self) -> None:
+        """The worker thread has written the snapshot aside: put it in place and compact the log."""
+        assert self._staging is not None
+        meta, staging = self._staging
+        self._staging = None
+        try:
+            staged = staging.get()
+        except OSError as error:  # writing the snapshot aside failed: a storage failure like any other
+            raise self._storage_failed(error) from error
+        if staged is None:
+            return
+        self._disk_io(self._storage.install_staged_snapshot, staged)
+        if self._storage.snapshot_meta() != meta:  # a newer snapshot from a leader came first
+            return
         self._raft.compacted(meta)
-        size_bytes, seconds = sum(map(len, chunks)), time.monotonic() - started
-        logger.info("snapshot at index %d: %d bytes in %.3f s", applied, size_bytes, seconds)
+        seconds = time.monotonic() - self._snapshot_started
+        logger.info("snapshot at index %d: %d bytes in %.3f s", meta.index, staged.data_size, seconds)
         if self._metrics is not None:
-            self._metrics.observe_snapshot("local", size_bytes, seconds)
-        return meta
+            self._metrics.observe_snapshot("local", staged.data_size, seconds)
+
+    def _observe_turn(self, seconds: float) -> None:
+        """Keep the longest loop turn, and say so when a new longest one is long enough to matter."""
+        if seconds > self.longest_stall:
+            self.longest_stall = seconds
+            if seconds >= STALL_WORTH_LOGGING:
+                logger.warning("the node loop was busy for %.3f s in one turn (the longest so far; %.3f s of it "
+                               "waiting for the disk)", seconds, self._turn_disk_seconds)

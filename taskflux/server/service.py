@@ -132,6 +132,7 @@ class QueueService:
         deadline = None if wait is None else time.monotonic() + wait
         while True:
             self.node.ensure_serving()
+            self.node.ensure_lease()  # a deposed leader must not hand out records (see docs/operations.md)
             queue = self.node.manager.get(name)
             if queue is None:
                 return NO_SUCH_QUEUE

@@ -26,6 +26,7 @@ DEFAULT_HARD_LIMIT_BYTES = 32 * 1024 * 1024
 RECENT_BATCHES = 64  # the newest appended batches kept in memory: raft reads them back at once
 HARD_STATE_NAME = "hardstate"
 SNAPSHOT_NAME = "snapshot"
+STAGED_SNAPSHOT_NAME = "snapshot.staged"  # in tmp/: written by stage_snapshot, renamed by install_staged_snapshot
 LOG_DIR = "log"
 TMP_DIR = "tmp"
 TORN_DIR = "torn"
@@ -293,6 +294,32 @@ class DiskStorage:
         if meta.index <= self._snapshot.meta.index:
             return
         new = write_snapshot(self._ops, self._tmp_path(SNAPSHOT_NAME), self._path(SNAPSHOT_NAME), meta, chunks)
+        self._replace_snapshot(new)
+
+    def stage_snapshot(self, meta: SnapshotMeta, chunks: Iterable[bytes]) -> SnapshotFile:
+        """The slow half of ``save_snapshot`` (write and fsync the file) into tmp/, where nothing reads it.
+
+        It touches no other state of the storage: it may run in a thread of its own while ``append()`` runs in
+        another. ``install_staged_snapshot`` (which must not overlap with any call) puts it in place.
+        """
+        staged = os.path.join(self._path(TMP_DIR), STAGED_SNAPSHOT_NAME)
+        return write_snapshot(self._ops, self._tmp_path(STAGED_SNAPSHOT_NAME), staged, meta, chunks)
+
+    def install_staged_snapshot(self, staged: SnapshotFile) -> None:
+        """Make a staged snapshot the current one, then drop the log it covers (as ``save_snapshot``). A
+        snapshot at or below the current snapshot's index is discarded."""
+        self._require_open()
+        path = os.path.join(self._path(TMP_DIR), STAGED_SNAPSHOT_NAME)
+        if staged.meta.index <= self._snapshot.meta.index:
+            staged.close()
+            self._ops.unlink(path)
+            return
+        self._ops.replace(path, self._path(SNAPSHOT_NAME))
+        fsync_dir(self._ops, self.data_dir)
+        self._replace_snapshot(staged)
+
+    def _replace_snapshot(self, new: SnapshotFile) -> None:
+        meta = new.meta
         old, self._snapshot = self._snapshot, new
         old.close()
         self._committed_index = max(self._committed_index, meta.index)

@@ -22,6 +22,7 @@ _HEADER_BODY = struct.Struct(">4sIQQQ")
 _U32 = struct.Struct(">I")
 TRAILER_SIZE = _U32.size
 VERIFY_CHUNK_BYTES = 1 << 20
+SYNC_STEP_BYTES = 8 << 20
 
 
 class SnapshotFile:
@@ -168,10 +169,14 @@ def write_snapshot(
     try:
         pos = SNAPSHOT_HEADER_SIZE
         crc = 0
+        synced = pos
         for chunk in chunks:
             pwrite_all(ops, fd, chunk, pos)
             pos += len(chunk)
             crc = crc32(chunk, crc)
+            if pos - synced >= SYNC_STEP_BYTES:  # small write-backs: the log's fsyncs never queue behind one huge one
+                os.fdatasync(fd)
+                synced = pos
         data_size = pos - SNAPSHOT_HEADER_SIZE
         pwrite_all(ops, fd, _U32.pack(crc), pos)
         body = _HEADER_BODY.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, meta.index, meta.term, data_size)

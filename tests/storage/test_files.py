@@ -240,3 +240,31 @@ def test_snapshot_written_by_hand_matches_the_documented_format(tmp_path: Path) 
         assert s.snapshot_meta() == SnapshotMeta(7, 3)
         assert (s.first_index(), s.last_index()) == (8, 7)
         assert s.read_snapshot(6, 100) == b"bytes"
+
+
+def test_a_staged_snapshot_is_written_beside_appends_and_put_in_place_later(tmp_path: Path) -> None:
+    entries = make_entries(1, 30)
+    with open_storage(tmp_path) as s:
+        s.append(entries[:20])
+        staged = s.stage_snapshot(SnapshotMeta(17, 1), [b"st", b"aged"])
+        assert s.snapshot_meta() == SnapshotMeta() and not (tmp_path / "snapshot").exists()  # nothing changed yet
+        s.append(entries[20:])
+        s.install_staged_snapshot(staged)
+        assert s.snapshot_meta() == SnapshotMeta(17, 1) and s.read_snapshot(0, 10) == b"staged"
+        assert s.first_index() <= 18 and s.last_index() == 30
+        older = s.stage_snapshot(SnapshotMeta(10, 1), [b"older"])
+        s.install_staged_snapshot(older)  # not above the current one: discarded
+        assert s.read_snapshot(0, 10) == b"staged" and os.listdir(tmp_path / "tmp") == []
+    with open_storage(tmp_path) as s:
+        assert s.snapshot_meta() == SnapshotMeta(17, 1) and s.last_index() == 30
+
+
+def test_a_crash_between_staging_and_installing_keeps_the_old_snapshot(tmp_path: Path) -> None:
+    with open_storage(tmp_path) as s:
+        s.append(make_entries(1, 20))
+        s.save_snapshot(SnapshotMeta(5, 1), [b"old"])
+        s.stage_snapshot(SnapshotMeta(15, 1), [b"never installed"]).close()  # then the process dies
+    with open_storage(tmp_path) as s:
+        assert s.snapshot_meta() == SnapshotMeta(5, 1) and s.read_snapshot(0, 10) == b"old"
+        assert os.listdir(tmp_path / "tmp") == []  # the staged file was stale: removed at open
+        assert s.last_index() == 20
