@@ -15,7 +15,7 @@ from taskflux.domain.commands import AddRecord, CreateQueue, DeleteQueue, Remove
 from taskflux.domain.results import OK, RecordAdded, RecordRemoved
 from taskflux.domain.snapshot_codec import state_digest
 from taskflux.raft.config import RaftConfig
-from taskflux.server.node import CommitTimeout, Node, NodeSettings, NodeStopped, NotLeader
+from taskflux.server.node import CommitTimeout, Node, NodeSettings, NodeStopped, NotLeader, StorageFailed
 from taskflux.storage.disk import DiskStorage
 from tests.support.stalls import stall_appends
 
@@ -178,7 +178,7 @@ def test_stop_after_the_loop_failed_is_quick_and_closes_everything(tmp_path: Pat
         for i in range(200):  # enough for the active segment to fill and a new one to be needed
             node.submit(AddRecord("", i, b"z" * 64))
     wait_until(lambda: node.failed is not None)
-    assert isinstance(node.failed, OSError)
+    assert isinstance(node.failed, StorageFailed) and isinstance(node.failed.__cause__, OSError)
     assert not node.is_leader  # nothing may still treat it as the leader (a hand-over, a session)
     with pytest.raises(NodeStopped):
         node.submit(AddRecord("", 0, b"late"))
