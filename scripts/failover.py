@@ -164,21 +164,28 @@ class Writers:
             conn.close()
 
 
+def start_writing(cluster: Cluster, writers: int, limit_s: float) -> tuple[int, Writers]:
+    """Start ``cluster``, create the queue on its leader and start ``writers`` writer connections (stopping
+    by themselves after ``limit_s``). Returns the leader's id and the running writers."""
+    cluster.start()
+    leader = cluster.leader(cluster.alive(), timeout=30)
+    conn = Connection(("127.0.0.1", cluster.client_ports[leader]), QUEUE, timeout=5)
+    try:
+        conn.create_queue()
+    finally:
+        conn.close()
+    running = Writers(cluster, writers, limit_s=limit_s)
+    running.start()
+    return leader, running
+
+
 def one_run(run: int, args: argparse.Namespace, python: str) -> float:
     """Start a cluster, write, kill the leader, return seconds from the kill to the first new ack."""
     root = Path(tempfile.mkdtemp(prefix=f"taskflux-failover{run}-"))
     cluster = Cluster(python, root, 3, args.election_timeout, args.node_option)
     writers: Writers | None = None
     try:
-        cluster.start()
-        leader = cluster.leader(cluster.alive(), timeout=30)
-        conn = Connection(("127.0.0.1", cluster.client_ports[leader]), QUEUE, timeout=5)
-        try:
-            conn.create_queue()
-        finally:
-            conn.close()
-        writers = Writers(cluster, args.writers, limit_s=args.warmup + args.timeout + 5)
-        writers.start()
+        leader, writers = start_writing(cluster, args.writers, limit_s=args.warmup + args.timeout + 5)
         time.sleep(args.warmup)
         with writers.lock:
             before = len(writers.acks)

@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO))
 
-from bench import BenchError, Connection  # noqa: E402
-from failover import QUEUE, Cluster, Writers  # noqa: E402
+from bench import BenchError  # noqa: E402
+from failover import Cluster, Writers, start_writing  # noqa: E402
 
 LONGEST_TURN = re.compile(r"longest turn took ([0-9.]+) s")
 SNAPSHOT = re.compile(r"snapshot at index \d+: (\d+) bytes in ([0-9.]+) s")
@@ -74,15 +74,7 @@ def main() -> int:
     cluster = Cluster(sys.executable, root, 3, args.election_timeout, options)
     writers: Writers | None = None
     try:
-        cluster.start()
-        leader = cluster.leader(cluster.alive(), timeout=30)
-        conn = Connection(("127.0.0.1", cluster.client_ports[leader]), QUEUE, timeout=5)
-        try:
-            conn.create_queue()
-        finally:
-            conn.close()
-        writers = Writers(cluster, args.writers, limit_s=args.fill_limit + args.soak + 60)
-        writers.start()
+        _, writers = start_writing(cluster, args.writers, limit_s=args.fill_limit + args.soak + 60)
         started = time.monotonic()
         while acked(writers) < args.records:
             if time.monotonic() - started > args.fill_limit:
