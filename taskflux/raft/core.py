@@ -205,6 +205,33 @@ class Raft(LeaderRole):
         if self.log.storage.snapshot_meta().index < meta.index:
             raise RuntimeError(f"compacted({meta}) called before storage.save_snapshot")
 
+    # The two calls a driver may make between ready() and advance(): neither changes the core, so a
+    # driver whose loop waits for a slow disk can keep the cluster's liveness signals flowing meanwhile.
+
+    def heartbeats(self) -> list[Heartbeat]:
+        """A leader's heartbeats to every peer, as its next tick would send them; empty on any other
+        node. Changes nothing: a leader whose driver waits for a slow disk sends these so that its
+        followers do not start an election meanwhile."""
+        if self.role != Role.LEADER or self.current_term != self._persisted_hard_state.term:
+            return []
+        return self._heartbeat_messages()
+
+    def answer_heartbeat(self, m: Message) -> HeartbeatResponse | None:
+        """The answer this follower's ``step(m)`` would send to its leader's heartbeat ``m`` (None when
+        ``m`` is anything else, or not from the leader of this node's persisted term). Changes nothing:
+        a follower whose driver waits for a slow disk answers with it so that its leader keeps its quorum
+        meanwhile; ``m`` is still stepped afterwards (a second answer is harmless)."""
+        if (
+            not isinstance(m, Heartbeat)
+            or self.role != Role.FOLLOWER
+            or m.term != self.current_term
+            or m.term != self._persisted_hard_state.term
+            or m.src != self.leader_id
+            or not is_valid(m, self.id, self.config.cluster_size)
+        ):
+            return None
+        return HeartbeatResponse(self.id, m.src, m.term, m.context)
+
     @property
     def soft_state(self) -> SoftState:
         return SoftState(self.role, self.current_term, self.leader_id)

@@ -152,11 +152,19 @@ class LeaderRole:
         self._broadcast_heartbeat()
 
     def _broadcast_heartbeat(self) -> None:
+        for message in self._heartbeat_messages():
+            self._send(message)
+
+    def _heartbeat_messages(self) -> list[Heartbeat]:
+        """One heartbeat per peer from the current state (changes nothing): the newest pending read's
+        context, and a commit index never above what the peer is known to hold."""
         context = self.read_only.last_context()
         commit = self.log.commit_index
-        for peer in self.peers:
-            pr = self.progress[peer]
-            self._send(Heartbeat(self.id, peer, self.current_term, min(pr.match_index, commit), context))
+        term = self.current_term
+        return [
+            Heartbeat(self.id, peer, term, min(self.progress[peer].match_index, commit), context)
+            for peer in self.peers
+        ]
 
     def _flush_appends(self) -> None:
         """Send what proposals added since the last Ready (many proposals per AppendEntries)."""

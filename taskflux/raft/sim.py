@@ -47,6 +47,8 @@ class SimConfig:
     crash_rate: float = 0.001  # per tick, a crash of some live node
     ready_crash_rate: float = 0.0005  # per Ready with writes, a crash part way through it
     pause_rate: float = 0.0  # per tick, a node stops for up to 4 election timeouts (0.002 with --pauses)
+    disk_stall_rate: float = 0.0  # per tick, a node's disk stalls for up to 4 election timeouts (see SimNode)
+    heartbeats_while_stalled: bool = True  # False: a stalled node sends no heartbeats and answers none
     wipe_rate: float = 0.0005  # per tick, a node of 3 or more loses its storage (when no other is catching up)
     abstain: bool = True  # False: a wiped node votes at once (the checker then finds lost entries)
     clock_skew: float = 0.02  # per node and tick, a clock that misses a tick or ticks twice
@@ -67,6 +69,7 @@ class SimConfig:
             crash_rate=0.005,
             ready_crash_rate=0.02,
             pause_rate=0.01,
+            disk_stall_rate=0.005,
             wipe_rate=0.002,
             clock_skew=0.05,
             read_rate=0.05,
@@ -99,6 +102,9 @@ class SimNode:
         self.applied: list[bytes] = []
         self.restart_at = 0
         self.paused_until = 0  # a paused process (GC, VM stall) neither ticks nor reads its messages
+        # A paused node whose disk stalled: its loop waits for an fsync, between ready() and advance(), so it
+        # neither ticks nor steps; but it sends heartbeats as a leader and answers them as a follower.
+        self.disk_stalled = False
         self.start()
 
     def start(self) -> None:
@@ -231,6 +237,7 @@ class Simulation:
         self._proposal_seq = 0
         self.stats_ready_crashes = 0
         self.stats_compactions = 0
+        self.stats_disk_stalls = 0
         self.checker = Checker(self)
         self.nodes = [SimNode(self, i) for i in range(self.n)]
 
@@ -262,6 +269,10 @@ class Simulation:
         if node.raft is None or self.group[m.src] != self.group[m.dst]:
             return set()
         if node.paused_until > self.now:
+            if node.disk_stalled and self.config.heartbeats_while_stalled:
+                answer = node.raft.answer_heartbeat(m)
+                if answer is not None:
+                    self.send_all((answer,))
             self._seq += 1
             # After a stall a process first runs its timers and clients, then reads its sockets.
             resume_at = node.paused_until + self.rng.randint(0, 2 * self.config.max_delay)
@@ -369,7 +380,9 @@ class Simulation:
         touched = set()
         skew = self.config.clock_skew
         for node in self.nodes:
-            if node.raft is not None and node.paused_until <= self.now:
+            if node.raft is not None and node.paused_until > self.now:
+                self._while_stalled(node)
+            elif node.raft is not None:
                 ticks = 1
                 if skew and self.rng.random() < skew:
                     ticks = self.rng.choice((0, 2))  # a slow or a fast clock
@@ -378,6 +391,21 @@ class Simulation:
                 touched.add(node.id)
         self._measure()
         return touched
+
+    def stall_disk(self, node: SimNode, ticks: int) -> None:
+        """Node ``node``'s disk stalls for ``ticks``: the node is paused, but for its heartbeats."""
+        node.paused_until = self.now + ticks
+        node.disk_stalled = True
+        self.stats_disk_stalls += 1
+
+    def _while_stalled(self, node: SimNode) -> None:
+        """A stalled leader's heartbeats, every ``heartbeat_ticks`` of its stall."""
+        raft = node.raft
+        assert raft is not None
+        cfg = self.config
+        stalled_for = node.paused_until - self.now
+        if node.disk_stalled and cfg.heartbeats_while_stalled and stalled_for % cfg.heartbeat_ticks == 0:
+            self.send_all(tuple(raft.heartbeats()))
 
     def _faults(self) -> None:
         cfg = self.config
@@ -395,6 +423,9 @@ class Simulation:
         if cfg.pause_rate and rng.random() < cfg.pause_rate:
             node = rng.choice(self.nodes)
             node.paused_until = self.now + rng.randint(1, 4 * cfg.election_ticks)
+            node.disk_stalled = False
+        if cfg.disk_stall_rate and rng.random() < cfg.disk_stall_rate:
+            self.stall_disk(rng.choice(self.nodes), rng.randint(1, 4 * cfg.election_ticks))
         if cfg.wipe_rate and self.n >= 3 and rng.random() < cfg.wipe_rate:
             live = [node for node in self.nodes if node.raft is not None]
             if live and all(node.caught_up for node in self.nodes):  # one replacement at a time

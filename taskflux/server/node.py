@@ -37,7 +37,7 @@ from taskflux.domain.snapshot_codec import FrozenState, decode_snapshot, encode_
 from taskflux.raft.config import RaftConfig
 from taskflux.raft.core import Raft
 from taskflux.raft.genesis import genesis_cluster_id, is_no_op
-from taskflux.raft.messages import Message
+from taskflux.raft.messages import Heartbeat, Message
 from taskflux.raft.ready import NO_LEADER, Ready, Role, Snapshot, SoftState
 from taskflux.raft.types import Entry, SnapshotMeta
 from taskflux.server.disk_thread import DiskThread
@@ -159,7 +159,7 @@ class Node:
         # to vote for anyone else until at least t + lease, by their own clocks, which run no faster than ours.
         ticks = raft_config.election_ticks - 2  # a follower's first tick may come just after it heard us
         self._lease_seconds = max(1, ticks) * self.settings.tick_interval
-        self._lease_round_seconds = raft_config.heartbeat_ticks * self.settings.tick_interval
+        self._heartbeat_seconds = raft_config.heartbeat_ticks * self.settings.tick_interval
         self._lease_until = 0.0
         self._next_lease_round = 0.0
         self._lease_renewed = Event()
@@ -173,6 +173,11 @@ class Node:
         self._snapshot_started = 0.0
         self.longest_stall = 0.0  # seconds: the longest loop turn (heartbeats and answers wait that long)
         self._turn_disk_seconds = 0.0  # of the current turn, how long the loop waited for the disk
+        # While the loop waits for the disk (between ready() and advance()): since when, and when it last sent
+        # heartbeats meanwhile (see _watch).
+        self._disk_wait_since: float | None = None
+        self._waiting_heartbeat_at = 0.0
+        self.heartbeats_while_waiting = 0  # heartbeat messages sent or answered while the loop waited
         self._leadership_changed = Event()
         self._greenlet: gevent.Greenlet | None = None
         self._disk_thread: DiskThread | None = None
@@ -195,7 +200,7 @@ class Node:
         if self.settings.disk_io_in_thread:
             self._disk_thread = DiskThread()
         self._greenlet = gevent.spawn(self._run)
-        self._sweeper = gevent.spawn(self._sweep_deadlines)
+        self._sweeper = gevent.spawn(self._watch)
 
     def stop(self) -> None:
         """Stop the loop; waiting sessions get NodeStopped. The storage is the caller's to close. Also
@@ -370,7 +375,16 @@ class Node:
         return sorted((peer for peer in progress if peer != self.id), key=lambda p: -progress[p].match_index)
 
     def deliver(self, message: Message) -> None:
-        """A raft message from a peer (blocks while the inbox is full: back-pressure on the link)."""
+        """A raft message from a peer (blocks while the inbox is full: back-pressure on the link).
+
+        While the loop waits for the disk, a heartbeat from this follower's leader is also answered at
+        once (``Raft.answer_heartbeat``): a slow fsync here must not look like a dead node to the leader.
+        """
+        if self._disk_wait_since is not None and type(message) is Heartbeat:
+            answer = self._raft.answer_heartbeat(message)
+            if answer is not None:
+                self.heartbeats_while_waiting += 1
+                self._send(answer)
         self._inbox.put(message)
 
     def abstain(self) -> None:
@@ -459,14 +473,26 @@ class Node:
             self._maybe_snapshot()
             self._observe_turn(time.monotonic() - turn_started)
 
-    def _sweep_deadlines(self) -> None:
-        """Answer CommitTimeout to every submit still waiting at its deadline, also while the loop waits
-        for a stalled disk. The entry may still commit later; it is then applied like any other."""
+    def _watch(self) -> None:
+        """What must go on while the loop waits for a slow disk, every tick interval:
+
+        - answer CommitTimeout to every submit still waiting at its deadline (the entry may still commit
+          later; it is then applied like any other);
+        - as the leader, send heartbeats every heartbeat interval (``Raft.heartbeats``), so that the
+          followers do not start an election because this node's fsync is slow.
+        """
         deadlines = self._deadlines
         interval = self.settings.tick_interval
         while True:
             gevent.sleep(interval)
             now = time.monotonic()
+            waiting_since = self._disk_wait_since
+            last_sent = max(waiting_since or 0.0, self._waiting_heartbeat_at)
+            if waiting_since is not None and now - last_sent >= self._heartbeat_seconds:
+                self._waiting_heartbeat_at = now
+                for message in self._raft.heartbeats():
+                    self.heartbeats_while_waiting += 1
+                    self._send(message)
             while deadlines and (deadlines[0][1].ready() or deadlines[0][0] <= now):
                 _, result = deadlines.popleft()
                 if not result.ready():
@@ -493,7 +519,7 @@ class Node:
     def _renew_lease(self, now: float) -> None:
         """A heartbeat round (a ReadIndex round without readers) whose acknowledgement renews the lease: one
         per heartbeat interval (reads' rounds renew it too)."""
-        self._next_lease_round = now + self._lease_round_seconds
+        self._next_lease_round = now + self._heartbeat_seconds
         if self._raft.config.cluster_size > 1:
             self._start_read([])
 
@@ -560,6 +586,7 @@ class Node:
         disk) can tell what they hold. Nothing was acknowledged on the strength of the failed write.
         """
         started = time.monotonic()
+        self._disk_wait_since = started
         try:
             if self._disk_thread is not None:
                 self._disk_thread.call(function, *args)
@@ -568,6 +595,7 @@ class Node:
         except OSError as error:
             raise self._storage_failed(error) from error
         finally:
+            self._disk_wait_since = None
             self._turn_disk_seconds += time.monotonic() - started
 
     def _storage_failed(self, error: OSError) -> StorageFailed:

@@ -107,7 +107,7 @@ def test_committing_an_earlier_term_by_counting_replicas_is_caught(monkeypatch: 
 
     monkeypatch.setattr(raft_log.RaftLog, "maybe_commit", commit_any_term)
     with pytest.raises(Violation):
-        for seed in range(40):
+        for seed in range(100):
             Simulation(seed, SimConfig.stress()).run()
 
 

@@ -114,3 +114,29 @@ def test_a_follower_catches_up_through_a_snapshot_while_writes_go_on(cluster: Me
     wait_until(lambda: lagging.applied_index == leader.applied_index)
     assert state_digest(lagging.manager) == state_digest(leader.manager)
     assert lagging.manager.get("").stored == 400  # type: ignore[union-attr]
+
+
+def terms(cluster: MemoryCluster) -> set[int]:
+    return {node.soft_state.term for node in cluster.nodes}
+
+
+@pytest.mark.parametrize("stalled", ["leader", "followers"])
+def test_a_disk_stall_longer_than_an_election_timeout_keeps_the_leader(
+    cluster: MemoryCluster, monkeypatch: pytest.MonkeyPatch, stalled: str
+) -> None:
+    """The leader's loop waiting for its fsync still sends heartbeats; followers' loops waiting for theirs still
+    answer them (so check-quorum keeps the leader). Each write below stalls 1 s: ten election timeouts."""
+    leader = cluster.leader()
+    leader.submit(AddRecord("", 0, b"before"))
+    term = leader.soft_state.term
+    nodes = [leader] if stalled == "leader" else [node for node in cluster.nodes if node is not leader]
+    for node in nodes:
+        stall_appends(cluster.storages[node.id], 1.0, monkeypatch)
+    writes = [gevent.spawn(leader.submit, AddRecord("", 0, b"during")) for _ in range(3)]
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline and not all(write.ready() for write in writes):
+        assert leader.is_leader and terms(cluster) == {term}, f"a new election while the {stalled}' disk stalled"
+        gevent.sleep(0.01)
+    assert all(write.successful() for write in writes)
+    assert leader.is_leader and terms(cluster) == {term}
+    assert sum(node.heartbeats_while_waiting for node in nodes) > 0
