@@ -153,6 +153,26 @@ class Raft(LeaderRole):
         if self.role != Role.LEADER and not self.abstaining:
             self._campaign(pre_vote=self.config.pre_vote, transfer=False)
 
+    def leader_link_closed(self, peer: int) -> None:
+        """The driver saw ``peer``'s process close its link to this node (its crash or its stop: a leader ends
+        its lease before it closes a link itself). A follower of ``peer`` forgets it, so it no longer refuses
+        (pre-)votes on its behalf, and campaigns (pre-vote first) without waiting for its election timeout:
+        at once if it has the lowest id among the other nodes, otherwise after one more tick per node ranked
+        before it, so that followers learning of the crash together do not split the vote. Nothing on any
+        other node, or for any other peer (a node that still hears from a live leader keeps refusing)."""
+        self._check_not_in_ready()
+        if self.role != Role.FOLLOWER or self.leader_id != peer or peer == self.id:
+            return
+        self.leader_id = NO_LEADER
+        rank = sum(1 for other in self.peers if other != peer and other < self.id)
+        if rank == 0:
+            if not self.abstaining:
+                self._campaign(pre_vote=self.config.pre_vote, transfer=False)
+        else:
+            # The campaign starts at the (rank + 1)th tick from now, at least ``rank`` whole tick intervals away;
+            # a leader's message meanwhile restarts the normal timeout.
+            self.election_elapsed = max(0, self.randomized_election_timeout - rank - 1)
+
     def propose(self, data: bytes) -> int | None:
         """Append ``data`` to the log if this node is the leader; its index, or None when refused."""
         self._check_not_in_ready()
