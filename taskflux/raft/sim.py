@@ -12,7 +12,10 @@ its unstable log, the state machine, a Ready not yet written, possibly after onl
 and restarts from the MemoryStorage alone; wipes (a node replaced by an empty one under the same id, as
 ``docs/operations.md`` replaces a failed node: it restarts with empty storage after at least two election
 timeouts and, once the cluster has a history, abstains from voting until it has caught up from a leader);
-compaction into snapshots, so lagging followers are caught up by chunked InstallSnapshot.
+compaction into snapshots, so lagging followers are caught up by chunked InstallSnapshot. A crash also
+closes the crashed node's links: each other node may learn it (``Raft.leader_link_closed``), delivered like
+a message (late, or not at all across a partition); once it is, nothing the crashed incarnation sent on that
+link arrives any more (TCP delivers a link's messages before its close).
 """
 
 from __future__ import annotations
@@ -29,7 +32,15 @@ from taskflux.raft.messages import Message
 from taskflux.raft.ready import Role
 from taskflux.raft.types import SnapshotMeta
 
-__all__ = ["SimConfig", "SimNode", "SimResult", "Simulation", "Violation"]
+__all__ = ["LinkClosed", "SimConfig", "SimNode", "SimResult", "Simulation", "Violation"]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkClosed:
+    """Node ``dst`` sees its link from node ``src`` closed by ``src``'s process (``src`` crashed)."""
+
+    src: int
+    dst: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +60,7 @@ class SimConfig:
     pause_rate: float = 0.0  # per tick, a node stops for up to 4 election timeouts (0.002 with --pauses)
     disk_stall_rate: float = 0.0  # per tick, a node's disk stalls for up to 4 election timeouts (see SimNode)
     heartbeats_while_stalled: bool = True  # False: a stalled node sends no heartbeats and answers none
+    link_closed: float = 0.8  # per other node, the chance that a crash closes its link from the crashed node
     wipe_rate: float = 0.0005  # per tick, a node of 3 or more loses its storage (when no other is catching up)
     abstain: bool = True  # False: a wiped node votes at once (the checker then finds lost entries)
     clock_skew: float = 0.02  # per node and tick, a clock that misses a tick or ticks twice
@@ -129,6 +141,7 @@ class SimNode:
         self.applied = []
         self.restart_at = self.sim.now + self.sim.rng.randint(1, 4 * self.sim.config.election_ticks)
         self.sim.checker.on_crash(self)
+        self.sim.close_links(self.id)
 
     def wipe(self) -> None:
         """Crash and lose the storage; restart empty after at least two election timeouts."""
@@ -226,8 +239,9 @@ class Simulation:
         self.now = 0
         self.step_no = 0
         self._seq = 0
-        self._in_flight: list[tuple[int, int, Message]] = []  # heap of (deliver_at, seq, message)
-        self._due: list[Message] = []
+        self._in_flight: list[tuple[int, int, Message | LinkClosed]] = []  # heap of (deliver_at, seq, message)
+        self._due: list[tuple[int, Message | LinkClosed]] = []  # (seq, message)
+        self._closed: dict[tuple[int, int], int] = {}  # (src, dst) -> seq of its last LinkClosed delivered
         self.group = [0] * self.n
         self.heal_at = 0
         self.result = SimResult(seed, self.config.steps)
@@ -254,31 +268,48 @@ class Simulation:
                 self._seq += 1
                 heapq.heappush(self._in_flight, (self.now + rng.randint(0, cfg.max_delay), self._seq, m))
 
+    def close_links(self, crashed: int) -> None:
+        """Node ``crashed`` is gone: each other node may see its link from it closed, after up to
+        ``max_delay`` ticks."""
+        cfg = self.config
+        rng = self.rng
+        for node in range(self.n):
+            if node != crashed and rng.random() < cfg.link_closed:
+                self._seq += 1
+                heapq.heappush(self._in_flight, (self.now + rng.randint(0, cfg.max_delay), self._seq,
+                                                 LinkClosed(crashed, node)))
+
     def _collect_due(self) -> None:
         while self._in_flight and self._in_flight[0][0] <= self.now:
-            self._due.append(heapq.heappop(self._in_flight)[2])
+            _, seq, m = heapq.heappop(self._in_flight)
+            self._due.append((seq, m))
 
     def _deliver_one(self) -> set[int]:
         due = self._due
         i = self.rng.randrange(len(due))
         due[i], due[-1] = due[-1], due[i]
-        return self._deliver(due.pop())
+        return self._deliver(*due.pop())
 
-    def _deliver(self, m: Message) -> set[int]:
+    def _deliver(self, seq: int, m: Message | LinkClosed) -> set[int]:
         node = self.nodes[m.dst]
         if node.raft is None or self.group[m.src] != self.group[m.dst]:
             return set()
+        if self._closed.get((m.src, m.dst), 0) > seq:
+            return set()  # sent on a link whose close was seen: TCP delivers nothing after the close
         if node.paused_until > self.now:
-            if node.disk_stalled and self.config.heartbeats_while_stalled:
+            if node.disk_stalled and self.config.heartbeats_while_stalled and not isinstance(m, LinkClosed):
                 answer = node.raft.answer_heartbeat(m)
                 if answer is not None:
                     self.send_all((answer,))
-            self._seq += 1
             # After a stall a process first runs its timers and clients, then reads its sockets.
             resume_at = node.paused_until + self.rng.randint(0, 2 * self.config.max_delay)
-            heapq.heappush(self._in_flight, (resume_at, self._seq, m))
+            heapq.heappush(self._in_flight, (resume_at, seq, m))
             return set()
-        node.raft.step(m)
+        if isinstance(m, LinkClosed):
+            self._closed[m.src, m.dst] = seq
+            node.raft.leader_link_closed(m.src)
+        else:
+            node.raft.step(m)
         return {m.dst}
 
     # ------------------------------------------------------------------ events
@@ -322,7 +353,7 @@ class Simulation:
         if kind == "deliver" and self._due:
             i = value % len(self._due)
             self._due[i], self._due[-1] = self._due[-1], self._due[i]
-            touched = self._deliver(self._due.pop())
+            touched = self._deliver(*self._due.pop())
         elif kind == "tick":
             touched = self._tick()
         elif kind == "propose":

@@ -85,6 +85,8 @@ class Server:
             timeout=config.cluster_request_timeout,
             max_frame_bytes=config.cluster_max_frame_bytes,
             membership=self.membership,
+            peer_closed=self._peer_closed,
+            closing_link=self._closing_link,
         )
         self.node = Node(
             config.raft_config(),
@@ -118,6 +120,12 @@ class Server:
 
     def _deliver(self, message: object) -> None:
         self.node.deliver(message)  # type: ignore[arg-type]
+
+    def _peer_closed(self, peer: int) -> None:
+        self.node.peer_closed(peer)
+
+    def _closing_link(self, peer: int) -> None:
+        self.node.end_lease()
 
     def start(self) -> None:
         self.node.start()

@@ -117,6 +117,11 @@ _ABSTAIN = object()  # the inbox event of abstain()
 
 
 @dataclass(slots=True)
+class _LinkClosed:
+    peer: int
+
+
+@dataclass(slots=True)
 class _Transfer:
     to: int
     result: AsyncResult
@@ -163,6 +168,7 @@ class Node:
         self._lease_until = 0.0
         self._next_lease_round = 0.0
         self._lease_renewed = Event()
+        self._closes_queued: dict[int, int] = {}  # peer -> its link closes still in the inbox (see peer_closed)
         self._term_start_index = 0  # a new leader serves from its state once it has applied this far
         self._consumers: dict[str, deque[Event]] = {}
         # A snapshot being written by a worker thread (its meta, the thread's result: the staged file).
@@ -380,12 +386,30 @@ class Node:
         While the loop waits for the disk, a heartbeat from this follower's leader is also answered at
         once (``Raft.answer_heartbeat``): a slow fsync here must not look like a dead node to the leader.
         """
-        if self._disk_wait_since is not None and type(message) is Heartbeat:
+        if self._disk_wait_since is not None and type(message) is Heartbeat and not self._closes_queued:
             answer = self._raft.answer_heartbeat(message)
             if answer is not None:
                 self.heartbeats_while_waiting += 1
                 self._send(answer)
         self._inbox.put(message)
+
+    def peer_closed(self, peer: int) -> None:
+        """``peer``'s process closed its link to this node (it crashed or stopped; a leader gives up its
+        lease before it closes a link itself, see ``end_lease``): if it was this follower's leader, stop
+        honouring its leadership and campaign without waiting for the election timeout
+        (``Raft.leader_link_closed``). Queued like a message, after every message of that link; until the loop
+        has taken it, heartbeats are not answered ahead of the queue (the answer would promise the lease)."""
+        self._closes_queued[peer] = self._closes_queued.get(peer, 0) + 1
+        self._inbox.put(_LinkClosed(peer))
+
+    def end_lease(self) -> None:
+        """This node is about to close a link it dialled (``PeerNetwork``'s ``closing_link``): the peer may
+        vote for another node at once from then on (``peer_closed`` on its side), so the lease ends now, before
+        the close, and no heartbeat round started before now renews it: records are handed out again once a
+        quorum acknowledges a round started after this call."""
+        self._lease_until = 0.0
+        self._read_started.clear()
+        self._next_lease_round = 0.0  # a new round at the loop's next turn
 
     def abstain(self) -> None:
         """The cluster has a history this node, started empty, has not caught up with: stop voting until it
@@ -513,8 +537,16 @@ class Node:
             event.result.set(self._raft.transfer_leadership(event.to))
         elif event is _ABSTAIN:
             self._raft.abstain()
+        elif isinstance(event, _LinkClosed):
+            self._link_close_taken(event.peer)
+            self._raft.leader_link_closed(event.peer)
         elif event is not None:
             self._raft.step(event)  # type: ignore[arg-type]
+
+    def _link_close_taken(self, peer: int) -> None:
+        queued = self._closes_queued.pop(peer) - 1
+        if queued:
+            self._closes_queued[peer] = queued
 
     def _renew_lease(self, now: float) -> None:
         """A heartbeat round (a ReadIndex round without readers) whose acknowledgement renews the lease: one

@@ -10,6 +10,11 @@ After the handshake no socket operation carries a gevent timer (one per send or 
 message's path): a watchdog greenlet closes an outbound link whose send has been stuck for
 ``cluster_request_timeout``, and TCP keepalive ends an inbound link whose peer has vanished.
 
+Two callbacks tell the node about links closing, for failover without waiting for an election timeout
+(docs/server.md, "Failover"): ``peer_closed(peer)`` when the peer's process closed its link to us (EOF or a
+reset while reading: the peer crashed or stopped), and ``closing_link(peer)`` just *before* this node closes
+an outbound link itself, whatever the reason (a failed send, the watchdog, a refused handshake, a stop).
+
 Before the handshake, an inbound connection is a stranger: it may send one Hello of at most a few hundred
 bytes, within ``cluster_request_timeout`` in all; at most ``MAX_PENDING_HANDSHAKES`` strangers are held at a
 time, the oldest closed first, so a flood of connections that never handshake cannot keep peers out (the
@@ -78,11 +83,16 @@ class PeerNetwork:
         max_frame_bytes: int = 64 * 1024 * 1024,
         membership: Membership | None = None,
         max_pending: int = MAX_PENDING_HANDSHAKES,
+        peer_closed: Callable[[int], None] = lambda peer: None,
+        closing_link: Callable[[int], None] = lambda peer: None,
     ) -> None:
+        """``peer_closed`` and ``closing_link``: see the module's docstring; both must not block."""
         self.node_id = node_id
         self.cluster_size = len(peers)
         self._peers = list(peers)
         self._deliver = deliver
+        self._peer_closed = peer_closed
+        self._closing_link = closing_link
         self._timeout = timeout
         self._max_frame_bytes = max_frame_bytes
         self._membership = membership
@@ -172,7 +182,7 @@ class PeerNetwork:
                 self.connected[peer] = False
             finally:
                 if sock is not None:
-                    sock.close()
+                    self._close_outbound(peer, sock.close)
             gevent.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
 
@@ -186,8 +196,14 @@ class PeerNetwork:
                 if since < limit:
                     logger.warning("a send to node %d has been stuck for %.1f s: dropping the link", peer,
                                    self._timeout)
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_RDWR)
+                    self._close_outbound(peer, functools.partial(shut_down, sock))
+
+    def _close_outbound(self, peer: int, close: Callable[[], None]) -> None:
+        """Close a link this node dialled; ``closing_link`` first. The peer reads the close as this node's
+        process having ended it, and may stop honouring this node's leadership at once: a leader must have
+        given up its lease before."""
+        self._closing_link(peer)
+        close()
 
     def _hello(self) -> Hello:
         membership = self._membership
@@ -233,6 +249,7 @@ class PeerNetwork:
         stranger = self._strangers.admit(where, functools.partial(shut_down, sock))
         decoder = FrameDecoder(self._max_frame_bytes, handshake=True)
         peer = -1
+        closed_by_peer = False
         try:
             if stranger is None:
                 return  # only with a limit of 0: every stranger is evictable
@@ -258,10 +275,18 @@ class PeerNetwork:
             for option, value in KEEPALIVE:
                 sock.setsockopt(socket.IPPROTO_TCP, option, value)
             self._read_messages(sock, decoder, peer)
+            closed_by_peer = True
+        except ConnectionResetError as error:
+            logger.warning("cluster connection from %s (node %d) reset: %s", where, peer, error)
+            closed_by_peer = True
         except (OSError, ClusterProtocolError) as error:
             logger.warning("closing cluster connection from %s (node %d): %s", where, peer, error)
         finally:
             if peer >= 0 and self._inbound.get(peer, (None, ""))[0] is sock:
+                if closed_by_peer:
+                    # While this link is registered a new one from the peer is refused (a twin): the node
+                    # hears of the close before any message of the next link.
+                    self._peer_closed(peer)
                 del self._inbound[peer]
             with contextlib.suppress(OSError):
                 sock.close()
@@ -282,6 +307,7 @@ class PeerNetwork:
         return hello.node_id
 
     def _read_messages(self, sock: socket.socket, decoder: FrameDecoder, peer: int) -> None:
+        """Deliver the peer's messages until it closes the link (returns) or the link fails (raises)."""
         while True:
             while (frame := decoder.next_frame()) is not None:
                 if isinstance(frame, Hello) or frame.src != peer or frame.dst != self.node_id:

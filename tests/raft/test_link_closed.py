@@ -75,7 +75,7 @@ def test_a_leaders_message_after_the_notice_restores_the_normal_election_timeout
     assert not any(isinstance(m, RequestVote) for m in c.outbox)
 
 def test_a_closed_link_of_anyone_but_the_leader_changes_nothing() -> None:
-    c, term = cluster_led_by_2()
+    c, _ = cluster_led_by_2()
     before = [c.raft(i).soft_state for i in range(3)]
     c.raft(0).leader_link_closed(1)  # a follower's link: followers do not talk to each other
     c.raft(LEADER).leader_link_closed(0)  # the leader's inbound link from a follower

@@ -4,6 +4,7 @@ and nodes of another cluster."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import time
@@ -15,6 +16,7 @@ from gevent.server import StreamServer
 
 from taskflux.raft.messages import AppendEntries, Heartbeat
 from taskflux.raft.types import Entry
+from taskflux.server import peers
 from taskflux.server.membership import Membership
 from taskflux.server.peers import PeerNetwork
 from taskflux.storage.identity import IdentityFile
@@ -69,6 +71,96 @@ def test_a_peer_that_stops_reading_loses_its_link_and_is_redialled() -> None:
         silent.server.stop()
 
 
+def test_the_watchdog_announces_the_close_of_a_stuck_link_before_it_drops_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[str] = []
+
+    def shut_down(sock: socket.socket) -> None:
+        events.append("shut down")
+        sock.shutdown(socket.SHUT_RDWR)
+
+    monkeypatch.setattr(peers, "shut_down", shut_down)
+    silent = SilentPeer()
+    network = PeerNetwork(0, [("127.0.0.1", 1), silent.address], ("127.0.0.1", 0), "127.0.0.1:2", lambda m: None,
+                          timeout=0.5, closing_link=lambda peer: events.append(f"closing {peer}"))
+    network.start()
+    try:
+        wait_until(lambda: network.connected[1])
+        big = (Entry(1, 1, b"x" * (1 << 20)),)
+        for _ in range(64):
+            network.send(AppendEntries(0, 1, 1, 0, 0, big, 0))
+        wait_until(lambda: "shut down" in events)
+        assert events[:2] == ["closing 1", "shut down"]
+    finally:
+        network.stop()
+        silent.server.stop()
+
+
+class RefusingPeer:
+    """Node 1 of 2 that answers every Hello as node 0 (so node 0 refuses it and closes the link), and notes
+    when it sees a link end."""
+
+    def __init__(self) -> None:
+        self.ended = 0
+        self.server = StreamServer(("127.0.0.1", 0), self.handle)
+        self.server.start()
+
+    def handle(self, sock: socket.socket, _address: object) -> None:
+        decoder = FrameDecoder()
+        while decoder.next_frame() is None:
+            decoder.feed(sock.recv(65536))
+        sock.sendall(encode_frame(Hello(cluster_size=2, node_id=0, client_endpoint="127.0.0.1:1")))
+        with contextlib.suppress(OSError):
+            while sock.recv(65536):
+                pass
+        self.ended += 1
+
+
+def test_every_close_of_a_dialled_link_is_announced_before_the_peer_can_see_it() -> None:
+    """The announcement (the node ends its lease there) comes first: the peer, given time to run, has not
+    seen the link end yet."""
+    refusing = RefusingPeer()
+    seen_at_announcement: list[int] = []
+
+    def closing(peer: int) -> None:
+        gevent.sleep(0.1)  # lets the peer's greenlet read an end that came first
+        seen_at_announcement.append(refusing.ended)
+
+    network = PeerNetwork(0, [("127.0.0.1", 1), ("127.0.0.1", refusing.server.server_port)], ("127.0.0.1", 0),
+                          "127.0.0.1:2", lambda m: None, timeout=2, closing_link=closing)
+    network.start()
+    try:
+        wait_until(lambda: refusing.ended >= 2)
+        assert seen_at_announcement[:2] == [0, 1]
+    finally:
+        network.stop()
+        refusing.server.stop()
+
+
+def test_a_link_closed_by_the_peer_is_reported_and_one_this_node_ends_is_not() -> None:
+    listener = Listener()
+    try:
+        sock, hello = listener.handshake(1)
+        assert hello is not None
+        sock.close()  # the peer's process ends the link (a crash closes it the same way)
+        wait_until(lambda: listener.closed_by_peers == [1])
+        sock, hello = listener.handshake(1)
+        assert hello is not None
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # a reset
+        wait_until(lambda: listener.closed_by_peers == [1, 1])
+        sock, hello = listener.handshake(2)
+        assert hello is not None
+        sock.sendall(encode_frame(Heartbeat(1, 0, 1, 0)))  # claims to be node 1: this node closes the link
+        assert closed_within(sock, 10) is not None
+        sock.close()
+        sock, hello = listener.handshake(2)  # the link was closed and unregistered all the same
+        assert hello is not None
+        sock.close()
+        wait_until(lambda: listener.closed_by_peers == [1, 1, 2])
+    finally:
+        listener.stop()
+
+
 # --- the cluster port facing strangers, twins and other clusters ---------------------------------------
 
 
@@ -78,12 +170,13 @@ class Listener:
     def __init__(self, tmp_path: Path | None = None, timeout: float = 10.0, max_pending: int = 64,
                  cluster_id: str = "") -> None:
         self.delivered: list[object] = []
+        self.closed_by_peers: list[int] = []
         membership = None
         if tmp_path is not None:
             membership = Membership(IdentityFile(str(tmp_path), 0, cluster_id, empty=False))
         self.network = PeerNetwork(0, [("127.0.0.1", 0), ("127.0.0.1", 1), ("127.0.0.1", 2)], ("127.0.0.1", 0),
                                    "127.0.0.1:9", self.delivered.append, timeout=timeout, max_pending=max_pending,
-                                   membership=membership)
+                                   membership=membership, peer_closed=self.closed_by_peers.append)
         self.network.start()
 
     @property
