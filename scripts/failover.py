@@ -1,22 +1,33 @@
 #!/usr/bin/env python3
-"""Failover time of a 3-node TaskFlux cluster on loopback: kill -9 the leader, time the first acked write after.
+"""Failover time of a 3-node TaskFlux cluster on loopback: the leader fails, time the first acked write after.
 
-    python scripts/failover.py                  # 10 runs, default election timeout (500 ms)
+    python scripts/failover.py                  # 10 runs, kill -9, default election timeout (500 ms)
+    python scripts/failover.py --mode stop      # the leader's machine vanishes: SIGSTOP, its sockets stay open
     python scripts/failover.py --runs 5 --election-timeout 300ms --writers 2
 
 Each run starts a fresh cluster (free ports, a temp directory per run), waits for a leader, creates a
 queue and keeps ``--writers`` connections enqueueing to the leader (two-phase enqueue: the final Ok
-means committed on a majority). Then it sends SIGKILL to the leader and measures the time from the
-kill to the first enqueue acknowledged by another node. Writers that lose their connection or get
-NotLeader ask the surviving nodes for the leader (ClusterMetadata) and retry immediately. Prints
-each run and the median; every wait is bounded and every node is killed at the end of its run.
+means committed on a majority). Then the leader fails and the script measures the time from the failure
+to the first enqueue acknowledged by another node:
+
+- ``--mode kill``: SIGKILL; the kernel closes the leader's sockets, which its peers and clients see at once.
+- ``--mode stop``: SIGSTOP, as if its machine had vanished: its sockets stay open and silent, so the
+  followers notice only when their election timeout elapses. The writers are told at once (their
+  connections to it are shut down and it is no longer asked for the leader), so the time is the
+  cluster's alone: a real client adds its own request timeout. The node is killed at the end of the run.
+
+Writers that lose their connection or get NotLeader ask the surviving nodes for the leader
+(ClusterMetadata) and retry immediately. Prints each run, the median and the maximum; every wait is
+bounded and every node is killed at the end of its run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +58,7 @@ class Cluster:
         self.commands = [node_command(python, i, cluster_ports, self.client_ports[i], root / f"node{i}", options)
                          for i in range(size)]
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * size
+        self.vanished: set[int] = set()  # stopped (SIGSTOP): running, but answering nothing
 
     def start(self) -> None:
         for i, cmd in enumerate(self.commands):
@@ -62,7 +74,8 @@ class Cluster:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def alive(self) -> list[int]:
-        return [i for i, p in enumerate(self.procs) if p is not None and p.poll() is None]
+        """The nodes whose process runs and has not vanished."""
+        return [i for i, p in enumerate(self.procs) if p is not None and p.poll() is None and i not in self.vanished]
 
     def leader(self, among: list[int], timeout: float) -> int:
         """The node id a running node names as leader and that itself agrees."""
@@ -81,6 +94,13 @@ class Cluster:
                     return i
             time.sleep(0.02)
         raise BenchError(f"no leader among nodes {among} within {timeout:.0f} s")
+
+    def vanish(self, i: int) -> None:
+        """SIGSTOP node ``i``: its sockets stay open, nothing is read or sent (``kill`` ends it)."""
+        proc = self.procs[i]
+        if proc is not None and proc.poll() is None:
+            self.vanished.add(i)
+            proc.send_signal(signal.SIGSTOP)
 
     def kill(self, i: int) -> None:
         proc = self.procs[i]
@@ -103,6 +123,7 @@ class Writers:
         self.lock = threading.Lock()
         self.acks: list[tuple[float, int]] = []
         self.errors = 0
+        self.open: dict[int, Connection] = {}  # writer -> its connection, while it has one
         self.threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(count)]
 
     def start(self) -> None:
@@ -113,6 +134,14 @@ class Writers:
         self.stopping.set()
         for t in self.threads:
             t.join(timeout=10)
+
+    def drop_connections_to(self, node: int) -> None:
+        """Shut down every writer connection to ``node``: the writers then look for the new leader at once."""
+        with self.lock:
+            doomed = [conn for conn in self.open.values() if conn.address[1] == self.cluster.client_ports[node]]
+        for conn in doomed:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
 
     def first_ack_after(self, t0: float, not_node: int) -> tuple[float, int] | None:
         """(time, node) of the earliest write acked at or after ``t0`` by a node other than ``not_node``."""
@@ -148,11 +177,14 @@ class Writers:
                     time.sleep(0.005)
                     continue
                 conn, node = found
+                with self.lock:
+                    self.open[n] = conn
             try:
                 conn.put(priority % 1000, PAYLOAD)
             except (OSError, BenchError):
                 with self.lock:
                     self.errors += 1
+                    del self.open[n]
                 conn.close()
                 conn = None
                 continue
@@ -192,7 +224,11 @@ def one_run(run: int, args: argparse.Namespace, python: str) -> float:
         if before == 0:
             raise BenchError("no write was acknowledged before the kill")
         t_kill = time.monotonic()
-        cluster.kill(leader)
+        if args.mode == "kill":
+            cluster.kill(leader)
+        else:
+            cluster.vanish(leader)
+            writers.drop_connections_to(leader)
         deadline = t_kill + args.timeout
         first = None
         while time.monotonic() < deadline:
@@ -203,7 +239,8 @@ def one_run(run: int, args: argparse.Namespace, python: str) -> float:
         if first is None:
             raise BenchError(f"no write acknowledged within {args.timeout:.0f} s of the kill")
         elapsed, new_leader = first[0] - t_kill, first[1]
-        print(f"run {run:2d}: killed leader {leader} after {before} acked writes; first ack on node {new_leader} "
+        verb = "killed" if args.mode == "kill" else "stopped"
+        print(f"run {run:2d}: {verb} leader {leader} after {before} acked writes; first ack on node {new_leader} "
               f"after {elapsed * 1e3:7.1f} ms", flush=True)
         return elapsed
     except BenchError as exc:
@@ -221,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--mode", choices=("kill", "stop"), default="kill",
+                        help="how the leader fails: kill -9, or SIGSTOP (its machine vanishes, sockets left open)")
     parser.add_argument("--election-timeout", default="500ms", help="raft election timeout given to every node")
     parser.add_argument("--writers", type=int, default=4, help="writer connections (threads)")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of writing before the kill")
@@ -251,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if times:
             ms = sorted(t * 1e3 for t in times)
-            print(f"\n{len(ms)} runs, election timeout {args.election_timeout}: median {statistics.median(ms):.1f} ms, "
+            print(f"\n{len(ms)} runs, --mode {args.mode}, election timeout {args.election_timeout}: "
+                  f"median {statistics.median(ms):.1f} ms, "
                   f"min {ms[0]:.1f} ms, max {ms[-1]:.1f} ms")
     return 0
 

@@ -157,8 +157,9 @@ class Raft(LeaderRole):
         """The driver saw ``peer``'s process close its link to this node (its crash or its stop: a leader ends
         its lease before it closes a link itself). A follower of ``peer`` forgets it, so it no longer refuses
         (pre-)votes on its behalf, and campaigns (pre-vote first) without waiting for its election timeout:
-        at once if it has the lowest id among the other nodes, otherwise after one more tick per node ranked
-        before it, so that followers learning of the crash together do not split the vote. Nothing on any
+        at once if it has the lowest id among the other nodes (and its pre-vote once more at the next tick),
+        otherwise after one more tick per node ranked before it, so that followers learning of the crash
+        together do not split the vote. Nothing on any
         other node, or for any other peer (a node that still hears from a live leader keeps refusing)."""
         self._check_not_in_ready()
         if self.role != Role.FOLLOWER or self.leader_id != peer or peer == self.id:
@@ -168,6 +169,10 @@ class Raft(LeaderRole):
         if rank == 0:
             if not self.abstaining:
                 self._campaign(pre_vote=self.config.pre_vote, transfer=False)
+            if self.role == Role.PRE_CANDIDATE:
+                # Refused by a voter that has not heard of the close yet? One more pre-vote at the next tick,
+                # before the node ranked next campaigns.
+                self.randomized_election_timeout = 1
         else:
             # The campaign starts at the (rank + 1)th tick from now, at least ``rank`` whole tick intervals away;
             # a leader's message meanwhile restarts the normal timeout.

@@ -49,6 +49,20 @@ def test_the_second_survivor_campaigns_one_whole_tick_later_when_the_first_canno
     c.deliver()
     assert c.leaders() == [1] and c.raft(1).current_term == term + 1
 
+def test_the_first_survivor_asks_again_at_the_next_tick_when_refused_by_one_not_told_yet() -> None:
+    c, term = cluster_led_by_2()
+    c.crash(LEADER)
+    c.raft(0).leader_link_closed(LEADER)
+    c.settle(0)
+    c.deliver()  # node 1 has not read the close yet: in its lease, it refuses
+    assert c.raft(0).role == Role.PRE_CANDIDATE and c.raft(1).leader_id == LEADER
+    c.raft(1).leader_link_closed(LEADER)
+    c.settle(1)
+    c.tick(0)
+    c.deliver()
+    assert c.leaders() == [0] and c.raft(0).current_term == term + 1
+
+
 def test_a_follower_that_still_hears_the_leader_refuses_and_no_term_grows() -> None:
     """Only one follower's link closed (e.g. the leader's send watchdog dropped it): the leader is alive and
     the other follower, in its lease, refuses the pre-vote."""
