@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("taskflux.node")
 
 INBOX_SIZE = 65536
+CAMPAIGNING = (Role.PRE_CANDIDATE, Role.CANDIDATE)
 MAX_EVENTS_PER_TURN = 4096
 STAGING_STOP_SECONDS = 30.0  # a stop waits this long at most for a snapshot's worker thread to give up
 STALL_WORTH_LOGGING = 0.1  # seconds: a loop turn this long delays heartbeats noticeably
@@ -178,6 +179,7 @@ class Node:
         self._disk_wait_since: float | None = None
         self._waiting_heartbeat_at = 0.0
         self.heartbeats_while_waiting = 0  # heartbeat messages sent or answered while the loop waited
+        self._heartbeat_at = time.monotonic()  # when a heartbeat last arrived (said when this node campaigns)
         self._leadership_changed = Event()
         self._greenlet: gevent.Greenlet | None = None
         self._disk_thread: DiskThread | None = None
@@ -380,11 +382,13 @@ class Node:
         While the loop waits for the disk, a heartbeat from this follower's leader is also answered at
         once (``Raft.answer_heartbeat``): a slow fsync here must not look like a dead node to the leader.
         """
-        if self._disk_wait_since is not None and type(message) is Heartbeat:
-            answer = self._raft.answer_heartbeat(message)
-            if answer is not None:
-                self.heartbeats_while_waiting += 1
-                self._send(answer)
+        if type(message) is Heartbeat:
+            self._heartbeat_at = time.monotonic()
+            if self._disk_wait_since is not None:
+                answer = self._raft.answer_heartbeat(message)
+                if answer is not None:
+                    self.heartbeats_while_waiting += 1
+                    self._send(answer)
         self._inbox.put(message)
 
     def abstain(self) -> None:
@@ -623,6 +627,11 @@ class Node:
             logger.info(
                 "role %s, term %d, leader %d", soft_state.role.name.lower(), soft_state.term, soft_state.leader_id
             )
+            if previous.role is Role.FOLLOWER and previous.leader_id != NO_LEADER and soft_state.role in CAMPAIGNING:
+                logger.warning(
+                    "campaigning: leader %d's last heartbeat arrived %.3f s ago (the longest loop turn so far: "
+                    "%.3f s)", previous.leader_id, time.monotonic() - self._heartbeat_at, self.longest_stall,
+                )
             self._leadership_changed.set()
             self._leadership_changed = Event()
             if soft_state.leader_id != previous.leader_id and soft_state.leader_id != NO_LEADER:
