@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import gevent
 from gevent.event import AsyncResult, Event
@@ -102,11 +102,40 @@ class NodeSettings:
     max_payload_size: int | None = None  # this node's client limit: a larger replicated record is warned about
 
 
-@dataclass(slots=True)
+class Reply(Protocol):
+    """Where a proposal's outcome goes (``Node.propose``): exactly one of the two is called, once, by the node
+    loop or its watcher greenlet — never blocking. A gevent ``AsyncResult`` is one."""
+
+    def set(self, value: Result) -> None:
+        """The command committed and was applied: its result."""
+        ...
+
+    def set_exception(self, error: BaseException) -> None:
+        """NotLeader, CommitTimeout, NodeStopped or StoppedAfterProposing (see ``Node.submit``)."""
+        ...
+
+
 class _Proposal:
-    command: Command
-    data: bytes
-    result: AsyncResult
+    """A command on its way through the loop, and where its outcome goes (once)."""
+
+    __slots__ = ("answered", "command", "data", "deadline", "reply")
+
+    def __init__(self, command: Command, data: bytes, reply: Reply, deadline: float) -> None:
+        self.command = command
+        self.data = data
+        self.reply = reply
+        self.deadline = deadline
+        self.answered = False
+
+    def resolve(self, result: Result) -> None:
+        if not self.answered:
+            self.answered = True
+            self.reply.set(result)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.answered:
+            self.answered = True
+            self.reply.set_exception(error)
 
 
 @dataclass(slots=True)
@@ -150,8 +179,8 @@ class Node:
         self.soft_state = SoftState(Role.FOLLOWER, storage.hard_state().term, NO_LEADER)
         self._inbox: Queue = Queue(INBOX_SIZE)
         # log index -> (term, command, waiting session) of this leader's proposals
-        self._pending: dict[int, tuple[int, Command, AsyncResult]] = {}
-        self._deadlines: deque[tuple[float, AsyncResult]] = deque()  # every submit, in submit order
+        self._pending: dict[int, tuple[int, _Proposal]] = {}
+        self._deadlines: deque[_Proposal] = deque()  # every proposal, in submit order
         self._reads: dict[bytes, list[AsyncResult]] = {}  # ReadIndex context -> waiting sessions
         self._reads_waiting_apply: list[tuple[int, list[AsyncResult]]] = []
         self._next_read = 0
@@ -246,15 +275,16 @@ class Node:
                 event = self._inbox.get_nowait()
             except Empty:
                 break
-            if isinstance(event, (_Proposal, _ReadBarrier, _Transfer)) and not event.result.ready():
+            if isinstance(event, _Proposal):
+                event.fail(stopped)
+            elif isinstance(event, (_ReadBarrier, _Transfer)) and not event.result.ready():
                 event.result.set_exception(stopped)
         # Every other submit still waiting was taken by the loop (or, rarely, is still blocked on a full
         # inbox: answered conservatively too).
         reason = str(failure) if failure is not None else "the node stopped"
         unknown = StoppedAfterProposing(f"{reason}; the write was proposed before: its outcome is unknown")
-        for _, result in self._deadlines:
-            if not result.ready():
-                result.set_exception(unknown)
+        for proposal in self._deadlines:
+            proposal.fail(unknown)
         self._deadlines.clear()
         self._pending.clear()
 
@@ -275,8 +305,10 @@ class Node:
 
     @property
     def commit_index(self) -> int:
-        """The highest log index known to be committed."""
-        return self._raft.log.commit_index
+        """The highest log index known to be committed: held durably by a majority, this node included (the
+        core counts a leader's own copy before its fsync, see docs/raft.md)."""
+        log = self._raft.log
+        return min(log.commit_index, log.stable_index())
 
     @property
     def applied_index(self) -> int:
@@ -309,12 +341,19 @@ class Node:
         neither committed nor was overwritten within the request timeout (it may still commit),
         NodeStopped when the node stopped before proposing it, StoppedAfterProposing when it stopped
         after (it may still commit on a next leader)."""
-        self._require_leader()
         result = AsyncResult()
-        # No timer per request: one sweeper answers the proposals past their deadline.
-        self._deadlines.append((time.monotonic() + self.settings.request_timeout, result))
-        self._post(_Proposal(command, encode_command(command), result))
+        self.propose(command, result)
         return result.get()
+
+    def propose(self, command: Command, reply: Reply) -> None:
+        """``submit`` without waiting: the outcome goes to ``reply`` (called by the loop, once), so a session
+        can have the loop write its answer instead of being woken to write it. Raises NotLeader at once
+        when this node is not the leader (nothing was proposed)."""
+        self._require_leader()
+        # No timer per request: one watcher answers the proposals past their deadline.
+        proposal = _Proposal(command, encode_command(command), reply, time.monotonic() + self.settings.request_timeout)
+        self._deadlines.append(proposal)
+        self._post(proposal)
 
     def ensure_serving(self) -> None:
         """Return once this leader's state machine has caught up with everything committed before its
@@ -497,20 +536,18 @@ class Node:
                 for message in self._raft.heartbeats():
                     self.heartbeats_while_waiting += 1
                     self._send(message)
-            while deadlines and (deadlines[0][1].ready() or deadlines[0][0] <= now):
-                _, result = deadlines.popleft()
-                if not result.ready():
-                    result.set_exception(CommitTimeout(f"not committed within {self.settings.request_timeout} s"))
+            while deadlines and (deadlines[0].answered or deadlines[0].deadline <= now):
+                deadlines.popleft().fail(CommitTimeout(f"not committed within {self.settings.request_timeout} s"))
 
     def _handle(self, event: object, reads: list[AsyncResult]) -> None:
         if isinstance(event, _Proposal):
-            if event.result.ready():  # its session was already told CommitTimeout: not worth proposing
+            if event.answered:  # its session was already told CommitTimeout: not worth proposing
                 return
             index = self._raft.propose(event.data)
             if index is None:
-                event.result.set_exception(NotLeader(self._raft.leader_id))
+                event.fail(NotLeader(self._raft.leader_id))
             else:
-                self._pending[index] = (self._raft.current_term, event.command, event.result)
+                self._pending[index] = (self._raft.current_term, event)
         elif isinstance(event, _ReadBarrier):
             reads.append(event.result)
         elif isinstance(event, _Transfer):
@@ -651,10 +688,13 @@ class Node:
         manager = self.manager
         pending = self._pending
         for entry in entries:
-            waiting = pending.pop(entry.index, None)
-            if waiting is not None and waiting[0] != entry.term:  # another leader's entry took the index
-                waiting[2].set_exception(NotLeader(self._raft.leader_id))
-                waiting = None
+            proposed = pending.pop(entry.index, None)
+            waiting = None
+            if proposed is not None:
+                term, waiting = proposed
+                if term != entry.term:  # another leader's entry took the index
+                    waiting.fail(NotLeader(self._raft.leader_id))
+                    waiting = None
             if is_no_op(entry.data):  # a new term's no-op; the first one names the cluster
                 cluster_id = genesis_cluster_id(entry.data)
                 if cluster_id is not None and self._membership is not None:
@@ -662,7 +702,7 @@ class Node:
                 continue
             # The proposer's own command object spares decoding the entry it was encoded into.
             if waiting is not None:
-                command = waiting[1]
+                command = waiting.command
             else:
                 command = decode_command(entry.data)
                 if isinstance(command, AddRecord) and not self._warned_payload_size:
@@ -670,7 +710,7 @@ class Node:
             result = manager.apply(command)
             self.applied_entries += 1
             if waiting is not None:
-                waiting[2].set(result)
+                waiting.resolve(result)
             if isinstance(result, RecordAdded):
                 self.record_available(command.name)
             elif isinstance(command, DeleteQueue):
