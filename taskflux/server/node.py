@@ -55,6 +55,8 @@ CAMPAIGNING = (Role.PRE_CANDIDATE, Role.CANDIDATE)
 MAX_EVENTS_PER_TURN = 4096
 STAGING_STOP_SECONDS = 30.0  # a stop waits this long at most for a snapshot's worker thread to give up
 STALL_WORTH_LOGGING = 0.1  # seconds: a loop turn this long delays heartbeats noticeably
+SLOW_INLINE_FSYNC = 0.02  # seconds: an fsync on the hub this slow sends the next ones to the disk thread...
+INLINE_FSYNC_PAUSE = 30.0  # ...for this long
 
 
 class NotLeader(Exception):
@@ -99,6 +101,9 @@ class NodeSettings:
     request_timeout: float = 5.0
     snapshot_segments_threshold: int = 5
     disk_io_in_thread: bool = True  # False only to measure what an fsync on the hub costs the loop
+    # A batch of at least this many entries is written and fsynced on the hub itself (0: never), while the
+    # disk is healthy: see _persist_inline.
+    inline_fsync_entries: int = 0
     max_payload_size: int | None = None  # this node's client limit: a larger replicated record is warned about
 
 
@@ -206,6 +211,7 @@ class Node:
         # While the loop waits for the disk (between ready() and advance()): since when, and when it last sent
         # heartbeats meanwhile (see _watch).
         self._disk_wait_since: float | None = None
+        self._inline_paused_until = 0.0  # no write on the hub before this (see _persist_inline)
         self._waiting_heartbeat_at = 0.0
         self.heartbeats_while_waiting = 0  # heartbeat messages sent or answered while the loop waited
         self._heartbeat_at = time.monotonic()  # when a heartbeat last arrived (said when this node campaigns)
@@ -583,13 +589,13 @@ class Node:
         if ready.snapshot is not None:
             self._install_snapshot(ready.snapshot)
         if ready.hard_state is not None or ready.entries:
-            metrics = self._metrics
-            if metrics is None:
-                self._disk_io(self._persist, ready.hard_state, ready.entries)
+            started = time.perf_counter()
+            if self._persist_inline(len(ready.entries)):
+                self._disk_io_inline(self._persist, ready.hard_state, ready.entries)
             else:
-                started = time.perf_counter()
                 self._disk_io(self._persist, ready.hard_state, ready.entries)
-                metrics.observe_persist(time.perf_counter() - started, len(ready.entries))
+            if self._metrics is not None:
+                self._metrics.observe_persist(time.perf_counter() - started, len(ready.entries))
             self.batches += 1
         for message in ready.messages_after_persist:
             self._send(message)
@@ -638,6 +644,32 @@ class Node:
         finally:
             self._disk_wait_since = None
             self._turn_disk_seconds += time.monotonic() - started
+
+    def _persist_inline(self, entries: int) -> bool:
+        """Whether to write this batch on the hub instead of the disk thread. A large batch means many requests
+        wait on it, and the hand-off to the thread costs more than the hub's pause; a small one means few wait,
+        and the hub is better off serving meanwhile. Never while the disk is slow: an inline fsync blocks
+        everything (heartbeats included), so one slower than SLOW_INLINE_FSYNC sends the next batches to the
+        thread for INLINE_FSYNC_PAUSE."""
+        limit = self.settings.inline_fsync_entries
+        return 0 < limit <= entries and time.monotonic() >= self._inline_paused_until
+
+    def _disk_io_inline(self, function: Callable[..., None], *args: object) -> None:
+        """``_disk_io`` on the hub: first let every ready greenlet run (the peers send this batch's
+        AppendEntries, sessions write their first-phase Oks), then write and fsync."""
+        gevent.sleep(0)
+        started = time.monotonic()
+        try:
+            function(*args)
+        except OSError as error:
+            raise self._storage_failed(error) from error
+        finally:
+            elapsed = time.monotonic() - started
+            self._turn_disk_seconds += elapsed
+            if elapsed > SLOW_INLINE_FSYNC:
+                self._inline_paused_until = time.monotonic() + INLINE_FSYNC_PAUSE
+                logger.info("an fsync on the hub took %.3f s: the next %d s of writes go through the disk thread",
+                            elapsed, INLINE_FSYNC_PAUSE)
 
     def _storage_failed(self, error: OSError) -> StorageFailed:
         """The failure that ends the loop when a storage write failed (see ``_disk_io``)."""
