@@ -21,9 +21,11 @@ never yields in its middle. The exposition is the one prometheus-client's own Co
 (names, help, labels, bucket bounds, series order; ``*_created`` unless ``disable_created_metrics()``).
 
 Measured with ``scripts/bench_metrics.py`` (best of 5 × 300,000 calls under gevent's monkey-patching) on the
-shared 2-core development machine: ``InterfaceMetrics.observe_request`` ≈ 0.3 µs per call, a record counter
-≈ 0.1 µs, ``observe_persist`` ≈ 0.5 µs; with prometheus-client's Counter and Histogram (which lock, gevent
-locks under monkey-patching) they cost ≈ 3.1, 1.1 and 4.1 µs.
+shared 2-core development machine, other jobs running: ``InterfaceMetrics.observe_request`` ≈ 0.35–0.5 µs
+per call, a record counter ≈ 0.1 µs, ``observe_persist`` ≈ 0.5–0.7 µs; prometheus-client's Counter and
+Histogram (which lock, with gevent locks under monkey-patching) took ≈ 3.1–4.9, 1.1–1.4 and 4.0–7.0 µs in
+the same runs. py-spy on a single node under ``scripts/bench.py -P 8 -C 8``: 0.5 % of the node's samples in
+metrics code, 3 % before.
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ class Observations:
     """One histogram series as plain numbers: how many values fell in each bucket, and their sum.
 
     ``bounds`` are the buckets' finite upper bounds, ascending; ``counts`` has one more slot, +Inf. A value
-    goes to the first bucket whose bound is >= it (``bisect_left``), as in prometheus-client's Histogram.
+    goes to the first bucket whose bound is >= it (``bisect_left``), as in prometheus-client's Histogram
+    (only a NaN, which no caller passes, differs: it lands in the first bucket here, in none there).
     ``counts`` is per bucket, not cumulative: ``buckets()`` accumulates at scrape time.
     """
 
