@@ -3,34 +3,47 @@
 Every ``NodeMetrics`` owns a ``CollectorRegistry`` (never the process-wide default one), so several nodes
 in one process (the tests) keep apart. Three kinds of metrics live in it:
 
-- per request, pushed by the client interfaces (``tcp``, ``rest``, ``grpc``): a counter by command and
+- per request, counted by the client interfaces (``tcp``, ``rest``, ``grpc``): a counter by command and
   outcome, a latency histogram by command, and counters of records enqueued, handed out, acked and nacked;
-- per Ready batch and per snapshot, pushed by the node loop: persist (write + fsync) duration, entries per
+- per Ready batch and per snapshot, counted by the node loop: persist (write + fsync) duration, entries per
   write (the group-commit batch), snapshot size and duration;
 - everything else (term, role, leader, commit / applied / last index, replication lag, queue depth, log
   segments and bytes, connected clients) is read from the node by a collector when Prometheus scrapes,
   so it costs nothing between scrapes.
 
-The per-request path creates each labelled child once and keeps its bound ``inc`` / ``observe``.
-Measured with timeit (best of 5 × 300,000 calls) on the shared 2-core development machine, under
-gevent's monkey-patching (prometheus-client then locks with gevent locks): ``observe_request`` ≈ 2.5 µs
-per call (counter + histogram), a record counter ≈ 0.7 µs, ``observe_persist`` ≈ 3.5 µs (once per
-batch); calling ``.labels(...)`` on every request instead costs ≈ 5.3 µs. Per enqueue (request, then
-its record counter, plus a share of a ~2.3-entry batch) that is ≈ 5 µs of the ≈ 220 µs of server CPU
-``scripts/bench.py`` measures per enqueue on a single node (1.05 cores at ≈ 4,800 ops/s): ≈ 2.5 %.
+The counted metrics are plain Python numbers too, turned into Prometheus families only at scrape time
+(``CountedCollector``): a record counter is an int, a histogram series an ``Observations`` (an int per
+bucket, found by a bisect into the fixed bounds, and a float sum). A request adds to one series per
+(interface, command, outcome): its count is that ``taskflux_requests_total``, and the latency histogram
+of (interface, command) is the sum of its outcomes' series. There is no lock: every caller (the client
+sessions, REST, the gRPC handlers, the node loop) runs in a greenlet on the hub's thread, and an update
+never yields in its middle. The exposition is the one prometheus-client's own Counter and Histogram gave
+(names, help, labels, bucket bounds, series order; ``*_created`` unless ``disable_created_metrics()``).
+
+Measured with ``scripts/bench_metrics.py`` (best of 5 × 300,000 calls under gevent's monkey-patching) on the
+shared 2-core development machine, other jobs running: ``InterfaceMetrics.observe_request`` ≈ 0.35–0.5 µs
+per call, a record counter ≈ 0.1 µs, ``observe_persist`` ≈ 0.5–0.7 µs; prometheus-client's Counter and
+Histogram (which lock, with gevent locks under monkey-patching) took ≈ 3.1–4.9, 1.1–1.4 and 4.0–7.0 µs in
+the same runs. py-spy on a single node under ``scripts/bench.py -P 8 -C 8``: 0.5 % of the node's samples in
+metrics code, 3 % before.
 """
 
 from __future__ import annotations
 
+import functools
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import prometheus_client.metrics
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.gc_collector import GCCollector
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.utils import floatToGoString
 
 from taskflux.raft.ready import Role
 
@@ -58,53 +71,99 @@ BATCH_ENTRIES_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096
 SNAPSHOT_BYTES_BUCKETS = tuple(4096 * 4**k for k in range(11))  # 4 KiB .. 4 GiB
 SNAPSHOT_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
+SNAPSHOT_SOURCES = ("local", "leader")
 ROLE_NAMES = {role: role.name.lower() for role in Role}
 
-K = TypeVar("K")
-V = TypeVar("V")
+
+class Observations:
+    """One histogram series as plain numbers: how many values fell in each bucket, and their sum.
+
+    ``bounds`` are the buckets' finite upper bounds, ascending; ``counts`` has one more slot, +Inf. A value
+    goes to the first bucket whose bound is >= it (``bisect_left``), as in prometheus-client's Histogram
+    (only a NaN, which no caller passes, differs: it lands in the first bucket here, in none there).
+    ``counts`` is per bucket, not cumulative: ``buckets()`` accumulates at scrape time.
+    """
+
+    __slots__ = ("bounds", "counts", "created", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, value: float) -> None:
+        """Count one value."""
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def add(self, other: Observations) -> None:
+        """Count ``other``'s values too (same bounds), keeping the earlier creation time."""
+        self.counts = [mine + theirs for mine, theirs in zip(self.counts, other.counts, strict=True)]
+        self.sum += other.sum
+        self.created = min(self.created, other.created)
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """The cumulative buckets as ``HistogramMetricFamily`` takes them: (le, count), +Inf last."""
+        cumulative = 0
+        buckets = []
+        for le, count in zip(le_labels(self.bounds), self.counts, strict=True):
+            cumulative += count
+            buckets.append((le, float(cumulative)))
+        return buckets
 
 
-class _Children(dict[K, V]):
-    """A cache of labelled children: a miss creates the entry with ``make(key)``, a hit is a dict look-up."""
-
-    def __init__(self, make: Callable[[K], V]) -> None:
-        super().__init__()
-        self._make = make
-
-    def __missing__(self, key: K) -> V:
-        value = self[key] = self._make(key)
-        return value
+@functools.cache
+def le_labels(bounds: tuple[float, ...]) -> tuple[str, ...]:
+    """The ``le`` label of each bucket of ``bounds``, +Inf last, spelt as prometheus-client spells them."""
+    return (*map(floatToGoString, bounds), "+Inf")
 
 
 class InterfaceMetrics:
-    """The request metrics of one client interface, its labelled children created once.
+    """The request metrics of one client interface.
 
-    ``enqueued``, ``dequeued``, ``acked`` and ``nacked`` are the bound ``inc`` of the record counters:
-    call them with no argument for one record, or with a count.
+    ``enqueued``, ``dequeued``, ``acked`` and ``nacked`` count records: call them with no argument for one
+    record, or with a count. ``observe_request`` creates a (command, outcome) series on its first request.
     """
 
-    __slots__ = ("_requests", "acked", "dequeued", "enqueued", "interface", "nacked")
+    __slots__ = ("_new_series", "_requests", "acked_count", "created", "dequeued_count", "enqueued_count",
+                 "interface", "nacked_count")
 
-    def __init__(self, metrics: NodeMetrics, interface: str) -> None:
+    def __init__(self, interface: str, new_series: Callable[[str, str, str, Observations], None]) -> None:
         self.interface = interface
-        self.enqueued: Callable[..., None] = metrics.records_enqueued_total.labels(interface).inc
-        self.dequeued: Callable[..., None] = metrics.records_dequeued_total.labels(interface).inc
-        self.acked: Callable[..., None] = metrics.records_acked_total.labels(interface).inc
-        self.nacked: Callable[..., None] = metrics.records_nacked_total.labels(interface).inc
-        requests, durations = metrics.requests_total, metrics.request_duration_seconds
-
-        def make(key: tuple[str, str]) -> tuple[Callable[[], None], Callable[[float], None]]:
-            command, outcome = key
-            return requests.labels(interface, command, outcome).inc, durations.labels(interface, command).observe
-
-        self._requests: _Children[tuple[str, str], tuple[Callable[[], None], Callable[[float], None]]] = \
-            _Children(make)
+        self._new_series = new_series
+        self._requests: dict[tuple[str, str], Observations] = {}
+        self.enqueued_count = self.dequeued_count = self.acked_count = self.nacked_count = 0
+        self.created = time.time()
 
     def observe_request(self, command: str, outcome: str, seconds: float) -> None:
         """One finished request: its command, outcome and latency in seconds."""
-        inc, observe = self._requests[command, outcome]
-        inc()
-        observe(seconds)
+        try:
+            series = self._requests[command, outcome]
+        except KeyError:
+            series = self._create(command, outcome)
+        series.observe(seconds)
+
+    def _create(self, command: str, outcome: str) -> Observations:
+        series = self._requests[command, outcome] = Observations(LATENCY_BUCKETS)
+        self._new_series(self.interface, command, outcome, series)
+        return series
+
+    def enqueued(self, count: int = 1) -> None:
+        self.enqueued_count += count
+
+    def dequeued(self, count: int = 1) -> None:
+        self.dequeued_count += count
+
+    def acked(self, count: int = 1) -> None:
+        self.acked_count += count
+
+    def nacked(self, count: int = 1) -> None:
+        self.nacked_count += count
 
 
 class NodeMetrics:
@@ -117,89 +176,40 @@ class NodeMetrics:
 
     def __init__(self, process_metrics: bool = True) -> None:
         self.registry = CollectorRegistry()
-        registry = self.registry
-        self.requests_total = Counter(
-            "taskflux_requests", "Client requests finished, by interface, command and outcome.",
-            ("interface", "command", "outcome"), registry=registry,
-        )
-        self.request_duration_seconds = Histogram(
-            "taskflux_request_duration_seconds",
-            "Client request latency from the decoded request to the final answer written (the binary "
-            "protocol's Ack/Nack round trip included), by interface and command.",
-            ("interface", "command"), buckets=LATENCY_BUCKETS, registry=registry,
-        )
-        self.records_enqueued_total = Counter(
-            "taskflux_records_enqueued", "Records added to a queue (the enqueue committed).",
-            ("interface",), registry=registry,
-        )
-        self.records_dequeued_total = Counter(
-            "taskflux_records_dequeued", "Records handed out to a consumer (reserved until acked or nacked).",
-            ("interface",), registry=registry,
-        )
-        self.records_acked_total = Counter(
-            "taskflux_records_acked", "Handed-out records acknowledged and removed (the removal committed).",
-            ("interface",), registry=registry,
-        )
-        self.records_nacked_total = Counter(
-            "taskflux_records_nacked", "Handed-out records given back by the consumer (offered again).",
-            ("interface",), registry=registry,
-        )
-        self.persist_duration_seconds = Histogram(
-            "taskflux_raft_persist_duration_seconds",
-            "Time the node loop waited for one Ready batch's write and fsync (entries and/or hard state).",
-            buckets=LATENCY_BUCKETS, registry=registry,
-        )
-        self.persist_batch_entries = Histogram(
-            "taskflux_raft_persist_batch_entries",
-            "Log entries written by one write + fsync (the group-commit batch).",
-            buckets=BATCH_ENTRIES_BUCKETS, registry=registry,
-        )
-        self.snapshot_size_bytes = Histogram(
-            "taskflux_snapshot_size_bytes",
-            "Size of each snapshot saved: source=local (taken by this node) or leader (installed from it).",
-            ("source",), buckets=SNAPSHOT_BYTES_BUCKETS, registry=registry,
-        )
-        self.snapshot_duration_seconds = Histogram(
-            "taskflux_snapshot_duration_seconds",
-            "Time to encode and save a snapshot (local) or decode and save one from the leader (leader).",
-            ("source",), buckets=SNAPSHOT_SECONDS_BUCKETS, registry=registry,
-        )
-        for source in ("local", "leader"):  # both series show from the start, at 0
-            self.snapshot_size_bytes.labels(source)
-            self.snapshot_duration_seconds.labels(source)
-        self._observe_persist = self.persist_duration_seconds.observe
-        self._observe_batch = self.persist_batch_entries.observe
-        self._interfaces: _Children[str, InterfaceMetrics] = _Children(lambda name: InterfaceMetrics(self, name))
+        self.counted = CountedCollector()
+        self._persist_seconds = self.counted.persist_seconds
+        self._persist_entries = self.counted.persist_entries
         for name in INTERFACES:  # every interface's record counters show from the start, at 0
             self.interface(name)
         self.collector = NodeCollector()
-        registry.register(self.collector)
+        self.registry.register(self.counted)
+        self.registry.register(self.collector)
         if process_metrics:
-            ProcessCollector(registry=registry)
-            PlatformCollector(registry=registry)
-            GCCollector(registry=registry)
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
 
     # --- what the interfaces call ---------------------------------------------------------------
 
     def interface(self, name: str) -> InterfaceMetrics:
-        """The cached request metrics of the client interface ``name`` (keep it: the fastest path)."""
-        return self._interfaces[name]
+        """The request metrics of the client interface ``name`` (keep it: the fastest path)."""
+        return self.counted.interface(name)
 
     def observe_request(self, interface: str, command: str, outcome: str, seconds: float) -> None:
         """One finished request of ``interface``: its command, outcome and latency in seconds."""
-        self._interfaces[interface].observe_request(command, outcome, seconds)
+        self.interface(interface).observe_request(command, outcome, seconds)
 
     def records_enqueued(self, interface: str, count: int = 1) -> None:
-        self._interfaces[interface].enqueued(count)
+        self.interface(interface).enqueued(count)
 
     def records_dequeued(self, interface: str, count: int = 1) -> None:
-        self._interfaces[interface].dequeued(count)
+        self.interface(interface).dequeued(count)
 
     def records_acked(self, interface: str, count: int = 1) -> None:
-        self._interfaces[interface].acked(count)
+        self.interface(interface).acked(count)
 
     def records_nacked(self, interface: str, count: int = 1) -> None:
-        self._interfaces[interface].nacked(count)
+        self.interface(interface).nacked(count)
 
     def watch_clients(self, interface: str, count: Callable[[], int]) -> None:
         """Report ``count()`` as the connected clients of ``interface`` at every scrape (replaces an
@@ -214,20 +224,132 @@ class NodeMetrics:
 
     def observe_persist(self, seconds: float, entries: int) -> None:
         """One Ready batch made durable: the loop waited ``seconds``; ``entries`` log entries written."""
-        self._observe_persist(seconds)
+        self._persist_seconds.observe(seconds)
         if entries:
-            self._observe_batch(entries)
+            self._persist_entries.observe(entries)
 
     def observe_snapshot(self, source: str, size_bytes: int, seconds: float) -> None:
         """A snapshot saved: ``local`` (taken here) or ``leader`` (installed from the leader)."""
-        self.snapshot_size_bytes.labels(source).observe(size_bytes)
-        self.snapshot_duration_seconds.labels(source).observe(seconds)
+        self.counted.snapshot_bytes[source].observe(size_bytes)
+        self.counted.snapshot_seconds[source].observe(seconds)
 
     # --- exposition -------------------------------------------------------------------------------
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of every metric, and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
+
+
+REQUESTS_HELP = "Client requests finished, by interface, command and outcome."
+REQUEST_DURATION_HELP = (
+    "Client request latency from the decoded request to the final answer written (the binary protocol's "
+    "Ack/Nack round trip included), by interface and command."
+)
+RECORD_COUNTERS = (  # (family, its help, the InterfaceMetrics attribute)
+    ("taskflux_records_enqueued", "Records added to a queue (the enqueue committed).", "enqueued_count"),
+    ("taskflux_records_dequeued", "Records handed out to a consumer (reserved until acked or nacked).",
+     "dequeued_count"),
+    ("taskflux_records_acked", "Handed-out records acknowledged and removed (the removal committed).",
+     "acked_count"),
+    ("taskflux_records_nacked", "Handed-out records given back by the consumer (offered again).", "nacked_count"),
+)
+PERSIST_SECONDS_HELP = \
+    "Time the node loop waited for one Ready batch's write and fsync (entries and/or hard state)."
+PERSIST_ENTRIES_HELP = "Log entries written by one write + fsync (the group-commit batch)."
+SNAPSHOT_BYTES_HELP = \
+    "Size of each snapshot saved: source=local (taken by this node) or leader (installed from it)."
+SNAPSHOT_SECONDS_HELP = \
+    "Time to encode and save a snapshot (local) or decode and save one from the leader (leader)."
+
+
+def created_metrics() -> bool:
+    """Whether counters and histograms expose ``*_created`` (prometheus-client's switch, on by default)."""
+    return bool(getattr(prometheus_client.metrics, "_use_created", True))
+
+
+class CountedCollector:
+    """The counted metrics' numbers, and the Prometheus families they make when Prometheus scrapes.
+
+    Families and series come out in the order prometheus-client's own metrics gave them: series in the
+    order they were first counted.
+    """
+
+    def __init__(self) -> None:
+        self.interfaces: dict[str, InterfaceMetrics] = {}
+        self.requests: list[tuple[str, str, str, Observations]] = []  # (interface, command, outcome, series)
+        self.persist_seconds = Observations(LATENCY_BUCKETS)
+        self.persist_entries = Observations(BATCH_ENTRIES_BUCKETS)
+        self.snapshot_bytes = {source: Observations(SNAPSHOT_BYTES_BUCKETS) for source in SNAPSHOT_SOURCES}
+        self.snapshot_seconds = {source: Observations(SNAPSHOT_SECONDS_BUCKETS) for source in SNAPSHOT_SOURCES}
+
+    def interface(self, name: str) -> InterfaceMetrics:
+        """The metrics of interface ``name``, created on first use."""
+        metrics = self.interfaces.get(name)
+        if metrics is None:
+            metrics = self.interfaces[name] = InterfaceMetrics(name, self._new_request_series)
+        return metrics
+
+    def _new_request_series(self, interface: str, command: str, outcome: str, series: Observations) -> None:
+        self.requests.append((interface, command, outcome, series))
+
+    def describe(self) -> Iterable[Metric]:
+        """The families (the registry reads their names, to check them for clashes)."""
+        return self._families(created=False)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families(created=created_metrics()))
+
+    def _families(self, created: bool) -> list[Metric]:
+        """Every family with its current series; ``*_created`` samples if ``created``."""
+        return [
+            self._requests_family(created),
+            self._duration_family(created),
+            *(self._record_family(name, documentation, attribute, created)
+              for name, documentation, attribute in RECORD_COUNTERS),
+            histogram_family("taskflux_raft_persist_duration_seconds", PERSIST_SECONDS_HELP, (),
+                             [((), self.persist_seconds)], created),
+            histogram_family("taskflux_raft_persist_batch_entries", PERSIST_ENTRIES_HELP, (),
+                             [((), self.persist_entries)], created),
+            histogram_family("taskflux_snapshot_size_bytes", SNAPSHOT_BYTES_HELP, ("source",),
+                             [((source,), series) for source, series in self.snapshot_bytes.items()], created),
+            histogram_family("taskflux_snapshot_duration_seconds", SNAPSHOT_SECONDS_HELP, ("source",),
+                             [((source,), series) for source, series in self.snapshot_seconds.items()], created),
+        ]
+
+    def _requests_family(self, created: bool) -> Metric:
+        family = CounterMetricFamily("taskflux_requests", REQUESTS_HELP, labels=("interface", "command", "outcome"))
+        for interface, command, outcome, series in self.requests:
+            family.add_metric((interface, command, outcome), series.count, series.created if created else None)
+        return family
+
+    def _duration_family(self, created: bool) -> Metric:
+        """The latency of each (interface, command): the sum of its outcomes' series."""
+        by_command: dict[tuple[str, str], Observations] = {}
+        for interface, command, _, series in self.requests:
+            merged = by_command.get((interface, command))
+            if merged is None:
+                merged = by_command[interface, command] = Observations(LATENCY_BUCKETS)
+            merged.add(series)
+        return histogram_family("taskflux_request_duration_seconds", REQUEST_DURATION_HELP,
+                                ("interface", "command"), by_command.items(), created)
+
+    def _record_family(self, name: str, documentation: str, attribute: str, created: bool) -> Metric:
+        family = CounterMetricFamily(name, documentation, labels=("interface",))
+        for interface, metrics in self.interfaces.items():
+            family.add_metric((interface,), getattr(metrics, attribute), metrics.created if created else None)
+        return family
+
+
+def histogram_family(name: str, documentation: str, label_names: tuple[str, ...],
+                     series: Iterable[tuple[tuple[str, ...], Observations]], created: bool) -> Metric:
+    """A histogram family of ``series`` (their label values and observations), with ``*_created`` if asked."""
+    family = HistogramMetricFamily(name, documentation, labels=label_names)
+    for label_values, observations in series:
+        family.add_metric(label_values, observations.buckets(), observations.sum)
+        if created:
+            family.add_sample(name + "_created", dict(zip(label_names, label_values, strict=True)),
+                              observations.created)
+    return family
 
 
 class NodeCollector:
