@@ -177,6 +177,10 @@ class Config:
         "integer", 5, _ranged_int(0, 1_000_000, "0..1000000"),
         "Take a snapshot once this many sealed, fully committed segments lie behind the last one "
         "(0 behaves like 1).")
+    fsync_inline_min_batch: int = option(
+        "integer", 0, _ranged_int(0, 1_000_000, "0..1000000"),
+        "A batch of at least this many log entries is written and fsynced by the node loop itself instead of "
+        "its disk thread, while fsyncs stay fast (0: always the disk thread).")
     replication_max_send_size: int = option(
         "size", "1MiB", _ranged_size(0, MAX_REPLICATION_SEND_SIZE, "0..256MiB"),
         "Soft cap on entry bytes per AppendEntries (one entry always goes; 0: one entry per message).")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from operator import attrgetter
 
 from taskflux.domain.errors import Implementation
 from taskflux.domain.policies import QueuePolicies
@@ -99,9 +99,8 @@ class Queue:
         return record_id in self._reserved
 
     def records(self) -> Iterator[Record]:
-        """Every stored record in the order dequeue would see them if every reservation were released
-        now (see ``FrozenQueue.records``)."""
-        return iter(self.freeze().records())
+        """Every stored record, in the order a snapshot writes them (see ``FrozenQueue.records``)."""
+        return self.freeze().records()
 
     def freeze(self) -> FrozenQueue:
         """The queue as it is now, for reading elsewhere (another thread) while this one changes: records
@@ -127,13 +126,10 @@ class FrozenQueue:
     def stored(self) -> int:
         return len(self.available) + len(self.reserved)
 
-    def records(self) -> list[Record]:
-        """Every record in the order dequeue would see them if every reservation were released: by
-        priority, and within a priority the available records (FIFO) before the reserved ones. Reloading
-        these records in this order gives the same queue."""
-        merged = self.available + self.reserved
-        merged.sort(key=_PRIORITY)  # stable: keeps the FIFO order and puts reserved after available
-        return merged
-
-
-_PRIORITY = attrgetter("priority")  # a C-level key: sorting a million records takes a third of the time
+    def records(self) -> Iterator[Record]:
+        """Every record, in the order reloading needs: the available ones in push order, then the reserved
+        ones. Pushing them in this order rebuilds each priority's FIFO order, with the reserved records at
+        the back of their priority as if they had been released. No sort: a snapshot's encoder thread
+        must not hold the interpreter lock for one long C call (sorting a million records takes ~0.3 s,
+        a stall of every greenlet of the node)."""
+        return itertools.chain(self.available, self.reserved)

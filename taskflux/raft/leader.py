@@ -159,7 +159,7 @@ class LeaderRole:
         """One heartbeat per peer from the current state (changes nothing): the newest pending read's
         context, and a commit index never above what the peer is known to hold."""
         context = self.read_only.last_context()
-        commit = self.log.commit_index
+        commit = self._commit_for_peers()
         term = self.current_term
         return [
             Heartbeat(self.id, peer, term, min(self.progress[peer].match_index, commit), context)
@@ -167,15 +167,28 @@ class LeaderRole:
         ]
 
     def _flush_appends(self) -> None:
-        """Send each peer what it lacks, once per Ready: what proposals added since the last one (many
-        proposals per AppendEntries), and what answers made sendable (acknowledgements that freed the
-        pipeline, rejections that moved ``next_index``). An answer only marks the sending as due, so a turn
-        that handles several answers and proposals sends each peer one AppendEntries, not one per event."""
+        """Count what proposals added since the last Ready as the leader's own copy, and send each peer what
+        it lacks, once per Ready: what proposals added (many proposals per AppendEntries), and what answers
+        made sendable (acknowledgements that freed the pipeline, rejections that moved ``next_index``). An
+        answer only marks the sending as due, so a turn that handles several answers and proposals sends each
+        peer one AppendEntries, not one per event.
+
+        The leader's copy counts before it is durable: the Ready that hands these entries out persists them
+        before it applies anything, so an entry this node applies or answers for is durable here too. A
+        single node thus commits and applies its proposals in one Ready. What the leader tells followers
+        is capped at its durable index (``_commit_for_peers``): a follower applies only entries a majority
+        holds durably."""
         if self._append_pending:
             self._append_pending = False
             if self.role == Role.LEADER:
+                if self.progress[self.id].maybe_update(self.log.last_index()):
+                    self._maybe_commit()
                 for peer in self.peers:
                     self._send_appends(peer)
+
+    def _commit_for_peers(self) -> int:
+        """The commit index to tell followers: never past this leader's durable log (see _flush_appends)."""
+        return min(self.log.commit_index, self.log.stable_index())
 
     def _send_appends(self, to: int) -> None:
         pr = self.progress[to]
@@ -203,7 +216,7 @@ class LeaderRole:
         if not entries and not allow_empty:
             return False
         self._send(AppendEntries(self.id, to, self.current_term, prev_index, prev_term, tuple(entries),
-                                 log.commit_index))  # fmt: skip
+                                 self._commit_for_peers()))  # fmt: skip
         pr.sent_entries(entries[-1].index if entries else prev_index, sum(len(e.data) for e in entries))
         return True
 

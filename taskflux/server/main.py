@@ -95,6 +95,7 @@ class Server:
                 request_timeout=config.client_request_timeout,
                 snapshot_segments_threshold=config.snapshot_creation_segments_threshold,
                 max_payload_size=config.max_payload_size,
+                inline_fsync_entries=config.fsync_inline_min_batch,
             ),
             metrics=self.metrics,
             membership=self.membership,

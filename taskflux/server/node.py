@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import gevent
 from gevent.event import AsyncResult, Event
@@ -51,9 +51,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger("taskflux.node")
 
 INBOX_SIZE = 65536
+CAMPAIGNING = (Role.PRE_CANDIDATE, Role.CANDIDATE)
 MAX_EVENTS_PER_TURN = 4096
 STAGING_STOP_SECONDS = 30.0  # a stop waits this long at most for a snapshot's worker thread to give up
 STALL_WORTH_LOGGING = 0.1  # seconds: a loop turn this long delays heartbeats noticeably
+SLOW_INLINE_FSYNC = 0.02  # seconds: an fsync on the hub this slow sends the next ones to the disk thread...
+INLINE_FSYNC_PAUSE = 30.0  # ...for this long
 
 
 class NotLeader(Exception):
@@ -98,14 +101,46 @@ class NodeSettings:
     request_timeout: float = 5.0
     snapshot_segments_threshold: int = 5
     disk_io_in_thread: bool = True  # False only to measure what an fsync on the hub costs the loop
+    # A batch of at least this many entries is written and fsynced on the hub itself (0: never), while the
+    # disk is healthy: see _persist_inline.
+    inline_fsync_entries: int = 0
     max_payload_size: int | None = None  # this node's client limit: a larger replicated record is warned about
 
 
-@dataclass(slots=True)
+class Reply(Protocol):
+    """Where a proposal's outcome goes (``Node.propose``): exactly one of the two is called, once, by the node
+    loop or its watcher greenlet — never blocking. A gevent ``AsyncResult`` is one."""
+
+    def set(self, value: Result) -> None:
+        """The command committed and was applied: its result."""
+        ...
+
+    def set_exception(self, error: BaseException) -> None:
+        """NotLeader, CommitTimeout, NodeStopped or StoppedAfterProposing (see ``Node.submit``)."""
+        ...
+
+
 class _Proposal:
-    command: Command
-    data: bytes
-    result: AsyncResult
+    """A command on its way through the loop, and where its outcome goes (once)."""
+
+    __slots__ = ("answered", "command", "data", "deadline", "reply")
+
+    def __init__(self, command: Command, data: bytes, reply: Reply, deadline: float) -> None:
+        self.command = command
+        self.data = data
+        self.reply = reply
+        self.deadline = deadline
+        self.answered = False
+
+    def resolve(self, result: Result) -> None:
+        if not self.answered:
+            self.answered = True
+            self.reply.set(result)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.answered:
+            self.answered = True
+            self.reply.set_exception(error)
 
 
 @dataclass(slots=True)
@@ -149,8 +184,8 @@ class Node:
         self.soft_state = SoftState(Role.FOLLOWER, storage.hard_state().term, NO_LEADER)
         self._inbox: Queue = Queue(INBOX_SIZE)
         # log index -> (term, command, waiting session) of this leader's proposals
-        self._pending: dict[int, tuple[int, Command, AsyncResult]] = {}
-        self._deadlines: deque[tuple[float, AsyncResult]] = deque()  # every submit, in submit order
+        self._pending: dict[int, tuple[int, _Proposal]] = {}
+        self._deadlines: deque[_Proposal] = deque()  # every proposal, in submit order
         self._reads: dict[bytes, list[AsyncResult]] = {}  # ReadIndex context -> waiting sessions
         self._reads_waiting_apply: list[tuple[int, list[AsyncResult]]] = []
         self._next_read = 0
@@ -176,8 +211,10 @@ class Node:
         # While the loop waits for the disk (between ready() and advance()): since when, and when it last sent
         # heartbeats meanwhile (see _watch).
         self._disk_wait_since: float | None = None
+        self._inline_paused_until = 0.0  # no write on the hub before this (see _persist_inline)
         self._waiting_heartbeat_at = 0.0
         self.heartbeats_while_waiting = 0  # heartbeat messages sent or answered while the loop waited
+        self._heartbeat_at = time.monotonic()  # when a heartbeat last arrived (said when this node campaigns)
         self._leadership_changed = Event()
         self._greenlet: gevent.Greenlet | None = None
         self._disk_thread: DiskThread | None = None
@@ -244,15 +281,16 @@ class Node:
                 event = self._inbox.get_nowait()
             except Empty:
                 break
-            if isinstance(event, (_Proposal, _ReadBarrier, _Transfer)) and not event.result.ready():
+            if isinstance(event, _Proposal):
+                event.fail(stopped)
+            elif isinstance(event, (_ReadBarrier, _Transfer)) and not event.result.ready():
                 event.result.set_exception(stopped)
         # Every other submit still waiting was taken by the loop (or, rarely, is still blocked on a full
         # inbox: answered conservatively too).
         reason = str(failure) if failure is not None else "the node stopped"
         unknown = StoppedAfterProposing(f"{reason}; the write was proposed before: its outcome is unknown")
-        for _, result in self._deadlines:
-            if not result.ready():
-                result.set_exception(unknown)
+        for proposal in self._deadlines:
+            proposal.fail(unknown)
         self._deadlines.clear()
         self._pending.clear()
 
@@ -273,8 +311,10 @@ class Node:
 
     @property
     def commit_index(self) -> int:
-        """The highest log index known to be committed."""
-        return self._raft.log.commit_index
+        """The highest log index known to be committed: held durably by a majority, this node included (the
+        core counts a leader's own copy before its fsync, see docs/raft.md)."""
+        log = self._raft.log
+        return min(log.commit_index, log.stable_index())
 
     @property
     def applied_index(self) -> int:
@@ -307,12 +347,19 @@ class Node:
         neither committed nor was overwritten within the request timeout (it may still commit),
         NodeStopped when the node stopped before proposing it, StoppedAfterProposing when it stopped
         after (it may still commit on a next leader)."""
-        self._require_leader()
         result = AsyncResult()
-        # No timer per request: one sweeper answers the proposals past their deadline.
-        self._deadlines.append((time.monotonic() + self.settings.request_timeout, result))
-        self._post(_Proposal(command, encode_command(command), result))
+        self.propose(command, result)
         return result.get()
+
+    def propose(self, command: Command, reply: Reply) -> None:
+        """``submit`` without waiting: the outcome goes to ``reply`` (called by the loop, once), so a session
+        can have the loop write its answer instead of being woken to write it. Raises NotLeader at once
+        when this node is not the leader (nothing was proposed)."""
+        self._require_leader()
+        # No timer per request: one watcher answers the proposals past their deadline.
+        proposal = _Proposal(command, encode_command(command), reply, time.monotonic() + self.settings.request_timeout)
+        self._deadlines.append(proposal)
+        self._post(proposal)
 
     def ensure_serving(self) -> None:
         """Return once this leader's state machine has caught up with everything committed before its
@@ -380,11 +427,13 @@ class Node:
         While the loop waits for the disk, a heartbeat from this follower's leader is also answered at
         once (``Raft.answer_heartbeat``): a slow fsync here must not look like a dead node to the leader.
         """
-        if self._disk_wait_since is not None and type(message) is Heartbeat:
-            answer = self._raft.answer_heartbeat(message)
-            if answer is not None:
-                self.heartbeats_while_waiting += 1
-                self._send(answer)
+        if type(message) is Heartbeat:
+            self._heartbeat_at = time.monotonic()
+            if self._disk_wait_since is not None:
+                answer = self._raft.answer_heartbeat(message)
+                if answer is not None:
+                    self.heartbeats_while_waiting += 1
+                    self._send(answer)
         self._inbox.put(message)
 
     def abstain(self) -> None:
@@ -493,20 +542,18 @@ class Node:
                 for message in self._raft.heartbeats():
                     self.heartbeats_while_waiting += 1
                     self._send(message)
-            while deadlines and (deadlines[0][1].ready() or deadlines[0][0] <= now):
-                _, result = deadlines.popleft()
-                if not result.ready():
-                    result.set_exception(CommitTimeout(f"not committed within {self.settings.request_timeout} s"))
+            while deadlines and (deadlines[0].answered or deadlines[0].deadline <= now):
+                deadlines.popleft().fail(CommitTimeout(f"not committed within {self.settings.request_timeout} s"))
 
     def _handle(self, event: object, reads: list[AsyncResult]) -> None:
         if isinstance(event, _Proposal):
-            if event.result.ready():  # its session was already told CommitTimeout: not worth proposing
+            if event.answered:  # its session was already told CommitTimeout: not worth proposing
                 return
             index = self._raft.propose(event.data)
             if index is None:
-                event.result.set_exception(NotLeader(self._raft.leader_id))
+                event.fail(NotLeader(self._raft.leader_id))
             else:
-                self._pending[index] = (self._raft.current_term, event.command, event.result)
+                self._pending[index] = (self._raft.current_term, event)
         elif isinstance(event, _ReadBarrier):
             reads.append(event.result)
         elif isinstance(event, _Transfer):
@@ -542,13 +589,13 @@ class Node:
         if ready.snapshot is not None:
             self._install_snapshot(ready.snapshot)
         if ready.hard_state is not None or ready.entries:
-            metrics = self._metrics
-            if metrics is None:
-                self._disk_io(self._persist, ready.hard_state, ready.entries)
+            started = time.perf_counter()
+            if self._persist_inline(len(ready.entries)):
+                self._disk_io_inline(self._persist, ready.hard_state, ready.entries)
             else:
-                started = time.perf_counter()
                 self._disk_io(self._persist, ready.hard_state, ready.entries)
-                metrics.observe_persist(time.perf_counter() - started, len(ready.entries))
+            if self._metrics is not None:
+                self._metrics.observe_persist(time.perf_counter() - started, len(ready.entries))
             self.batches += 1
         for message in ready.messages_after_persist:
             self._send(message)
@@ -598,6 +645,32 @@ class Node:
             self._disk_wait_since = None
             self._turn_disk_seconds += time.monotonic() - started
 
+    def _persist_inline(self, entries: int) -> bool:
+        """Whether to write this batch on the hub instead of the disk thread. A large batch means many requests
+        wait on it, and the hand-off to the thread costs more than the hub's pause; a small one means few wait,
+        and the hub is better off serving meanwhile. Never while the disk is slow: an inline fsync blocks
+        everything (heartbeats included), so one slower than SLOW_INLINE_FSYNC sends the next batches to the
+        thread for INLINE_FSYNC_PAUSE."""
+        limit = self.settings.inline_fsync_entries
+        return 0 < limit <= entries and time.monotonic() >= self._inline_paused_until
+
+    def _disk_io_inline(self, function: Callable[..., None], *args: object) -> None:
+        """``_disk_io`` on the hub: first let every ready greenlet run (the peers send this batch's
+        AppendEntries, sessions write their first-phase Oks), then write and fsync."""
+        gevent.sleep(0)
+        started = time.monotonic()
+        try:
+            function(*args)
+        except OSError as error:
+            raise self._storage_failed(error) from error
+        finally:
+            elapsed = time.monotonic() - started
+            self._turn_disk_seconds += elapsed
+            if elapsed > SLOW_INLINE_FSYNC:
+                self._inline_paused_until = time.monotonic() + INLINE_FSYNC_PAUSE
+                logger.info("an fsync on the hub took %.3f s: the next %d s of writes go through the disk thread",
+                            elapsed, INLINE_FSYNC_PAUSE)
+
     def _storage_failed(self, error: OSError) -> StorageFailed:
         """The failure that ends the loop when a storage write failed (see ``_disk_io``)."""
         self._storage_failure = StorageFailed(
@@ -623,6 +696,11 @@ class Node:
             logger.info(
                 "role %s, term %d, leader %d", soft_state.role.name.lower(), soft_state.term, soft_state.leader_id
             )
+            if previous.role is Role.FOLLOWER and previous.leader_id != NO_LEADER and soft_state.role in CAMPAIGNING:
+                logger.warning(
+                    "campaigning: leader %d's last heartbeat arrived %.3f s ago (the longest loop turn so far: "
+                    "%.3f s)", previous.leader_id, time.monotonic() - self._heartbeat_at, self.longest_stall,
+                )
             self._leadership_changed.set()
             self._leadership_changed = Event()
             if soft_state.leader_id != previous.leader_id and soft_state.leader_id != NO_LEADER:
@@ -642,10 +720,13 @@ class Node:
         manager = self.manager
         pending = self._pending
         for entry in entries:
-            waiting = pending.pop(entry.index, None)
-            if waiting is not None and waiting[0] != entry.term:  # another leader's entry took the index
-                waiting[2].set_exception(NotLeader(self._raft.leader_id))
-                waiting = None
+            proposed = pending.pop(entry.index, None)
+            waiting = None
+            if proposed is not None:
+                term, waiting = proposed
+                if term != entry.term:  # another leader's entry took the index
+                    waiting.fail(NotLeader(self._raft.leader_id))
+                    waiting = None
             if is_no_op(entry.data):  # a new term's no-op; the first one names the cluster
                 cluster_id = genesis_cluster_id(entry.data)
                 if cluster_id is not None and self._membership is not None:
@@ -653,7 +734,7 @@ class Node:
                 continue
             # The proposer's own command object spares decoding the entry it was encoded into.
             if waiting is not None:
-                command = waiting[1]
+                command = waiting.command
             else:
                 command = decode_command(entry.data)
                 if isinstance(command, AddRecord) and not self._warned_payload_size:
@@ -661,7 +742,7 @@ class Node:
             result = manager.apply(command)
             self.applied_entries += 1
             if waiting is not None:
-                waiting[2].set(result)
+                waiting.resolve(result)
             if isinstance(result, RecordAdded):
                 self.record_available(command.name)
             elif isinstance(command, DeleteQueue):

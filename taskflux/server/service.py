@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from gevent import GreenletExit
+from gevent.event import AsyncResult
 
 from taskflux.domain.commands import AddRecord, CreateQueue, DeleteQueue, RemoveRecord
 from taskflux.domain.errors import ErrorCode
@@ -30,7 +31,7 @@ from taskflux.domain.queue import Queue
 from taskflux.domain.records import Record
 from taskflux.domain.results import Failure, RecordRemoved, Result
 from taskflux.server import metrics as outcomes
-from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown
+from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown, Reply
 
 logger = logging.getLogger("taskflux.service")
 
@@ -89,12 +90,24 @@ class QueueService:
 
     def enqueue(self, name: str, priority: int, payload: bytes) -> Result:
         """Add a record; the result once committed (or the policy violation / failure that refused it)."""
+        result = AsyncResult()
+        self.start_enqueue(name, priority, payload, result)
+        return result.get()
+
+    def start_enqueue(self, name: str, priority: int, payload: bytes, reply: Reply) -> None:
+        """``enqueue`` without waiting: its result (a refusal included) goes to ``reply``, once — from the node
+        loop as a rule, so that a session can have its answer written without being woken. Raises NotLeader
+        (nothing was done) like ``enqueue``."""
         if not is_valid_queue_name(name):
-            return INVALID_NAME
+            reply.set(INVALID_NAME)
+            return
         add = AddRecord(name, priority, payload)
         self.node.ensure_serving()
         refusal = self.node.manager.check(add)
-        return refusal if refusal is not None else self.node.submit(add)
+        if refusal is not None:
+            reply.set(refusal)
+        else:
+            self.node.propose(add, reply)
 
     def create_queue(self, command: CreateQueue) -> Result:
         invalid = command.validate()
@@ -148,15 +161,23 @@ class QueueService:
         """Ack: remove a reserved record for good, once committed. If the removal cannot be known to
         have committed (any exception, the caller's greenlet killed included), the record is put back
         first and the exception re-raised."""
+        result = AsyncResult()
+        self.start_remove(reserved, result)
+        try:
+            return result.get()
+        except BaseException:
+            self.release(reserved)  # a second release (the removal failed) does nothing
+            raise
+
+    def start_remove(self, reserved: Reserved, reply: Reply) -> None:
+        """``remove`` without waiting: the outcome goes to ``reply``; the record is put back first when the
+        removal cannot be known to have committed."""
         queue, record = reserved.queue, reserved.record
         try:
-            result = self.node.submit(RemoveRecord(queue.name, queue.incarnation, record.id))
+            self.node.propose(RemoveRecord(queue.name, queue.incarnation, record.id), _Removal(self, reserved, reply))
         except BaseException:
             self.release(reserved)
             raise
-        if isinstance(result, Failure) and result.code is ErrorCode.QUEUE_DOES_NOT_EXIST:
-            return RecordRemoved(True)  # the queue was deleted meanwhile: the record is gone either way
-        return result
 
     def remove_before_showing(self, reserved: Reserved) -> Result | None:
         """An immediate dequeue's removal, for a record about to be shown to a client that has no way to
@@ -182,3 +203,24 @@ class QueueService:
         """Nack: put a reserved record back (same id and priority) and wake a waiting consumer."""
         if reserved.queue.release(reserved.record.id):
             self.node.record_available(reserved.queue.name)
+
+
+class _Removal:
+    """The outcome of a removal on its way to the requester's reply: the record is put back first when the
+    removal failed; a queue deleted meanwhile counts as removed (the record is gone either way)."""
+
+    __slots__ = ("reply", "reserved", "service")
+
+    def __init__(self, service: QueueService, reserved: Reserved, reply: Reply) -> None:
+        self.service = service
+        self.reserved = reserved
+        self.reply = reply
+
+    def set(self, result: Result) -> None:
+        if isinstance(result, Failure) and result.code is ErrorCode.QUEUE_DOES_NOT_EXIST:
+            result = RecordRemoved(True)
+        self.reply.set(result)
+
+    def set_exception(self, error: BaseException) -> None:
+        self.service.release(self.reserved)
+        self.reply.set_exception(error)

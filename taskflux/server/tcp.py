@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import gevent
+from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
@@ -32,7 +33,7 @@ from taskflux.config import format_endpoint
 from taskflux.domain.commands import CreateQueue
 from taskflux.domain.errors import ErrorCode
 from taskflux.domain.names import is_valid_queue_name
-from taskflux.domain.results import Failure, PolicyViolation, RecordRemoved, Result
+from taskflux.domain.results import Failure, PolicyViolation, Result
 from taskflux.server import metrics as outcomes
 from taskflux.server.connections import Connection, ConnectionTable, EvictionPolicy, oldest_unused, shut_down
 from taskflux.server.metrics import InterfaceMetrics, NodeMetrics
@@ -66,6 +67,8 @@ AUTHORIZED = wire.encode(wire.AuthorizationResponse(True))
 BOOTSTRAPPED = wire.encode(wire.BootstrapResponse(True))
 NO_RECORD = wire.encode(wire.CommandResponse(wire.DequeueResponse(None)))
 
+PENDING = "pending"  # a command's outcome is not known yet: its _Answer records it when it is written
+
 INTERFACE = "tcp"
 COMMAND_NAMES: dict[type, str] = {
     wire.EnqueueCommand: "enqueue",
@@ -79,6 +82,26 @@ COMMAND_NAMES: dict[type, str] = {
 
 class ClientGone(Exception):
     """The client closed the connection, went idle too long, or broke the protocol."""
+
+
+class _Answer:
+    """The final answer of a session's write, written into its connection by whoever learns the outcome — the
+    node loop, as a rule (``Node.propose``'s reply): the session is not woken just to write it. It reads on
+    meanwhile, and handles no further packet until the answer is written."""
+
+    __slots__ = ("command", "on_ok", "session", "started")
+
+    def __init__(self, session: Session, command: str, started: float, on_ok: Callable[[], None] | None) -> None:
+        self.session = session
+        self.command = command
+        self.started = started
+        self.on_ok = on_ok  # counts a record metric when the answer is Ok
+
+    def set(self, result: Result) -> None:
+        self.session.answered(self, result)
+
+    def set_exception(self, error: BaseException) -> None:
+        self.session.refused(self, error)
 
 
 IN_HANDSHAKE_ONLY = EvictionPolicy(oldest_unused, "had not completed its handshake",
@@ -198,6 +221,11 @@ class Session:
         self._last_packet_work = 0
         self._ignored_allowance = float(IGNORED_BURST)  # a token bucket of IGNORED_WORK_PER_SECOND
         self._ignored_at = self.connected_at
+        self._started = 0.0  # when the command being handled started (for the request metrics)
+        self._command_name = ""  # and its name
+        self._answer: _Answer | None = None  # a write's answer still to be written by the node loop
+        self._answer_written: Event | None = None  # set once it is, when the session waits for that
+        self._writing: gevent.Greenlet | None = None  # the end of an answer the socket did not take at once
         self.handlers: dict[type, Callable[[Any], str]] = {
             wire.EnqueueCommand: self.enqueue,
             wire.DequeueCommand: self.dequeue,
@@ -261,7 +289,7 @@ class Session:
         self.write(wire.encode(wire.CommandResponse(response)))
 
     def not_leader(self, leader_id: int) -> None:
-        self.write(wire.encode(wire.NotLeader(None if leader_id < 0 else leader_id)))
+        self.write(not_leader_packet(leader_id))
 
     def error(self, code: ErrorCode, message: str = "") -> None:
         self.respond(wire.CommandErrorResponse(code, message))
@@ -274,7 +302,9 @@ class Session:
             self.handle(self.read())  # no reference to a packet (its payload) outlives its handling
 
     def handle(self, packet: wire.Packet) -> None:
-        """One packet after the handshake."""
+        """One packet after the handshake (once the answer to the previous one is written)."""
+        if self._answer is not None or self._writing is not None:
+            self._wait_for_answer()
         if isinstance(packet, wire.CommandRequest):
             self.execute(packet.command)
         elif isinstance(packet, wire.ClusterMetadataRequest):
@@ -298,7 +328,8 @@ class Session:
     def execute(self, command: wire.Command) -> None:
         """Run one command's whole flow; with metrics, count its outcome and time it."""
         metrics = self.metrics
-        started = time.perf_counter() if metrics is not None else 0.0
+        started = self._started = time.perf_counter() if metrics is not None else 0.0
+        self._command_name = COMMAND_NAMES[type(command)]
         outcome = outcomes.INTERNAL_ERROR
         try:
             outcome = self.handlers[type(command)](command)
@@ -316,8 +347,10 @@ class Session:
             outcome = outcomes.STOPPED
             raise
         finally:
-            if metrics is not None:
-                metrics.observe_request(COMMAND_NAMES[type(command)], outcome, time.perf_counter() - started)
+            if outcome != PENDING:
+                self._answer = None  # none was proposed (or it raised before): no answer will come
+                if metrics is not None:
+                    metrics.observe_request(COMMAND_NAMES[type(command)], outcome, time.perf_counter() - started)
 
     def handshake(self) -> None:
         first = self.read()
@@ -347,15 +380,85 @@ class Session:
             metrics.observe_request("cluster_metadata", outcomes.OK, time.perf_counter() - started)
 
     def answer(self, result: Result) -> str:
-        """The final answer of a write: Ok, a business error, or a policy violation. Returns the outcome."""
-        if isinstance(result, Failure):
-            self.error(result.code)
-            return outcomes.ERROR
-        if isinstance(result, PolicyViolation):
-            self.respond(wire.PolicyViolationResponse(result.policy, result.limits))
-            return outcomes.POLICY_VIOLATION
-        self.write(OK)
-        return outcomes.OK
+        """Write the final answer of a write: Ok, a business error, or a policy violation. Returns the outcome."""
+        outcome, data = final_answer(result)
+        self.write(data)
+        return outcome
+
+    # --- answers written by the node loop ---------------------------------------------------------
+
+    def expect_answer(self, on_ok: Callable[[], None] | None = None) -> _Answer:
+        """The reply for the write this command proposes: the command then returns PENDING."""
+        answer = _Answer(self, self._command_name, self._started, on_ok)
+        self._answer = answer
+        return answer
+
+    def answered(self, answer: _Answer, result: Result) -> None:
+        """The write's result (called by the node loop): write its answer now."""
+        outcome, data = final_answer(result)
+        if outcome == outcomes.OK and answer.on_ok is not None:
+            answer.on_ok()
+        self._finish(answer, outcome, data)
+
+    def refused(self, answer: _Answer, error: BaseException) -> None:
+        """The write failed (called by the node loop or its watcher): NotLeader is answered; any other failure
+        closes the connection — on an unknown outcome no answer would be true, and closing tells the client
+        exactly that."""
+        if isinstance(error, NotLeader):
+            self._finish(answer, outcomes.NOT_LEADER, not_leader_packet(error.leader_id))
+            return
+        if isinstance(error, OutcomeUnknown):  # before NodeStopped: StoppedAfterProposing is one too
+            outcome = outcomes.TIMEOUT
+            logger.info("client %s disconnected: outcome unknown: %s", self.place.address, error)
+        elif isinstance(error, NodeStopped):
+            outcome = outcomes.STOPPED
+        else:
+            outcome = outcomes.INTERNAL_ERROR
+            logger.error("client %s: a write failed: %s: %s", self.place.address, type(error).__name__, error)
+        self._finish(answer, outcome, None)
+
+    def _finish(self, answer: _Answer, outcome: str, data: bytes | None) -> None:
+        """Write ``data`` (None: close the connection) without blocking the caller, count the request, and let
+        the session go on."""
+        if data is None:
+            shut_down(self.sock)
+        else:
+            self._write_now(data)
+        if self.metrics is not None:
+            self.metrics.observe_request(answer.command, outcome, time.perf_counter() - answer.started)
+        if self._answer is answer:
+            self._answer = None
+            waiting, self._answer_written = self._answer_written, None
+            if waiting is not None:
+                waiting.set()
+
+    def _write_now(self, data: bytes) -> None:
+        """Write without blocking: what the socket does not take at once is written by a greenlet of its own,
+        which the session waits for before its next packet."""
+        try:
+            sent = self.sock.send(data, 0, 0.0)  # type: ignore[call-arg]  # gevent: timeout 0 raises, never waits
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            shut_down(self.sock)  # the session's next read ends it
+            return
+        if sent < len(data):
+            self._writing = gevent.spawn(self._write_rest, data[sent:])
+
+    def _write_rest(self, data: bytes) -> None:
+        try:
+            self.write(data)
+        except ClientGone:
+            shut_down(self.sock)
+
+    def _wait_for_answer(self) -> None:
+        """Before the next packet: the answer to the previous one is written (a client that sends ahead)."""
+        while self._answer is not None:
+            self._answer_written = Event()
+            self._answer_written.wait()
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.join()
 
     # --- commands: each returns its outcome (taskflux.server.metrics) -------------------------------
 
@@ -371,10 +474,9 @@ class Session:
             return outcomes.NACK
         if not isinstance(decision, wire.Ack):
             raise ClientGone(f"expected Ack or Nack after an enqueue, got {type(decision).__name__}")
-        outcome = self.answer(self.service.enqueue(command.queue, command.priority, command.payload))
-        if outcome == outcomes.OK and self.metrics is not None:
-            self.metrics.enqueued()
-        return outcome
+        on_ok = self.metrics.enqueued if self.metrics is not None else None
+        self.service.start_enqueue(command.queue, command.priority, command.payload, self.expect_answer(on_ok))
+        return PENDING
 
     def dequeue(self, command: wire.DequeueCommand) -> str:
         reserved = self.service.reserve(command.queue, command.timeout_ms / 1000)
@@ -402,13 +504,8 @@ class Session:
         if not isinstance(decision, wire.Ack):
             self.service.release(reserved)
             raise ClientGone(f"expected Ack or Nack after a dequeue, got {type(decision).__name__}")
-        result = self.service.remove(reserved)
-        if not isinstance(result, RecordRemoved):
-            return self.answer(result)
-        self.write(OK)
-        if metrics is not None:
-            metrics.acked()
-        return outcomes.OK
+        self.service.start_remove(reserved, self.expect_answer(metrics.acked if metrics is not None else None))
+        return PENDING
 
     def count(self, command: wire.CountCommand) -> str:
         queue = self.service.get_queue(command.queue)
@@ -441,3 +538,17 @@ class Session:
             for queue in self.service.list_queues()
         )))
         return outcomes.OK
+
+
+def final_answer(result: Result) -> tuple[str, bytes]:
+    """A write's outcome (for the metrics) and its final answer: Ok, a business error or a policy violation."""
+    if isinstance(result, Failure):
+        return outcomes.ERROR, wire.encode(wire.CommandResponse(wire.CommandErrorResponse(result.code, "")))
+    if isinstance(result, PolicyViolation):
+        return outcomes.POLICY_VIOLATION, wire.encode(wire.CommandResponse(
+            wire.PolicyViolationResponse(result.policy, result.limits)))
+    return outcomes.OK, OK
+
+
+def not_leader_packet(leader_id: int) -> bytes:
+    return wire.encode(wire.NotLeader(None if leader_id < 0 else leader_id))

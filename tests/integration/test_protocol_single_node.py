@@ -215,3 +215,25 @@ def test_qa_over_the_whole_int64_range(single_node: NodeProcess) -> None:
         assert conn.enqueue("wide", priority, b"") == wire.Ok()
     taken = [conn.dequeue("wide").response.record.priority for _ in range(3)]  # type: ignore[union-attr]
     assert taken == [-(2**63), 0, 2**63 - 1]
+
+
+def test_a_client_that_sends_ahead_gets_every_answer_in_order(single_node: NodeProcess) -> None:
+    """The final answer of a write is written by the node loop while the session reads on: a packet that
+    arrives before that answer is handled only after it, so answers never overtake each other."""
+    conn = connect(single_node)
+    exchange(conn, "43 51 05 6168656164 00000001 00000002 FFFFFFFF 00", "6B")  # heap "ahead", at most 2
+    enqueue_a = "43 45 05 6168656164 0000000000000001 00000001 61"
+    enqueue_b = "43 45 05 6168656164 0000000000000002 00000001 62"
+    count = "43 43 05 6168656164"
+    exchange(conn, enqueue_a, "6B")
+    exchange(conn, "4B" + enqueue_b, "6B 6B")  # a's final Ok, then b's first-phase Ok
+    exchange(conn, "4B" + count, "6B 63 63 00000002")  # b's final Ok, then the count that includes it
+    exchange(conn, enqueue_a, "6B")
+    conn.send(h("4B" + count))  # the queue is full: a policy violation, then the count
+    violation = conn.read()
+    assert isinstance(violation, wire.CommandResponse) and isinstance(violation.response, wire.PolicyViolationResponse)
+    assert conn.read_bytes(6).hex() == h("63 63 00000002").hex()
+    dequeue = "43 44 05 6168656164 00000000"
+    record_a = "63 64 01 0000000000000001 0000000000000001 00000001 61"
+    exchange(conn, dequeue, record_a)
+    exchange(conn, "4B" + count, "6B 63 63 00000001")  # the removal's Ok, then the count without it

@@ -13,6 +13,7 @@ from taskflux.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
     Heartbeat,
+    HeartbeatResponse,
     Message,
     RequestVote,
     RequestVoteResponse,
@@ -263,20 +264,32 @@ def test_an_entry_commits_once_a_majority_stores_it_and_is_applied_in_order() ->
     assert raft.log.applied_index == 2
 
 
-def test_the_leader_counts_its_own_copy_only_once_it_is_durable() -> None:
-    """Figure 2 and §10.2.1 of the dissertation: the leader may send entries to followers while it
-    writes them itself, but it is one of the majority only once its write is done."""
+def test_the_leader_counts_its_own_copy_at_once_but_tells_followers_only_what_it_holds_durably() -> None:
+    """§10.2.1 of the dissertation: the leader may write its own copy in parallel with replicating it. It counts
+    that copy at once (it applies nothing before the Ready that persists it is handled), but the commit index
+    it tells followers never passes its durable log: a follower applies only entries a majority holds
+    durably, whatever happens to the leader's write."""
     raft, storage = make(n=3, term=1)
     become_leader(raft, storage)
     raft.step(AppendEntriesResponse(1, 0, 2, True, 1))
     sent(raft, storage)
+    assert raft.log.commit_index == 1
     raft.propose(b"x")
+    assert raft.has_ready()  # the leader's own copy now counts
+    raft.step(AppendEntriesResponse(1, 0, 2, True, 2))  # a follower holds entry 2 before the leader wrote it
+    assert raft.log.commit_index == 2
+    raft.propose(b"y")
     rd = raft.ready()
-    assert rd.entries == (Entry(2, 2, b"x"),) and any(isinstance(m, AppendEntries) for m in rd.messages)
-    assert raft.progress[0].match_index == 1
+    assert [e.index for e in rd.entries] == [2, 3]
+    assert [e.index for e in rd.committed_entries] == [2]  # applied after step 3 of this Ready persists it
+    appends = [m for m in rd.messages if isinstance(m, AppendEntries)]
+    assert appends and all(m.leader_commit == 1 for m in appends)  # not 2: not yet durable here
+    assert raft.progress[0].match_index == 3
     storage.append(rd.entries)
     raft.advance()
-    assert raft.progress[0].match_index == 2 and raft.log.commit_index == 1
+    raft.step(HeartbeatResponse(1, 0, 2))
+    heartbeats = [m for m in raft.heartbeats() if m.dst == 1]
+    assert heartbeats and heartbeats[0].commit == 2  # durable here now
 
 
 # --- §5.4.1 election restriction ---

@@ -43,7 +43,8 @@ def test_first_election_elects_exactly_one_leader_that_everyone_follows() -> Non
     assert [c.raft(i).log.commit_index for i in range(3)] == [1, 1, 1]  # the leader's no-op
 
 
-def test_a_single_node_elects_itself_at_once_and_commits_after_its_own_fsync() -> None:
+def test_a_single_node_elects_itself_at_once_and_commits_in_the_ready_that_persists() -> None:
+    """One Ready per batch: its entries are persisted (step 3) before the same entries are applied (step 5)."""
     storage = MemoryStorage()
     raft = Raft(config(0, 1), storage, random.Random(0))
     raft.tick()
@@ -52,13 +53,13 @@ def test_a_single_node_elects_itself_at_once_and_commits_after_its_own_fsync() -
     rd = raft.ready()
     genesis = rd.entries[0].data  # a brand-new cluster's first no-op names the cluster
     assert genesis_cluster_id(genesis) is not None
-    assert [e.data for e in rd.entries] == [genesis, b"x"] and rd.must_sync and rd.committed_entries == ()
+    assert [e.data for e in rd.entries] == [genesis, b"x"] and rd.must_sync
+    assert rd.committed_entries == rd.entries
     storage.set_hard_state(rd.hard_state)  # type: ignore[arg-type]
     storage.append(rd.entries)
     raft.advance()
-    rd = raft.ready()
-    assert [e.data for e in rd.committed_entries] == [genesis, b"x"]
-    raft.advance()
+    assert not raft.has_ready()
+    assert (raft.log.commit_index, raft.log.applied_index, raft.log.stable_index()) == (2, 2, 2)
 
 
 def test_a_new_leader_is_elected_after_the_leader_crashes_and_keeps_committed_entries() -> None:

@@ -36,11 +36,11 @@ class SingleNode:
         self.storage: DiskStorage | None = None
         self.node: Node | None = None
 
-    def start(self, threshold: int = 5, request_timeout: float = 5.0) -> Node:
+    def start(self, threshold: int = 5, request_timeout: float = 5.0, inline_fsync_entries: int = 0) -> Node:
         self.storage = DiskStorage(self.path, **self.storage_options)
         config = RaftConfig(node_id=0, cluster_size=1, election_ticks=4, heartbeat_ticks=1)
         settings = NodeSettings(tick_interval=0.01, snapshot_segments_threshold=threshold,
-                                request_timeout=request_timeout)
+                                request_timeout=request_timeout, inline_fsync_entries=inline_fsync_entries)
         self.node = Node(config, self.storage, lambda message: None, settings, random.Random(1))
         self.node.start()
         wait_until(lambda: self.node.is_leader)
@@ -237,3 +237,28 @@ def test_a_snapshot_of_a_large_state_does_not_stall_the_loop(tmp_path: Path) -> 
     node.read_barrier()
     assert state_digest(node.manager) == digest
     assert node.manager.get("big").stored == 200_000  # type: ignore[union-attr]
+
+
+def test_large_batches_are_fsynced_on_the_hub_until_an_fsync_there_is_slow(
+    single: SingleNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = single.start(inline_fsync_entries=4)
+    assert node._disk_thread is not None
+    handed_to_thread = []
+    call = node._disk_thread.call
+    monkeypatch.setattr(node._disk_thread, "call", lambda *args: handed_to_thread.append(1) or call(*args))
+
+    def batch_of(count: int) -> None:
+        writes = [gevent.spawn(node.submit, AddRecord("", 0, b"w")) for _ in range(count)]
+        gevent.joinall(writes, raise_error=True)
+
+    batch_of(1)  # below the threshold: the disk thread
+    assert handed_to_thread == [1]
+    batch_of(8)  # one batch of 8 on the hub
+    assert handed_to_thread == [1]
+    stall_appends(node.storage, 0.05, monkeypatch)  # slower than SLOW_INLINE_FSYNC
+    batch_of(8)
+    assert handed_to_thread == [1]  # this one was on the hub, and slow...
+    batch_of(8)
+    assert handed_to_thread == [1, 1]  # ...so the next large batch goes to the thread
+    assert node.manager.get("").stored == 25  # type: ignore[union-attr]

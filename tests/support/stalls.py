@@ -9,8 +9,9 @@ from taskflux.storage.disk import DiskStorage
 
 
 def stall_appends(storage: DiskStorage, seconds: float, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every log append of ``storage`` takes ``seconds`` longer (it runs in the node's disk thread, so the
-    real, blocking sleep is the one to use)."""
+    """Every log append of ``storage`` takes ``seconds`` longer. It runs in the node's disk thread, or on the hub
+    when the node writes there itself, so the real, blocking sleep is the one to use (a stalled disk blocks the
+    hub)."""
     real_sleep = monkey.get_original("time", "sleep")
     append = storage.append
 
