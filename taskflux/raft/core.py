@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from taskflux.raft.coalesce import coalesce_append_responses
 from taskflux.raft.config import RaftConfig
 from taskflux.raft.genesis import genesis_data
 from taskflux.raft.leader import LeaderRole
@@ -305,7 +306,7 @@ class Raft(LeaderRole):
             hard_state=hard_state if changed else None,
             entries=entries,
             must_sync=bool(entries) or changed or snapshot is not None,
-            messages_after_persist=tuple(self._messages_after_persist),
+            messages_after_persist=coalesce_append_responses(self._messages_after_persist),
             committed_entries=committed,
             read_states=tuple(self._read_states),
             caught_up=self._caught_up_unreported,

@@ -89,14 +89,14 @@ class LeaderRole:
                 self._maybe_commit()
                 if m.src == self.lead_transferee and pr.match_index == log.last_index():
                     self._send(TimeoutNow(self.id, m.src, self.current_term))
-            self._send_appends(m.src)
+            self._append_pending = True
         elif m.reject_index:
             if m.reject_index > log.last_index():
                 self.anomalies += 1
                 return
             if m.hint_term == 0 and m.hint_index <= pr.match_index:
                 pr.lost_entries(m.hint_index)
-                self._send_appends(m.src)
+                self._append_pending = True
                 return
             if m.hint_term == 0:
                 hint_next = m.hint_index
@@ -104,7 +104,7 @@ class LeaderRole:
                 found = log.last_index_of_term(m.hint_term, m.reject_index)
                 hint_next = found + 1 if found else m.hint_index
             if pr.maybe_decrease(m.reject_index, hint_next):
-                self._send_appends(m.src)
+                self._append_pending = True
 
     def _handle_heartbeat_response(self, m: HeartbeatResponse, pr: Progress) -> None:
         pr.probe_sent = False
@@ -128,7 +128,7 @@ class LeaderRole:
             if pr.state == ProgressState.SNAPSHOT:
                 pr.become_probe()
             self._maybe_commit()
-            self._send_appends(m.src)
+            self._append_pending = True
         elif pr.state == ProgressState.SNAPSHOT and m.snapshot_index == pr.snapshot_index:
             if m.offset > self.log.storage.snapshot_size():
                 self.anomalies += 1
@@ -167,8 +167,11 @@ class LeaderRole:
         ]
 
     def _flush_appends(self) -> None:
-        """Count what proposals added since the last Ready as the leader's own copy, and send it (many
-        proposals per AppendEntries).
+        """Count what proposals added since the last Ready as the leader's own copy, and send each peer what
+        it lacks, once per Ready: what proposals added (many proposals per AppendEntries), and what answers
+        made sendable (acknowledgements that freed the pipeline, rejections that moved ``next_index``). An
+        answer only marks the sending as due, so a turn that handles several answers and proposals sends each
+        peer one AppendEntries, not one per event.
 
         The leader's copy counts before it is durable: the Ready that hands these entries out persists them
         before it applies anything, so an entry this node applies or answers for is durable here too. A

@@ -170,7 +170,7 @@ class PeerNetwork:
                         batch.append(encode_frame(outbox.popleft()))
                     self._sending[peer] = (sock, time.monotonic())
                     try:
-                        sock.sendall(b"".join(batch))
+                        _send_all(sock, b"".join(batch))
                     finally:
                         del self._sending[peer]
             except (OSError, ClusterProtocolError) as error:
@@ -308,12 +308,22 @@ class PeerNetwork:
 
     def _read_messages(self, sock: socket.socket, decoder: FrameDecoder, peer: int) -> None:
         """Deliver the peer's messages until it closes the link (returns) or the link fails (raises)."""
+        buffer = bytearray(RECV_BYTES)  # one per link: a recv allocates nothing
+        view = memoryview(buffer)
         while True:
             while (frame := decoder.next_frame()) is not None:
                 if isinstance(frame, Hello) or frame.src != peer or frame.dst != self.node_id:
                     raise ClusterProtocolError(f"node {peer} sent {type(frame).__name__} not meant for it")
                 self._deliver(frame)
-            data = sock.recv(RECV_BYTES)
-            if not data:
+            received = sock.recv_into(buffer)
+            if not received:
                 return
-            decoder.feed(data)
+            decoder.feed(view[:received])
+
+
+def _send_all(sock: socket.socket, data: bytes) -> None:
+    """``sock.sendall(data)`` at the cost of one ``send`` when the kernel takes it all at once (the common
+    case: gevent's ``sendall`` asks the socket its buffer size on every call before it sends)."""
+    sent = sock.send(data)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])

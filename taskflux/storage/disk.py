@@ -264,10 +264,14 @@ class DiskStorage:
 
     def _remember(self, entries: Sequence[Entry]) -> None:
         """Keep the batch just made durable in memory (the last RECENT_BATCHES batches), dropping what it
-        replaced: O(batches + batch), never O(entries kept)."""
+        replaced: O(batches + batch), never O(entries kept); O(1) when the batch continues the log."""
         first = entries[0].index
+        recent = self._recent
+        if recent and recent[-1][-1].index + 1 == first:  # every append but one that replaces a suffix
+            self._recent = (*recent[1 - RECENT_BATCHES :], tuple(entries))
+            return
         kept: list[tuple[Entry, ...]] = []
-        for batch in self._recent:
+        for batch in recent:
             if batch[-1].index < first:
                 kept.append(batch)
             elif batch[0].index < first:
@@ -376,15 +380,18 @@ def _from_batches(batches: tuple[tuple[Entry, ...], ...], lo: int, hi: int) -> l
     """Entries ``[lo, hi)`` from the in-memory batches, or None when they do not hold all of them."""
     if not batches or lo < batches[0][0].index or hi - 1 > batches[-1][-1].index:
         return None
-    found: list[Entry] = []
-    for batch in batches:
+    # Reads are of recent entries (to apply, to replicate): look for ``lo`` from the newest batch back.
+    k = len(batches) - 1
+    while batches[k][0].index > lo:
+        k -= 1
+    batch = batches[k]
+    start = batch[0].index
+    found = list(batch[lo - start : hi - start])
+    for batch in batches[k + 1 :]:
         start = batch[0].index
-        end = start + len(batch)
-        if end <= lo:
-            continue
         if start >= hi:
             break
-        found.extend(batch[max(lo, start) - start : min(hi, end) - start])
+        found.extend(batch[: hi - start])
     return found
 
 

@@ -254,3 +254,17 @@ def test_reads_of_recent_batches_match_the_disk_across_truncations_and_snapshots
         after = storage.entries(61, 63, 1 << 30)
     with DiskStorage(tmp_path / "d") as storage:
         assert storage.entries(61, 63, 1 << 30) == after
+
+
+def test_every_range_of_the_recent_batches_reads_as_the_disk_does(tmp_path: Path) -> None:
+    """Reads that start in any cached batch and end in any later one, the cache full (older batches dropped)."""
+    with DiskStorage(tmp_path / "d") as storage:
+        first = 1
+        for size in [1, 2, 3, 5] * 20:  # 80 batches: more than the cache keeps
+            storage.append([Entry(i, 1, b"e%d" % i) for i in range(first, first + size)])
+            first += size
+        last = storage.last_index()
+        cached = {(lo, hi): storage.entries(lo, hi, 1 << 30) for lo in range(last - 150, last + 1)
+                  for hi in range(lo + 1, last + 2)}
+    with DiskStorage(tmp_path / "d") as storage:  # nothing cached: every read comes from the disk
+        assert all(storage.entries(lo, hi, 1 << 30) == entries for (lo, hi), entries in cached.items())
