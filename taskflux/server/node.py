@@ -188,7 +188,7 @@ class Node:
         self._applied_index = storage.snapshot_meta().index
         self.soft_state = SoftState(Role.FOLLOWER, storage.hard_state().term, NO_LEADER)
         self._inbox: Queue = Queue(INBOX_SIZE)
-        # log index -> (term, command, waiting session) of this leader's proposals
+        # log index -> (term, proposal) of this leader's proposals
         self._pending: dict[int, tuple[int, _Proposal]] = {}
         self._deadlines: deque[_Proposal] = deque()  # every proposal, in submit order
         self._reads: dict[bytes, list[AsyncResult]] = {}  # ReadIndex context -> waiting sessions
@@ -622,10 +622,8 @@ class Node:
             self._install_snapshot(ready.snapshot)
         if ready.hard_state is not None or ready.entries:
             started = time.perf_counter()
-            if self._persist_inline(len(ready.entries)):
-                self._disk_io_inline(self._persist, ready.hard_state, ready.entries)
-            else:
-                self._disk_io(self._persist, ready.hard_state, ready.entries)
+            inline = self._persist_inline(len(ready.entries))
+            self._disk_io(self._persist, ready.hard_state, ready.entries, inline=inline)
             if self._metrics is not None:
                 self._metrics.observe_persist(time.perf_counter() - started, len(ready.entries))
             self.batches += 1
@@ -656,52 +654,45 @@ class Node:
                 self._reads_waiting_apply.append((read.index, waiters))
         self._raft.advance()
 
-    def _disk_io(self, function: Callable[..., None], *args: object) -> None:
+    def _disk_io(self, function: Callable[..., None], *args: object, inline: bool = False) -> None:
         """Run a storage write (fsyncs included) in the disk thread: the loop waits for it, the hub
-        keeps serving every other greenlet meanwhile.
+        keeps serving every other greenlet meanwhile. With ``inline`` (see ``_persist_inline``) on the hub
+        itself, once every ready greenlet has run (the peers send this batch's AppendEntries, sessions write
+        their first-phase Oks); an inline write slower than SLOW_INLINE_FSYNC sends the next ones to the disk
+        thread for INLINE_FSYNC_PAUSE.
 
         A failed write ends the loop with StorageFailed: after a failed write or fsync the files may
         not hold what the raft core believes was stored, and only a fresh start (which rescans the
         disk) can tell what they hold. Nothing was acknowledged on the strength of the failed write.
         """
+        if inline:
+            gevent.sleep(0)
         started = time.monotonic()
-        self._disk_wait_since = started
+        if not inline:
+            self._disk_wait_since = started
         try:
-            if self._disk_thread is not None:
-                self._disk_thread.call(function, *args)
-            else:
+            if inline or self._disk_thread is None:
                 function(*args)
+            else:
+                self._disk_thread.call(function, *args)
         except OSError as error:
             raise self._storage_failed(error) from error
         finally:
             self._disk_wait_since = None
-            self._turn_disk_seconds += time.monotonic() - started
+            elapsed = time.monotonic() - started
+            self._turn_disk_seconds += elapsed
+            if inline and elapsed > SLOW_INLINE_FSYNC:
+                self._inline_paused_until = time.monotonic() + INLINE_FSYNC_PAUSE
+                logger.info("an fsync on the hub took %.3f s: the next %d s of writes go through the disk thread",
+                            elapsed, INLINE_FSYNC_PAUSE)
 
     def _persist_inline(self, entries: int) -> bool:
         """Whether to write this batch on the hub instead of the disk thread. A large batch means many requests
         wait on it, and the hand-off to the thread costs more than the hub's pause; a small one means few wait,
         and the hub is better off serving meanwhile. Never while the disk is slow: an inline fsync blocks
-        everything (heartbeats included), so one slower than SLOW_INLINE_FSYNC sends the next batches to the
-        thread for INLINE_FSYNC_PAUSE."""
+        everything (heartbeats included)."""
         limit = self.settings.inline_fsync_entries
         return 0 < limit <= entries and time.monotonic() >= self._inline_paused_until
-
-    def _disk_io_inline(self, function: Callable[..., None], *args: object) -> None:
-        """``_disk_io`` on the hub: first let every ready greenlet run (the peers send this batch's
-        AppendEntries, sessions write their first-phase Oks), then write and fsync."""
-        gevent.sleep(0)
-        started = time.monotonic()
-        try:
-            function(*args)
-        except OSError as error:
-            raise self._storage_failed(error) from error
-        finally:
-            elapsed = time.monotonic() - started
-            self._turn_disk_seconds += elapsed
-            if elapsed > SLOW_INLINE_FSYNC:
-                self._inline_paused_until = time.monotonic() + INLINE_FSYNC_PAUSE
-                logger.info("an fsync on the hub took %.3f s: the next %d s of writes go through the disk thread",
-                            elapsed, INLINE_FSYNC_PAUSE)
 
     def _storage_failed(self, error: OSError) -> StorageFailed:
         """The failure that ends the loop when a storage write failed (see ``_disk_io``)."""
