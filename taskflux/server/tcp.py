@@ -226,6 +226,7 @@ class Session:
         self._answer: _Answer | None = None  # a write's answer still to be written by the node loop
         self._answer_written: Event | None = None  # set once it is, when the session waits for that
         self._writing: gevent.Greenlet | None = None  # the end of an answer the socket did not take at once
+        self._reading = False  # blocked in its socket read
         self.handlers: dict[type, Callable[[Any], str]] = {
             wire.EnqueueCommand: self.enqueue,
             wire.DequeueCommand: self.dequeue,
@@ -252,12 +253,16 @@ class Session:
                 self.spend(self._last_packet_work)
                 return packet
             place = self.place
-            place.wait_for_client(self._wait_seconds, self._wait_reason, self._wait_since)
+            if self._answer is None and self._writing is None:
+                place.wait_for_client(self._wait_seconds, self._wait_reason, self._wait_since)
+            # else: the server still owes its answer; the client's deadline starts once it is written (_owed)
+            self._reading = True
             try:
                 data = self.sock.recv(RECV_BYTES)
             except OSError as error:
                 raise self.gone(str(error)) from None
             finally:
+                self._reading = False
                 place.serving()
             if not data:
                 raise self.gone("")
@@ -424,6 +429,7 @@ class Session:
             shut_down(self.sock)
         else:
             self._write_now(data)
+            self._owed()
         if self.metrics is not None:
             self.metrics.observe_request(answer.command, outcome, time.perf_counter() - answer.started)
         if self._answer is answer:
@@ -450,6 +456,15 @@ class Session:
             self.write(data)
         except ClientGone:
             shut_down(self.sock)
+        else:
+            self._writing = None
+            self._owed()
+
+    def _owed(self) -> None:
+        """The answer is written: from now on the client owes its next request, within the idle timeout (the
+        session's read, if it is blocked in one, set no deadline while the server owed the answer)."""
+        if self._reading and self._writing is None:
+            self.place.wait_for_client(self._wait_seconds, self._wait_reason, self._wait_since)
 
     def _wait_for_answer(self) -> None:
         """Before the next packet: the answer to the previous one is written (a client that sends ahead)."""
