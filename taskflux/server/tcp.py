@@ -355,7 +355,7 @@ class Session:
             if outcome != PENDING:
                 self._answer = None  # none was proposed (or it raised before): no answer will come
                 if metrics is not None:
-                    metrics.observe_request(COMMAND_NAMES[type(command)], outcome, time.perf_counter() - started)
+                    metrics.observe_request(self._command_name, outcome, time.perf_counter() - started)
 
     def handshake(self) -> None:
         first = self.read()
