@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import gevent
 from gevent.event import AsyncResult, Event
-from gevent.queue import Empty, Queue
+from gevent.queue import Empty, Full, Queue
 
 from taskflux.domain.commands import AddRecord, Command, DeleteQueue
 from taskflux.domain.entry_codec import decode_command, encode_command
@@ -149,6 +149,7 @@ class _ReadBarrier:
 
 
 _ABSTAIN = object()  # the inbox event of abstain()
+_TICK = object()  # the inbox event of a raft tick (posted by _watch every tick interval)
 
 
 @dataclass(slots=True)
@@ -219,6 +220,7 @@ class Node:
         self._disk_wait_since: float | None = None
         self._inline_paused_until = 0.0  # no write on the hub before this (see _persist_inline)
         self._waiting_heartbeat_at = 0.0
+        self._tick_queued = False  # a _TICK is in the inbox: _watch posts no second one
         self.heartbeats_while_waiting = 0  # heartbeat messages sent or answered while the loop waited
         self._heartbeat_at = time.monotonic()  # when a heartbeat last arrived (said when this node campaigns)
         self._leadership_changed = Event()
@@ -507,14 +509,10 @@ class Node:
             self.ended.set()
 
     def _loop(self) -> None:
-        interval = self.settings.tick_interval
-        next_tick = time.monotonic() + interval
         inbox = self._inbox
         while not self._stopping:
-            timeout = next_tick - time.monotonic()
-            events = []
+            events = [inbox.get()]  # ticks arrive as events too (_watch): no timer per wait
             try:
-                events.append(inbox.get(timeout=max(0.0, timeout)))
                 # Let every greenlet that is ready run first: sessions woken by the last apply propose
                 # their next request now, and join this batch instead of waiting for the next fsync.
                 gevent.sleep(0)
@@ -532,11 +530,6 @@ class Node:
             now = time.monotonic()
             if self.soft_state.role is Role.LEADER and now >= self._next_lease_round:
                 self._renew_lease(now)
-            if now >= next_tick:
-                self._raft.tick()
-                next_tick += interval
-                if next_tick < now:  # the loop fell behind (a long fsync): do not tick in a burst
-                    next_tick = now + interval
             while self._raft.has_ready():
                 self._handle_ready(self._raft.ready())
             if self._decoding is not None and self._decoding[1].ready():
@@ -547,8 +540,10 @@ class Node:
             self._observe_turn(time.monotonic() - turn_started)
 
     def _watch(self) -> None:
-        """What must go on while the loop waits for a slow disk, every tick interval:
+        """What must go on beside the loop, every tick interval:
 
+        - post a raft tick to the loop (one at a time: a loop that fell behind, in a long fsync, does not tick
+          in a burst afterwards);
         - answer CommitTimeout to every submit still waiting at its deadline (the entry may still commit
           later; it is then applied like any other);
         - as the leader, send heartbeats every heartbeat interval (``Raft.heartbeats``), so that the
@@ -559,6 +554,10 @@ class Node:
         while True:
             gevent.sleep(interval)
             now = time.monotonic()
+            if not self._tick_queued:
+                with contextlib.suppress(Full):  # a full inbox: the loop has work enough; tick next time
+                    self._inbox.put_nowait(_TICK)
+                    self._tick_queued = True
             waiting_since = self._disk_wait_since
             last_sent = max(waiting_since or 0.0, self._waiting_heartbeat_at)
             if waiting_since is not None and now - last_sent >= self._heartbeat_seconds:
@@ -582,6 +581,9 @@ class Node:
             reads.append(event.result)
         elif isinstance(event, _Transfer):
             event.result.set(self._raft.transfer_leadership(event.to))
+        elif event is _TICK:
+            self._tick_queued = False
+            self._raft.tick()
         elif event is _ABSTAIN:
             self._raft.abstain()
         elif isinstance(event, _LinkClosed):

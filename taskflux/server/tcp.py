@@ -80,6 +80,14 @@ COMMAND_NAMES: dict[type, str] = {
 }
 
 
+def send_at_once(sock: socket.socket, data: bytes) -> int:
+    """One non-blocking send: the bytes the socket took (0 when its buffer is full); OSError if it broke."""
+    try:
+        return sock.send(data, 0, 0.0)  # type: ignore[call-arg]  # gevent: timeout 0 raises, never waits
+    except BlockingIOError:
+        return 0
+
+
 class ClientGone(Exception):
     """The client closed the connection, went idle too long, or broke the protocol."""
 
@@ -277,10 +285,20 @@ class Session:
             gevent.sleep(FAIR_SHARE_PAUSE)
 
     def write(self, data: bytes) -> None:
+        """Write ``data`` whole. One non-blocking send first: an answer fits the socket buffer as a rule, and
+        gevent's ``sendall`` costs a ``getsockopt`` and a timer per call; what does not fit waits for the client
+        (its idle timeout applies meanwhile)."""
+        sock = self.sock
+        try:
+            sent = send_at_once(sock, data)
+        except OSError as error:
+            raise self.gone(str(error)) from None
+        if sent == len(data):
+            return
         place = self.place
         place.wait_for_client(self._wait_seconds, self._wait_reason, self._wait_since)
         try:
-            self.sock.sendall(data)
+            sock.sendall(memoryview(data)[sent:])
         except OSError as error:
             raise self.gone(str(error)) from None
         finally:
@@ -442,9 +460,7 @@ class Session:
         """Write without blocking: what the socket does not take at once is written by a greenlet of its own,
         which the session waits for before its next packet."""
         try:
-            sent = self.sock.send(data, 0, 0.0)  # type: ignore[call-arg]  # gevent: timeout 0 raises, never waits
-        except BlockingIOError:
-            sent = 0
+            sent = send_at_once(self.sock, data)
         except OSError:
             shut_down(self.sock)  # the session's next read ends it
             return

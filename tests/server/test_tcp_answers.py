@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,3 +47,18 @@ def test_a_commit_slower_than_the_idle_timeout_is_answered_and_the_idle_timeout_
     answered = time.monotonic()
     wait_until(conn.is_closed_by_server, timeout=5 * IDLE_TIMEOUT)  # then the client's own idleness counts
     assert time.monotonic() - answered >= IDLE_TIMEOUT * 0.8
+
+
+def test_an_answer_larger_than_the_socket_buffers_arrives_whole(served: tuple[ClientServer, object]) -> None:
+    """A dequeue answer the socket cannot take in one send (6 MiB to a client with a small receive buffer):
+    the session writes the rest as the client reads, and the record arrives byte for byte."""
+    clients, _ = served
+    payload = bytes(range(256)) * (6 * 4096)  # 6 MiB
+    producer = RawConnection(clients.address)
+    assert producer.enqueue("", 1, payload) == wire.Ok()
+    consumer = RawConnection(clients.address)
+    consumer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    answer = consumer.command(wire.DequeueCommand("", 0))
+    assert isinstance(answer, wire.CommandResponse) and isinstance(answer.response, wire.DequeueResponse)
+    assert answer.response.record is not None and answer.response.record.payload == payload
+    assert consumer.request(wire.Ack()) == wire.Ok()
