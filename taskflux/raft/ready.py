@@ -57,8 +57,9 @@ class Ready:
     4. Send ``messages_after_persist`` (votes, responses: they promise what step 3 made durable).
     5. Apply ``committed_entries`` to the state machine, in order.
     6. Answer the reads in ``read_states`` (once the state machine has applied their index).
-    7. ``advance()``: the core learns that the entries are durable (a leader counts its own copy only
-       now) and that the committed entries are applied.
+    7. ``advance()``: the core learns that the entries are durable (a leader tells followers commit indexes
+       only up to its durable log; it counted its own copy when it handed the entries out, safe because step
+       3 comes before step 5) and that the committed entries are applied.
 
     ``caught_up``: the node has just caught up from a leader after starting with an empty log; once step 3
     is done, the driver records that durably, so that it votes again after a restart (see ``Raft.abstain()``).
