@@ -16,6 +16,7 @@ class RawConnection:
         host, port = address.rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         self.decoder = wire.PacketDecoder(wire.Direction.SERVER_TO_CLIENT)
+        self._fed = bytearray()  # bytes fed to the decoder, of which it has not returned the last pending_bytes
         self.raw_seen = bytearray()
         if handshake:
             self.send(HANDSHAKE)
@@ -28,8 +29,15 @@ class RawConnection:
         self.send(wire.encode(packet))
 
     def read_bytes(self, count: int) -> bytes:
-        """Exactly ``count`` raw bytes (for byte-for-byte checks)."""
-        data = b""
+        """Exactly ``count`` raw bytes (for byte-for-byte checks), starting with any that ``read`` received past
+        the packet it returned (two answers may arrive in one segment)."""
+        pending = self.decoder.pending_bytes
+        buffered = bytes(self._fed[len(self._fed) - pending:]) if pending else b""
+        data, rest = buffered[:count], buffered[count:]
+        if pending:
+            self.decoder = wire.PacketDecoder(wire.Direction.SERVER_TO_CLIENT)
+            self._fed = bytearray()
+            self._feed(rest)
         while len(data) < count:
             chunk = self.sock.recv(count - len(data))
             if not chunk:
@@ -45,7 +53,13 @@ class RawConnection:
             chunk = self.sock.recv(65536)
             if not chunk:
                 raise ConnectionError("closed by the server")
-            self.decoder.feed(chunk)
+            self._feed(chunk)
+
+    def _feed(self, data: bytes) -> None:
+        if not self.decoder.pending_bytes:
+            self._fed.clear()  # keep only what the decoder has not returned yet
+        self._fed += data
+        self.decoder.feed(data)
 
     def request(self, packet: wire.Packet) -> wire.Packet:
         self.send_packet(packet)
