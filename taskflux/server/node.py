@@ -3,10 +3,10 @@
 Everything that changes them goes through the node's inbox (a bounded gevent queue): proposals from
 client sessions, read barriers, raft messages from peers. Each turn of the loop takes every event that
 has arrived, ticks the raft clock when due, and then drives the raft core's Ready batches (the contract
-in ``taskflux.raft.ready.Ready``): leader messages leave at once, the batch's entries are written with
-one fsync in the node's disk thread (so the hub keeps serving while the disk works, and every proposal
-that arrives meanwhile joins the next batch: group commit), then acknowledgements leave, committed
-entries are applied and their waiting sessions woken.
+in ``taskflux.raft.ready.Ready``): leader messages leave at once, the loop writes the batch's entries and
+waits for their one fsync in the node's disk thread (so the hub keeps serving while the disk works, and
+every proposal that arrives meanwhile joins the next batch: group commit), then acknowledgements leave,
+committed entries are applied and their waiting sessions woken.
 
 Sessions read the state machine directly (``node.manager``) and take leader-local reservations on it:
 under gevent only one greenlet runs at a time, and none of those calls blocks, so they never observe a
@@ -42,6 +42,7 @@ from taskflux.raft.ready import NO_LEADER, Ready, Role, Snapshot, SoftState
 from taskflux.raft.types import Entry, SnapshotMeta
 from taskflux.server.disk_thread import DiskThread
 from taskflux.storage.disk import DiskStorage
+from taskflux.storage.fileops import OffloadedSyncs
 from taskflux.storage.snapshot import SnapshotFile
 
 if TYPE_CHECKING:
@@ -226,6 +227,7 @@ class Node:
         self._leadership_changed = Event()
         self._greenlet: gevent.Greenlet | None = None
         self._disk_thread: DiskThread | None = None
+        self._file_ops: OffloadedSyncs | None = None  # the storage's calls while the loop runs
         self._sweeper: gevent.Greenlet | None = None
         self._stopping = False
         self._storage_failure: StorageFailed | None = None
@@ -244,6 +246,8 @@ class Node:
     def start(self) -> None:
         if self.settings.disk_io_in_thread:
             self._disk_thread = DiskThread()
+            self._file_ops = OffloadedSyncs(self._storage.file_ops, self._disk_thread)
+            self._storage.file_ops = self._file_ops
         self._greenlet = gevent.spawn(self._run)
         self._sweeper = gevent.spawn(self._watch)
 
@@ -259,6 +263,8 @@ class Node:
             self._sweeper.kill()
         if self._disk_thread is not None:
             self._disk_thread.close()
+        if self._file_ops is not None and self._storage.file_ops is self._file_ops:
+            self._storage.file_ops = self._file_ops.inner
         if self._staging is not None:  # its worker gives up at its next chunk; the staged file goes with tmp/
             staging = self._staging[1]
             self._staging = None
@@ -625,7 +631,7 @@ class Node:
         if ready.hard_state is not None or ready.entries:
             started = time.perf_counter()
             inline = self._persist_inline(len(ready.entries))
-            self._disk_io(self._persist, ready.hard_state, ready.entries, inline=inline)
+            self._disk_io(self._persist, ready.hard_state, ready.entries, inline=inline, syncs_only=True)
             if self._metrics is not None:
                 self._metrics.observe_persist(time.perf_counter() - started, len(ready.entries))
             self.batches += 1
@@ -656,12 +662,17 @@ class Node:
                 self._reads_waiting_apply.append((read.index, waiters))
         self._raft.advance()
 
-    def _disk_io(self, function: Callable[..., None], *args: object, inline: bool = False) -> None:
+    def _disk_io(
+        self, function: Callable[..., None], *args: object, inline: bool = False, syncs_only: bool = False
+    ) -> None:
         """Run a storage write (fsyncs included) in the disk thread: the loop waits for it, the hub
-        keeps serving every other greenlet meanwhile. With ``inline`` (see ``_persist_inline``) on the hub
-        itself, once every ready greenlet has run (the peers send this batch's AppendEntries, sessions write
-        their first-phase Oks); an inline write slower than SLOW_INLINE_FSYNC sends the next ones to the disk
-        thread for INLINE_FSYNC_PAUSE.
+        keeps serving every other greenlet meanwhile. With ``syncs_only`` the loop makes the writes itself
+        (small ones: into the page cache, microseconds) and hands only the fsyncs to the disk thread
+        (``OffloadedSyncs``): the thread then runs one C call per fsync and hardly ever waits for the GIL,
+        which the hub holds most of the time on a busy node. With ``inline`` (see ``_persist_inline``) on the
+        hub itself, fsyncs included, once every ready greenlet has run (the peers send this batch's
+        AppendEntries, sessions write their first-phase Oks); an inline write slower than SLOW_INLINE_FSYNC
+        sends the next ones to the disk thread for INLINE_FSYNC_PAUSE.
 
         A failed write ends the loop with StorageFailed: after a failed write or fsync the files may
         not hold what the raft core believes was stored, and only a fresh start (which rescans the
@@ -672,14 +683,19 @@ class Node:
         started = time.monotonic()
         if not inline:
             self._disk_wait_since = started
+        ops = self._file_ops
         try:
-            if inline or self._disk_thread is None:
+            if inline and ops is not None:
+                ops.direct = True
+            if inline or syncs_only or self._disk_thread is None:
                 function(*args)
             else:
                 self._disk_thread.call(function, *args)
         except OSError as error:
             raise self._storage_failed(error) from error
         finally:
+            if ops is not None:
+                ops.direct = False
             self._disk_wait_since = None
             elapsed = time.monotonic() - started
             self._turn_disk_seconds += elapsed
@@ -706,7 +722,9 @@ class Node:
         return self._storage_failure
 
     def _persist(self, hard_state: object, entries: tuple[Entry, ...]) -> None:
-        """Runs in a worker thread: the only storage writes that overlap other greenlets' work."""
+        """The loop's write of one Ready batch; other greenlets run while its fsyncs wait for the disk (the
+        storage publishes the new entries only once they are durable, so none of them reads a half-written
+        batch)."""
         if hard_state is not None:
             self._storage.set_hard_state(hard_state)  # type: ignore[arg-type]
         if entries:

@@ -130,6 +130,18 @@ class DiskStorage:
                            first, log.term_at(first), snap.term)
             log.discard_all()
 
+    @property
+    def file_ops(self) -> FileOps:
+        """The calls through which every change reaches the disk; replaceable while no call is in progress
+        (the node hands its fsyncs to its disk thread with ``OffloadedSyncs`` while it runs)."""
+        return self._ops
+
+    @file_ops.setter
+    def file_ops(self, ops: FileOps) -> None:
+        self._ops = ops
+        if self._log is not None:
+            self._log.ops = ops
+
     def _path(self, name: str) -> str:
         return os.path.join(self.data_dir, name)
 

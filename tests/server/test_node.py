@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from taskflux.domain.snapshot_codec import state_digest
 from taskflux.raft.config import RaftConfig
 from taskflux.server.node import CommitTimeout, Node, NodeSettings, NodeStopped, NotLeader, StorageFailed
 from taskflux.storage.disk import DiskStorage
+from taskflux.storage.fileops import ForwardingFileOps, OffloadedSyncs
 from tests.support.stalls import stall_appends
 
 pytestmark = pytest.mark.timeout(60)
@@ -239,11 +241,42 @@ def test_a_snapshot_of_a_large_state_does_not_stall_the_loop(tmp_path: Path) -> 
     assert node.manager.get("big").stored == 200_000  # type: ignore[union-attr]
 
 
+def test_the_loop_writes_a_batch_itself_and_hands_only_its_fsync_to_the_disk_thread(
+    single: SingleNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk thread runs the fdatasync alone (one C call, hardly any GIL); the write into the page cache
+    is the loop's, on the hub's thread. After the node stops, the storage has its own calls back."""
+    node = single.start()
+    node.submit(AddRecord("", 0, b"w"))  # the election's writes (hard state, no-op entry) are done
+    assert single.storage is not None
+    ops = single.storage.file_ops
+    assert isinstance(ops, OffloadedSyncs)
+    calls: list[tuple[str, int]] = []
+
+    class Recording(ForwardingFileOps):
+        def pwrite(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> int:
+            calls.append(("pwrite", threading.get_native_id()))
+            return self.inner.pwrite(fd, data, offset)
+
+        def fdatasync(self, fd: int) -> None:
+            calls.append(("fdatasync", threading.get_native_id()))
+            self.inner.fdatasync(fd)
+
+    monkeypatch.setattr(ops, "inner", Recording(ops.inner))
+    hub = threading.get_native_id()
+    assert node.submit(AddRecord("", 1, b"x")) == RecordAdded(2)
+    assert [name for name, _ in calls] == ["pwrite", "fdatasync"]
+    assert calls[0][1] == hub and calls[1][1] != hub
+    node.stop()
+    assert single.storage.file_ops is ops.inner
+
+
 def test_large_batches_are_fsynced_on_the_hub_until_an_fsync_there_is_slow(
     single: SingleNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     node = single.start(inline_fsync_entries=4)
     assert node._disk_thread is not None
+    node.submit(AddRecord("", 0, b"w"))  # the election's writes (hard state, no-op entry) are done
     handed_to_thread = []
     call = node._disk_thread.call
     monkeypatch.setattr(node._disk_thread, "call", lambda *args: handed_to_thread.append(1) or call(*args))
@@ -261,4 +294,4 @@ def test_large_batches_are_fsynced_on_the_hub_until_an_fsync_there_is_slow(
     assert handed_to_thread == [1]  # this one was on the hub, and slow...
     batch_of(8)
     assert handed_to_thread == [1, 1]  # ...so the next large batch goes to the thread
-    assert node.manager.get("").stored == 25  # type: ignore[union-attr]
+    assert node.manager.get("").stored == 26  # type: ignore[union-attr]

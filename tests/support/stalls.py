@@ -6,17 +6,27 @@ import pytest
 from gevent import monkey
 
 from taskflux.storage.disk import DiskStorage
+from taskflux.storage.fileops import FileOps, ForwardingFileOps, OffloadedSyncs
+
+
+class StalledSyncs(ForwardingFileOps):
+    """Every fdatasync takes ``seconds`` longer, with the real, blocking sleep: wherever the node runs it (its
+    disk thread, or the hub when it writes there itself), it blocks that thread, as a stalled disk would."""
+
+    def __init__(self, inner: FileOps, seconds: float) -> None:
+        super().__init__(inner)
+        self.seconds = seconds
+        self._sleep = monkey.get_original("time", "sleep")
+
+    def fdatasync(self, fd: int) -> None:
+        self._sleep(self.seconds)
+        self.inner.fdatasync(fd)
 
 
 def stall_appends(storage: DiskStorage, seconds: float, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every log append of ``storage`` takes ``seconds`` longer. It runs in the node's disk thread, or on the hub
-    when the node writes there itself, so the real, blocking sleep is the one to use (a stalled disk blocks the
-    hub)."""
-    real_sleep = monkey.get_original("time", "sleep")
-    append = storage.append
-
-    def stalled(entries) -> None:  # type: ignore[no-untyped-def]
-        real_sleep(seconds)
-        append(entries)
-
-    monkeypatch.setattr(storage, "append", stalled)
+    """Every log append of ``storage`` (its fdatasync) takes ``seconds`` longer, from now on."""
+    ops = storage.file_ops
+    if isinstance(ops, OffloadedSyncs):  # a running node's: stall inside, where the disk thread calls
+        monkeypatch.setattr(ops, "inner", StalledSyncs(ops.inner, seconds))
+    else:
+        monkeypatch.setattr(storage, "file_ops", StalledSyncs(ops, seconds))
