@@ -2,17 +2,21 @@
 """Run the deterministic raft simulator over many seeds and print one summary line.
 
     scripts/simulate.py --seeds 10000 --steps 2000 [--seed S] [--loss P] [--crashes] [--no-partitions] [--pauses]
+                        [--membership [--member-rate R]]
 
 Seeds run from ``--seed`` (default 0) to ``--seed + --seeds - 1``; ``--seed S --seeds 1`` replays
 one seed exactly. Any violation prints the seed, the step and the failed check, and the exit status
 is 1. leader_time is the share of simulated ticks, after the first election, during which a live
 leader shares its term with a quorum of the live nodes it can reach; mean_election_ticks is the mean
-length of the periods without one.
+length of the periods without one. With ``--membership`` the leader also adds new nodes as learners,
+promotes them and removes members (itself included) at ``--member-rate`` per step, and the line counts the
+changes proposed and refused (a change waits for the previous one; a learner must catch up first).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -32,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-partitions", action="store_true", help="never partition the network")
     parser.add_argument("--pauses", action="store_true", help="stall nodes at random (GC / VM pauses)")
     parser.add_argument("--nodes", type=int, default=0, choices=(0, 1, 3, 5), help="0: 1, 3 or 5 by seed")
+    parser.add_argument("--membership", action="store_true", help="add, promote and remove nodes at run time")
+    parser.add_argument("--member-rate", type=float, default=SimConfig().member_rate,
+                        help="membership changes tried per step")
     parser.add_argument("--verbose", action="store_true", help="print one line per seed")
     args = parser.parse_args(argv)
     config = SimConfig(
@@ -43,20 +50,27 @@ def main(argv: list[str] | None = None) -> int:
         partitions=not args.no_partitions,
         pause_rate=0.002 if args.pauses else 0.0,
     )
+    if args.membership:
+        config = dataclasses.replace(config, membership=True, member_rate=args.member_rate, wipe_rate=0.0)
     flags = f"--steps {args.steps}" + (f" --loss {args.loss}" if args.loss else "")
     flags += (" --crashes" if args.crashes else "") + (" --no-partitions" if args.no_partitions else "")
     flags += " --pauses" if args.pauses else ""
     flags += f" --crash-rate {args.crash_rate}" if args.crash_rate != SimConfig().crash_rate else ""
     flags += f" --nodes {args.nodes}" if args.nodes else ""
-    violations = leader_ticks = counted_ticks = 0
+    flags += " --membership" if args.membership else ""
+    flags += f" --member-rate {args.member_rate}" if args.member_rate != SimConfig().member_rate else ""
+    violations = leader_ticks = counted_ticks = changes = refused = 0
     elections: list[int] = []
     for seed in range(args.seed, args.seed + args.seeds):
+        sim = Simulation(seed, config)
         try:
-            result = Simulation(seed, config).run()
+            result = sim.run()
         except Violation as exc:
             violations += 1
             print(f"VIOLATION {exc}  (replay: scripts/simulate.py --seed {seed} {flags})", flush=True)
             continue
+        changes += sim.stats_changes
+        refused += sim.stats_changes_refused
         leader_ticks += result.leader_ticks
         counted_ticks += result.counted_ticks
         elections += result.elections
@@ -68,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"seeds={args.seeds} steps={args.steps} violations={violations} "
         f"leader_time={leader_time:.2f}% mean_election_ticks={mean_election:.1f}"
+        + (f" changes={changes} refused={refused}" if args.membership else "")
     )
     return 1 if violations else 0
 

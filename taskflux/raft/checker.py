@@ -15,6 +15,10 @@
   runs its commit index never decreases; at a restart it starts at its persisted snapshot index,
   which itself never decreases; the cluster's committed prefix (the longest commit index seen) never
   shrinks or changes, since it is checked against every later commit and apply.
+- Quorums of the configuration in force: a leader was elected by votes (persisted) from a quorum of the
+  voters of the membership it holds when first seen, and each index a leader commits is durable on a quorum
+  of the voters of its membership in force (a copy persisted once counts: losing it is what the other checks
+  catch).
 - Linearizable reads: a ReadIndex answer is at least the highest commit index any node had when the
   read started.
 - Honesty: no node ever drops a message as malformed or sees an impossible one (anomaly).
@@ -25,7 +29,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from taskflux.raft.ready import ReadState, Role
-from taskflux.raft.types import Entry, SnapshotMeta
+from taskflux.raft.types import Entry, HardState, SnapshotMeta
 
 if TYPE_CHECKING:
     from taskflux.raft.sim import SimNode, Simulation
@@ -57,6 +61,16 @@ class Checker:
         self.current_term = [0] * n
         self.commit = [0] * n
         self.reads: dict[bytes, int] = {}
+        self.holders: dict[tuple[int, int], set[int]] = {}  # (index, term) -> nodes that persisted it
+        self.snapshot_floor = [0] * n  # the highest snapshot index each node ever held
+        self.votes: dict[tuple[int, int], set[int]] = {}  # (term, candidate) -> nodes that persisted the vote
+
+    def on_add(self, node_id: int) -> None:
+        """A node joins the run (a new id, empty storage)."""
+        assert node_id == len(self.persisted_term)
+        for values in (self.persisted_term, self.persisted_snapshot, self.current_term, self.commit,
+                       self.snapshot_floor):
+            values.append(0)
 
     def fail(self, message: str) -> None:
         raise Violation(self.sim.seed, self.sim.step_no, message)
@@ -110,6 +124,7 @@ class Checker:
             key = (entry.index, entry.term)
             value = (entry.data, prev_term)
             known = self.registry.setdefault(key, value)
+            self.holders.setdefault(key, set()).add(node.id)
             if known != value:
                 self.fail(f"log matching: node {node.id} persists {entry} after term {prev_term}, "
                           f"elsewhere {key} holds {known}")  # fmt: skip
@@ -130,7 +145,12 @@ class Checker:
         if index > len(self.committed_terms) or self.committed_terms[index - 1] != entry.term:
             self.fail(f"node {node.id} applies {entry}, which is not the committed entry at {index}")
 
+    def on_hard_state(self, node: SimNode, state: HardState) -> None:
+        if state.vote >= 0:
+            self.votes.setdefault((state.term, state.vote), set()).add(node.id)
+
     def on_snapshot_installed(self, node: SimNode, meta: SnapshotMeta) -> None:
+        self.snapshot_floor[node.id] = max(self.snapshot_floor[node.id], meta.index)
         if len(node.applied) != meta.index or node.applied != self.applied[: meta.index]:
             self.fail(f"node {node.id} installs a snapshot at {meta.index} that is not the applied prefix")
 
@@ -163,6 +183,7 @@ class Checker:
                 if leader is None:
                     self.leaders[raft.current_term] = i
                     self._check_leader_completeness(node)
+                    self._check_election_quorum(node)
                 elif leader != i:
                     self.fail(f"election safety: nodes {leader} and {i} both lead term {raft.current_term}")
             if raft.dropped_messages or raft.anomalies:
@@ -176,6 +197,8 @@ class Checker:
         commit = raft.log.commit_index
         if commit < self.commit[i]:
             self.fail(f"node {i}: commit index went back from {self.commit[i]} to {commit}")
+        if commit > self.commit[i] and raft.role == Role.LEADER:
+            self._check_commit_quorum(node, commit)
         for index in range(self.commit[i] + 1, commit + 1):
             term = raft.log.term(index)
             if index <= len(self.committed_terms):
@@ -188,6 +211,26 @@ class Checker:
                 self.committed_terms.append(term)
                 self.commit_seen_at.append(raft.current_term)
         self.commit[i] = commit
+
+    def _check_election_quorum(self, node: SimNode) -> None:
+        raft = node.raft
+        assert raft is not None
+        members = raft.members
+        granted = self.votes.get((raft.current_term, node.id), set()) & members.voters
+        if len(granted) < members.quorum:
+            self.fail(f"node {node.id} leads term {raft.current_term} with votes from {sorted(granted)}, fewer "
+                      f"than a quorum of its voters {sorted(members.voters)}")  # fmt: skip
+
+    def _check_commit_quorum(self, node: SimNode, commit: int) -> None:
+        raft = node.raft
+        assert raft is not None
+        term = raft.log.term(commit)
+        members = raft.members
+        holders = self.holders.get((commit, term), set()) if term is not None else set()
+        durable = {v for v in members.voters if v in holders or self.snapshot_floor[v] >= commit}
+        if len(durable) < members.quorum:
+            self.fail(f"node {node.id} commits index {commit} held by {sorted(durable)} only, fewer than a "
+                      f"quorum of its voters {sorted(members.voters)}")  # fmt: skip
 
     def _check_leader_completeness(self, node: SimNode) -> None:
         raft = node.raft

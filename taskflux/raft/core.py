@@ -1,8 +1,8 @@
 """Raft: the consensus core of one node, a deterministic state machine without I/O.
 
-Inputs: ``tick()``, ``step(message)``, ``propose(data)``, ``read_index(context)``,
-``transfer_leadership(to)``, ``compacted(meta)``. Outputs: ``ready()`` returns a Ready batch for the
-driver, which handles it (see ``Ready``) and calls ``advance()``. Roles switch by swapping the tick
+Inputs: ``tick()``, ``step(message)``, ``propose(data)``, ``propose_conf_change(change)``,
+``read_index(context)``, ``transfer_leadership(to)``, ``compacted(meta)``. Outputs: ``ready()`` returns a
+Ready batch for the driver, which handles it (see ``Ready``) and calls ``advance()``. Roles switch by swapping the tick
 and step handlers; terms are compared once, in ``step()``.
 """
 
@@ -16,6 +16,7 @@ from taskflux.raft.config import RaftConfig
 from taskflux.raft.genesis import genesis_data
 from taskflux.raft.leader import LeaderRole
 from taskflux.raft.log import RaftLog
+from taskflux.raft.members import MEMBERS_PREFIX, ChangeKind, ConfChange, Members, MembershipError, members_data
 from taskflux.raft.messages import (
     LEADER_MESSAGES,
     AppendEntries,
@@ -51,7 +52,7 @@ class _IncomingSnapshot:
 
 class Raft(LeaderRole):
     """One raft node's consensus state (Figure 2 of the paper, plus pre-vote, check-quorum,
-    ReadIndex, leadership transfer, snapshots and flow control)."""
+    ReadIndex, leadership transfer, snapshots, flow control and membership changes)."""
 
     def __init__(
         self, config: RaftConfig, storage: LogStorage, rng: random.Random, *, caught_up: bool = True
@@ -60,8 +61,11 @@ class Raft(LeaderRole):
         leader (see ``abstain()``); the driver keeps that fact durable."""
         self.config = config
         self.id = config.node_id
-        self.peers = tuple(p for p in range(config.cluster_size) if p != config.node_id)
-        self.log = RaftLog(storage)
+        self.log = RaftLog(storage, config.bootstrap_members)
+        self.members = self.log.members
+        self.peers = tuple(p for p in self.members.ids if p != self.id)
+        self._members_unreported = False
+        self.log.on_members_changed = self._members_changed
         self._rng = rng
         hard_state = storage.hard_state()
         self.current_term = hard_state.term
@@ -105,7 +109,7 @@ class Raft(LeaderRole):
     def step(self, message: Message) -> None:
         """Handle a message from a peer. Invalid or stale messages are dropped."""
         self._check_not_in_ready()
-        if not is_valid(message, self.id, self.config.cluster_size):
+        if not is_valid(message, self.id):
             self.dropped_messages += 1
             return
         m = message
@@ -148,8 +152,8 @@ class Raft(LeaderRole):
             self.abstaining = True
 
     def campaign(self) -> None:
-        """Start an election now, as if the election timeout had elapsed (no-op on a leader or while
-        abstaining)."""
+        """Start an election now, as if the election timeout had elapsed (no-op on a leader, on a node that
+        does not vote, or while abstaining)."""
         self._check_not_in_ready()
         if self.role != Role.LEADER and not self.abstaining:
             self._campaign(pre_vote=self.config.pre_vote, transfer=False)
@@ -166,7 +170,7 @@ class Raft(LeaderRole):
         if self.role != Role.FOLLOWER or self.leader_id != peer or peer == self.id:
             return
         self.leader_id = NO_LEADER
-        rank = sum(1 for other in self.peers if other != peer and other < self.id)
+        rank = sum(1 for other in self.members.voters if other not in (peer, self.id) and other < self.id)
         if rank == 0:
             if not self.abstaining:
                 self._campaign(pre_vote=self.config.pre_vote, transfer=False)
@@ -182,10 +186,59 @@ class Raft(LeaderRole):
     def propose(self, data: bytes) -> int | None:
         """Append ``data`` to the log if this node is the leader; its index, or None when refused."""
         self._check_not_in_ready()
+        if data.startswith(MEMBERS_PREFIX):
+            raise ValueError("membership entries are proposed with propose_conf_change")
         if self.role != Role.LEADER or self.lead_transferee != NO_LEADER:
             return None
         index = self.log.last_index() + 1
         self.log.append([Entry(index, self.current_term, data)])
+        self._append_pending = True
+        return index
+
+    def propose_conf_change(self, change: ConfChange, force: bool = False) -> int:
+        """Append the membership ``change`` (in force at once, on every node as soon as it appends it) and
+        return its index; it is done when that index commits. Raises MembershipError with the reason when
+        the change cannot be made now:
+
+        - this node is not the leader, or a leadership transfer runs;
+        - the previous change has not committed, or no entry of this leader's term has (one change at a
+          time: see taskflux.raft.members);
+        - the change itself is impossible (``Members.apply``: an ADD_LEARNER must carry ``members.next_id``);
+        - a PROMOTE of a learner that has not caught up (it answered within an election timeout and lags
+          at most ``promote_max_lag`` entries);
+        - a REMOVE that would leave fewer voters that answered within an election timeout than a quorum of
+          the new membership, unless ``force``.
+
+        A leader that removes itself goes on leading until the change commits, without counting its own
+        copy, then hands over (TimeoutNow to the most up-to-date voter) and steps down."""
+        self._check_not_in_ready()
+        if self.role != Role.LEADER:
+            raise MembershipError("this node is not the leader")
+        if self.lead_transferee != NO_LEADER:
+            raise MembershipError(f"leadership is being transferred to node {self.lead_transferee}")
+        log = self.log
+        if log.last_members_index() > log.commit_index:
+            raise MembershipError(f"the previous membership change (index {log.last_members_index()}) "
+                                  "has not committed yet")  # fmt: skip
+        if log.term(log.commit_index) != self.current_term:
+            raise MembershipError("this leader has not committed an entry of its term yet")
+        new = self.members.apply(change)
+        live = {p for p in self.progress if p == self.id or self._heard_recently(p)}
+        if change.kind is ChangeKind.PROMOTE:
+            pr = self.progress[change.node_id]
+            lag = log.last_index() - pr.match_index
+            if change.node_id not in live or pr.state != ProgressState.REPLICATE or lag > self.config.promote_max_lag:
+                raise MembershipError(f"node {change.node_id} has not caught up (it holds the log to index "
+                                      f"{pr.match_index} of {log.last_index()})")  # fmt: skip
+        if change.kind is ChangeKind.REMOVE and not force:
+            reachable = len(new.voters & live)
+            if reachable < new.quorum:
+                raise MembershipError(
+                    f"removing node {change.node_id} would leave {reachable} reachable voter(s) of "
+                    f"{len(new.voters)}, fewer than a quorum ({new.quorum}); force it to remove it anyway"
+                )
+        index = log.last_index() + 1
+        log.append([Entry(index, self.current_term, members_data(new))])
         self._append_pending = True
         return index
 
@@ -208,7 +261,7 @@ class Raft(LeaderRole):
         """Hand leadership to ``to``: catch its log up, then tell it to campaign (TimeoutNow).
         Proposals are refused until the transfer ends (or times out after an election timeout)."""
         self._check_not_in_ready()
-        if self.role != Role.LEADER or to not in self.progress or to == self.id:
+        if self.role != Role.LEADER or to not in self.members.voters or to not in self.progress or to == self.id:
             return False
         if self.lead_transferee == to:
             return True
@@ -230,6 +283,18 @@ class Raft(LeaderRole):
             )
         if self.log.storage.snapshot_meta().index < meta.index:
             raise RuntimeError(f"compacted({meta}) called before storage.save_snapshot")
+        if meta.members != self.log.members_at(meta.index):
+            raise RuntimeError(f"a snapshot at {meta.index} must carry the membership then in force "
+                               "(build it with snapshot_meta)")  # fmt: skip
+        self.log.compacted_to(meta)
+
+    def snapshot_meta(self, index: int) -> SnapshotMeta:
+        """What a snapshot of the state applied up to ``index`` covers: (index, its term, the membership in
+        force there). For the driver's compaction: ``storage.save_snapshot(raft.snapshot_meta(i), …)``."""
+        term = self.log.term(index)
+        if term is None or index > self.log.commit_index:
+            raise RuntimeError(f"no snapshot at {index}: not committed, or compacted away")
+        return SnapshotMeta(index, term, self.log.members_at(index))
 
     # The two calls a driver may make between ready() and advance(): neither changes the core, so a
     # driver whose loop waits for a slow disk can keep the cluster's liveness signals flowing meanwhile.
@@ -253,7 +318,7 @@ class Raft(LeaderRole):
             or m.term != self.current_term
             or m.term != self._persisted_hard_state.term
             or m.src != self.leader_id
-            or not is_valid(m, self.id, self.config.cluster_size)
+            or not is_valid(m, self.id)
         ):
             return None
         return HeartbeatResponse(self.id, m.src, m.term, m.context)
@@ -273,6 +338,7 @@ class Raft(LeaderRole):
         log = self.log
         return bool(
             self._caught_up_unreported
+            or self._members_unreported
             or self._messages
             or self._messages_after_persist
             or log.unstable
@@ -310,8 +376,10 @@ class Raft(LeaderRole):
             committed_entries=committed,
             read_states=tuple(self._read_states),
             caught_up=self._caught_up_unreported,
+            members=self.members if self._members_unreported else None,
         )
         self._caught_up_unreported = False
+        self._members_unreported = False
         self._handed = (
             hard_state,
             entries[-1].index if entries else 0,
@@ -351,6 +419,32 @@ class Raft(LeaderRole):
             self.caught_up = True
             self.abstaining = False
             self._caught_up_unreported = True
+
+    def _members_changed(self, members: Members) -> None:
+        """A membership entry was appended (or truncated away, or a snapshot replaced the log): it is in
+        force from now on. A leader starts tracking new members and forgets removed ones."""
+        self.members = members
+        self.peers = tuple(p for p in members.ids if p != self.id)
+        self._members_unreported = True
+        if self.role == Role.LEADER:
+            for p in self.peers:
+                if p not in self.progress:
+                    self.progress[p] = self._new_progress()
+            for p in [p for p in self.progress if p != self.id and p not in members.ids]:
+                del self.progress[p]
+            if self.lead_transferee not in members.voters:
+                self.lead_transferee = NO_LEADER
+
+    def _new_progress(self) -> Progress:
+        cfg = self.config
+        pr = Progress(self.log.last_index() + 1, cfg.max_inflight, cfg.max_inflight_bytes)
+        pr.last_heard = self.ticks
+        return pr
+
+    def _heard_recently(self, peer: int) -> bool:
+        """A leader's view: ``peer`` answered within an election timeout."""
+        pr = self.progress.get(peer)
+        return pr is not None and self.ticks - pr.last_heard < self.config.election_ticks
 
     def _check_not_in_ready(self) -> None:
         if self._handed is not None:
@@ -408,11 +502,8 @@ class Raft(LeaderRole):
         self._tick_handler = self._tick_leader
         self._step_handler = self._step_leader
         last = self.log.last_index()
-        cfg = self.config
-        for p in range(cfg.cluster_size):
-            pr = Progress(last + 1, cfg.max_inflight, cfg.max_inflight_bytes)
-            pr.last_heard = self.ticks
-            self.progress[p] = pr
+        for p in (*self.peers, self.id):
+            self.progress[p] = self._new_progress()
         own = self.progress[self.id]
         own.match_index = self.log.stable_index()
         own.state = ProgressState.REPLICATE
@@ -428,10 +519,12 @@ class Raft(LeaderRole):
         self.election_elapsed += 1
         if self.abstaining:
             return
-        if self.config.cluster_size == 1 or self.election_elapsed >= self.randomized_election_timeout:
+        if self.members.voters == {self.id} or self.election_elapsed >= self.randomized_election_timeout:
             self._campaign(pre_vote=self.config.pre_vote, transfer=False)
 
     def _campaign(self, pre_vote: bool, transfer: bool) -> None:
+        if self.id not in self.members.voters:
+            return  # a learner, a removed node, or one that has not learned its cluster's membership yet
         if pre_vote:
             self._become_pre_candidate()
             term = self.current_term + 1
@@ -441,20 +534,22 @@ class Raft(LeaderRole):
         if self._poll(self.id, True):
             return
         last_index, last_term = self.log.last_index(), self.log.last_term()
-        for peer in self.peers:
+        for peer in sorted(self.members.voters - {self.id}):
             self._send(RequestVote(self.id, peer, term, last_index, last_term, pre_vote, transfer))
 
     def _poll(self, voter: int, granted: bool) -> bool:
-        """Count a vote; True when the election is decided (won or lost)."""
+        """Count a vote (only voters' count); True when the election is decided (won or lost)."""
         self.votes.setdefault(voter, granted)
-        yes = sum(self.votes.values())
-        if yes >= self.config.quorum:
+        voters, quorum = self.members.voters, self.members.quorum
+        yes = sum(1 for v, g in self.votes.items() if g and v in voters)
+        no = sum(1 for v, g in self.votes.items() if not g and v in voters)
+        if yes >= quorum:
             if self.role == Role.PRE_CANDIDATE:
                 self._campaign(pre_vote=False, transfer=False)
             else:
                 self._become_leader()
             return True
-        if len(self.votes) - yes >= self.config.quorum:
+        if no >= quorum:
             self._become_follower(self.current_term, NO_LEADER)
             return True
         return False
@@ -561,11 +656,13 @@ class Raft(LeaderRole):
         if log.match_term(m.snapshot_index, m.snapshot_term):
             log.commit_to(m.snapshot_index)  # our log already holds what the snapshot covers
         else:
-            log.restore(SnapshotMeta(m.snapshot_index, m.snapshot_term), bytes(incoming.data))
+            log.restore(SnapshotMeta(m.snapshot_index, m.snapshot_term, m.members), bytes(incoming.data))
         reply(offset=len(incoming.data), done=True, match_index=m.snapshot_index)
 
     def _send(self, m: Message) -> None:
-        if isinstance(m, LEADER_MESSAGES) and self.role == Role.LEADER:
+        # A leader's messages may go out before the Ready is persisted, unless its term is not durable yet
+        # (a sole voter elects itself at once, yet its learners must not hear of the term before it is).
+        if isinstance(m, LEADER_MESSAGES) and self.role == Role.LEADER and m.term <= self._persisted_hard_state.term:
             self._messages.append(m)
         else:
             self._messages_after_persist.append(m)

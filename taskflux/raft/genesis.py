@@ -27,5 +27,6 @@ def genesis_cluster_id(data: bytes) -> str | None:
 
 
 def is_no_op(data: bytes) -> bool:
-    """A leader's no-op entry (empty, or the genesis entry): no state-machine command."""
-    return not data or data.startswith(GENESIS_PREFIX)
+    """An entry of raft's own, no state-machine command: a leader's no-op (empty, or the genesis entry) or a
+    membership entry (taskflux.raft.members). All of them start with a zero byte."""
+    return not data or data[0] == 0

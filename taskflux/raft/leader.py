@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from taskflux.raft.config import RaftConfig
 from taskflux.raft.log import RaftLog
+from taskflux.raft.members import Members
 from taskflux.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -30,6 +31,7 @@ class LeaderRole:
     config: RaftConfig
     id: int
     peers: tuple[int, ...]
+    members: Members
     log: RaftLog
     role: Role
     current_term: int
@@ -45,14 +47,16 @@ class LeaderRole:
     _append_pending: bool
     _send: Callable[[Message], None]
     _become_follower: Callable[[int, int], None]
+    _heard_recently: Callable[[int], bool]
 
     def _tick_leader(self) -> None:
         cfg = self.config
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
         if cfg.check_quorum:
-            heard = sum(1 for p in self.peers if self.ticks - self.progress[p].last_heard < cfg.election_ticks)
-            if heard + 1 < cfg.quorum:
+            voters = self.members.voters
+            heard = sum(1 for p in voters if p == self.id or self._heard_recently(p))
+            if heard < self.members.quorum:
                 self._become_follower(self.current_term, NO_LEADER)
                 return
         if self.election_elapsed >= cfg.election_ticks:
@@ -63,7 +67,9 @@ class LeaderRole:
             self._broadcast_heartbeat()
 
     def _step_leader(self, m: Message) -> None:
-        pr = self.progress[m.src]
+        pr = self.progress.get(m.src)
+        if pr is None:
+            return  # a node that is no member (any more): a removed node's late answer
         if isinstance(m, AppendEntriesResponse | HeartbeatResponse | InstallSnapshotResponse):
             pr.last_heard = self.ticks
         if isinstance(m, AppendEntriesResponse):
@@ -116,7 +122,7 @@ class LeaderRole:
             # An empty append at next_index-1 tells whether entries sent in between were lost.
             self._send_append(m.src, allow_empty=True)
         if m.context:
-            for read in self.read_only.ack(m.context, m.src, self.config.quorum):
+            for read in self.read_only.ack(m.context, m.src, self.members.voters, self.members.quorum):
                 self._read_states.append(ReadState(read.context, read.index))
 
     def _handle_snapshot_response(self, m: InstallSnapshotResponse, pr: Progress) -> None:
@@ -137,15 +143,33 @@ class LeaderRole:
             self._send_snapshot_chunk(m.src, pr)
 
     def _maybe_commit(self) -> None:
-        matches = sorted((pr.match_index for pr in self.progress.values()), reverse=True)
-        committed = self.log.maybe_commit(matches[self.config.quorum - 1], self.current_term)
-        if committed and self._reads_before_commit:
+        """Commit what a quorum of the voters in force holds (a leader that removed itself does not count)."""
+        progress = self.progress
+        matches = sorted((progress[v].match_index for v in self.members.voters if v in progress), reverse=True)
+        quorum = self.members.quorum
+        if len(matches) < quorum:
+            return
+        committed = self.log.maybe_commit(matches[quorum - 1], self.current_term)
+        if not committed:
+            return
+        if self._reads_before_commit:
             waiting, self._reads_before_commit = self._reads_before_commit, []
             for context in waiting:
                 self._start_read(context)
+        if self.id not in self.members.voters and self.log.commit_index >= self.log.last_members_index():
+            self._hand_over_removed()
+
+    def _hand_over_removed(self) -> None:
+        """The change that removed this leader has committed: tell the most up-to-date voter to campaign
+        at once (when it holds the whole log), and step down."""
+        last = self.log.last_index()
+        best = max(self.members.voters, key=lambda v: (self.progress[v].match_index, -v))
+        if self.progress[best].match_index == last:
+            self._send(TimeoutNow(self.id, best, self.current_term))
+        self._become_follower(self.current_term, NO_LEADER)
 
     def _start_read(self, context: bytes) -> None:
-        if self.config.cluster_size == 1:
+        if self.members.voters == {self.id}:
             self._read_states.append(ReadState(context, self.log.commit_index))
             return
         self.read_only.add(context, self.log.commit_index, self.id)
@@ -183,6 +207,8 @@ class LeaderRole:
             if self.role == Role.LEADER:
                 if self.progress[self.id].maybe_update(self.log.last_index()):
                     self._maybe_commit()
+                if self.role != Role.LEADER:
+                    return  # it removed itself, and that change just committed
                 for peer in self.peers:
                     self._send_appends(peer)
 
@@ -229,4 +255,4 @@ class LeaderRole:
         data = storage.read_snapshot(pr.snapshot_offset, self.config.snapshot_chunk_size)
         done = pr.snapshot_offset + len(data) >= size
         self._send(InstallSnapshot(self.id, to, self.current_term, meta.index, meta.term, pr.snapshot_offset,
-                                   data, size, done))  # fmt: skip
+                                   data, size, done, meta.members))  # fmt: skip

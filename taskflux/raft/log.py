@@ -10,14 +10,19 @@ next append overwrites it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
+from taskflux.raft.members import MEMBERS_PREFIX, Members, members_of
 from taskflux.raft.storage import LogStorage, StorageError
 from taskflux.raft.types import Entry, SnapshotMeta
 
+_SCAN_BYTES = 16 * 1024 * 1024
+
 
 class RaftLog:
-    """The log, commit_index and last_applied of one node."""
+    """The log, commit_index and last_applied of one node, and the memberships its entries carry."""
 
-    def __init__(self, storage: LogStorage) -> None:
+    def __init__(self, storage: LogStorage, bootstrap: Members = Members()) -> None:  # noqa: B008 (immutable)
         self.storage = storage
         snapshot = storage.snapshot_meta()
         self.unstable: list[Entry] = []
@@ -26,6 +31,58 @@ class RaftLog:
         # The driver restores the state machine from the storage's snapshot at start.
         self.commit_index = snapshot.index
         self.applied_index = snapshot.index
+        # The membership at the snapshot index, and every membership entry above it (index ascending).
+        self._bootstrap = bootstrap
+        self._base_members = snapshot.members or bootstrap
+        self._member_entries: list[tuple[int, Members]] = []
+        self.on_members_changed: Callable[[Members], None] | None = None
+        lo, hi = snapshot.index + 1, storage.last_index() + 1
+        while lo < hi:
+            batch = storage.entries(lo, hi, _SCAN_BYTES)
+            self._note_members(batch)
+            lo = batch[-1].index + 1
+
+    # --- membership ---
+
+    @property
+    def members(self) -> Members:
+        """The membership in force: the latest one in the log (committed or not), else the snapshot's."""
+        return self._member_entries[-1][1] if self._member_entries else self._base_members
+
+    def members_at(self, index: int) -> Members:
+        """The membership in force at ``index`` (not below the snapshot index)."""
+        found = self._base_members
+        for at, members in self._member_entries:
+            if at > index:
+                break
+            found = members
+        return found
+
+    def last_members_index(self) -> int:
+        """The index of the latest membership entry above the snapshot (0: the snapshot's is in force)."""
+        return self._member_entries[-1][0] if self._member_entries else 0
+
+    def _note_members(self, entries: Iterable[Entry]) -> None:
+        for entry in entries:
+            if entry.data.startswith(MEMBERS_PREFIX):
+                members = members_of(entry.data)
+                assert members is not None
+                self._member_entries.append((entry.index, members))
+
+    def _set_members(self, change: Callable[[], None]) -> None:
+        before = self.members
+        change()
+        if self.members != before and self.on_members_changed is not None:
+            self.on_members_changed(self.members)
+
+    def _truncate_members(self, first: int) -> None:
+        while self._member_entries and self._member_entries[-1][0] >= first:
+            self._member_entries.pop()
+
+    def compacted_to(self, meta: SnapshotMeta) -> None:
+        """The storage holds a snapshot at ``meta``: memberships at or below it are the base now."""
+        self._base_members = self.members_at(meta.index)
+        self._member_entries = [(i, m) for i, m in self._member_entries if i > meta.index]
 
     # --- reads ---
 
@@ -134,6 +191,15 @@ class RaftLog:
             # The conflict lies in the persisted part: the new tail shadows storage from ``first``.
             self.unstable_offset = first
             self.unstable = list(entries)
+        if (self._member_entries and self._member_entries[-1][0] >= first) or any(
+            entry.data.startswith(MEMBERS_PREFIX) for entry in entries
+        ):
+
+            def replace_tail() -> None:
+                self._truncate_members(first)
+                self._note_members(entries)
+
+            self._set_members(replace_tail)
 
     def maybe_append(
         self, prev_index: int, prev_term: int, leader_commit: int, entries: tuple[Entry, ...]
@@ -174,6 +240,12 @@ class RaftLog:
         self.unstable = []
         self.unstable_offset = meta.index + 1
         self.commit_index = meta.index
+
+        def replace_members() -> None:
+            self._base_members = meta.members or self._bootstrap
+            self._member_entries = []
+
+        self._set_members(replace_members)
 
     # --- what the driver takes out, and acknowledges ---
 

@@ -1,11 +1,12 @@
-"""The messages raft nodes exchange. Plain values (ints, bytes, bools, tuples of Entry) so that a
-wire codec can encode every field; ``src``/``dst`` are node ids (0..n-1) and ``term`` is the
+"""The messages raft nodes exchange. Plain values (ints, bytes, bools, tuples of Entry, Members) so that a
+wire codec can encode every field; ``src``/``dst`` are node ids and ``term`` is the
 sender's current term (for a pre-vote request: the term the sender would campaign at)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from taskflux.raft.members import Members
 from taskflux.raft.types import Entry
 
 
@@ -89,7 +90,9 @@ class HeartbeatResponse:
 @dataclass(frozen=True, slots=True)
 class InstallSnapshot:
     """One chunk of the leader's snapshot covering (snapshot_index, snapshot_term): bytes
-    ``[offset, offset + len(data))`` of ``total_size``; ``done`` marks the last chunk."""
+    ``[offset, offset + len(data))`` of ``total_size``; ``done`` marks the last chunk. ``members``: the
+    membership in force at ``snapshot_index`` (in every chunk; None only from a snapshot that predates
+    recorded memberships)."""
 
     src: int
     dst: int
@@ -100,6 +103,7 @@ class InstallSnapshot:
     data: bytes
     total_size: int
     done: bool
+    members: Members | None = None
 
 
 @dataclass(frozen=True, slots=True)

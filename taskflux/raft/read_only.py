@@ -34,13 +34,14 @@ class ReadOnly:
         """The context to put in the next heartbeat (the newest read), or b"" when none waits."""
         return next(reversed(self._pending)) if self._pending else b""
 
-    def ack(self, context: bytes, peer: int, quorum: int) -> list[PendingRead]:
-        """Record ``peer``'s ack; the reads confirmed by it, oldest first (possibly none)."""
+    def ack(self, context: bytes, peer: int, voters: frozenset[int], quorum: int) -> list[PendingRead]:
+        """Record ``peer``'s ack; the reads confirmed by it (acks from a quorum of ``voters``), oldest first
+        (possibly none)."""
         read = self._pending.get(context)
         if read is None:
             return []
         read.acks.add(peer)
-        if len(read.acks) < quorum:
+        if len(read.acks & voters) < quorum:
             return []
         confirmed: list[PendingRead] = []
         for key in list(self._pending):

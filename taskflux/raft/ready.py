@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from taskflux.raft.members import Members
 from taskflux.raft.messages import Message
 from taskflux.raft.types import Entry, HardState, SnapshotMeta
 
@@ -61,6 +62,10 @@ class Ready:
        only up to its durable log; it counted its own copy when it handed the entries out, safe because step
        3 comes before step 5) and that the committed entries are applied.
 
+    ``members``: the membership in force changed (an entry of this Ready, or of an earlier one, added or
+    removed a node; a conflicting suffix or a snapshot replaced one): the driver connects to new members
+    before it sends ``messages`` and may drop its links to removed ones. None when unchanged.
+
     ``caught_up``: the node has just caught up from a leader after starting with an empty log; once step 3
     is done, the driver records that durably, so that it votes again after a restart (see ``Raft.abstain()``).
 
@@ -77,3 +82,4 @@ class Ready:
     committed_entries: tuple[Entry, ...] = ()
     read_states: tuple[ReadState, ...] = ()
     caught_up: bool = False
+    members: Members | None = None

@@ -12,7 +12,9 @@ its unstable log, the state machine, a Ready not yet written, possibly after onl
 and restarts from the MemoryStorage alone; wipes (a node replaced by an empty one under the same id, as
 ``docs/operations.md`` replaces a failed node: it restarts with empty storage after at least two election
 timeouts and, once the cluster has a history, abstains from voting until it has caught up from a leader);
-compaction into snapshots, so lagging followers are caught up by chunked InstallSnapshot. A crash also
+compaction into snapshots, so lagging followers are caught up by chunked InstallSnapshot; with ``membership``,
+changes proposed at the leader: a new empty node added as a learner, a learner promoted, a member removed (the
+leader itself included), so a node is replaced the safe way (removed, and a new one added). A crash also
 closes the crashed node's links: each other node may learn it (``Raft.leader_link_closed``), delivered like
 a message (late, or not at all across a partition); once it is, nothing the crashed incarnation sent on that
 link arrives any more (TCP delivers a link's messages before its close).
@@ -27,10 +29,10 @@ from dataclasses import dataclass, field
 from taskflux.raft.checker import Checker, Violation
 from taskflux.raft.config import RaftConfig
 from taskflux.raft.core import Raft
+from taskflux.raft.members import ChangeKind, ConfChange, Members, MembershipError
 from taskflux.raft.memory import MemoryStorage
 from taskflux.raft.messages import Message
 from taskflux.raft.ready import Role
-from taskflux.raft.types import SnapshotMeta
 
 __all__ = ["LinkClosed", "SimConfig", "SimNode", "SimResult", "Simulation", "Violation"]
 
@@ -66,6 +68,10 @@ class SimConfig:
     clock_skew: float = 0.02  # per node and tick, a clock that misses a tick or ticks twice
     propose_rate: float = 0.08  # per step
     read_rate: float = 0.04  # per step
+    membership: bool = False  # membership changes at ``member_rate`` per step
+    member_rate: float = 0.01
+    max_voters: int = 5
+    force_rate: float = 0.1  # the share of removals forced past the reachable-quorum check
     election_ticks: int = 10
     heartbeat_ticks: int = 2
 
@@ -87,6 +93,15 @@ class SimConfig:
             read_rate=0.05,
         )
 
+    @classmethod
+    def members(cls, steps: int = 2000, stress: bool = False) -> SimConfig:
+        """The membership profile: adds, promotions and removals (nodes replaced by new ones, never wiped
+        under their old id) racing with crashes, restarts and partitions."""
+        from dataclasses import replace
+
+        base = cls.stress(steps) if stress else cls(steps=steps, crashes=True, loss=0.01)
+        return replace(base, membership=True, wipe_rate=0.0)
+
 
 def encode_state(applied: list[bytes]) -> bytes:
     """The snapshot of a simulated state machine (the list of applied entry data)."""
@@ -105,11 +120,13 @@ def decode_state(data: bytes) -> list[bytes]:
 class SimNode:
     """One simulated server: durable storage that survives crashes, and a core + state machine that do not."""
 
-    def __init__(self, sim: Simulation, node_id: int) -> None:
+    def __init__(self, sim: Simulation, node_id: int, joining: bool = False) -> None:
         self.sim = sim
         self.id = node_id
+        self.joining = joining  # added at run time: it starts knowing no membership, from an empty log
         self.storage = MemoryStorage()
-        self.caught_up = True  # durable, like the storage: False from a wipe until the core reports caught_up
+        # Durable, like the storage: False from a wipe (or for a new node) until the core reports caught_up.
+        self.caught_up = not joining
         self.raft: Raft | None = None
         self.applied: list[bytes] = []
         self.restart_at = 0
@@ -123,12 +140,13 @@ class SimNode:
         sim = self.sim
         cfg = RaftConfig(
             node_id=self.id,
-            cluster_size=sim.n,
+            cluster_size=sim.initial_n,
             election_ticks=sim.config.election_ticks,
             heartbeat_ticks=sim.config.heartbeat_ticks,
             snapshot_chunk_size=sim.chunk_size,
             replication_max_send_size=sim.max_send_size,
             max_inflight=sim.max_inflight,
+            initial_members=Members() if self.joining else None,
         )
         self.raft = Raft(cfg, self.storage, random.Random(sim.rng.getrandbits(64)), caught_up=self.caught_up)
         if not self.caught_up and sim.config.abstain and sim.checker.committed_terms:
@@ -172,6 +190,7 @@ class SimNode:
             return self._crash_mid_ready()
         if rd.hard_state is not None:
             self.storage.set_hard_state(rd.hard_state)
+            sim.checker.on_hard_state(self, rd.hard_state)
         if crash_at == 2:
             return self._crash_mid_ready()
         if rd.entries:
@@ -203,10 +222,10 @@ class SimNode:
         applied = raft.log.applied_index
         meta = self.storage.snapshot_meta()
         if applied - meta.index >= self.sim.compact_every:
-            term = self.storage.term(applied)
-            new_meta = SnapshotMeta(applied, term)
+            new_meta = raft.snapshot_meta(applied)
             self.storage.save_snapshot(new_meta, [encode_state(self.applied)])
             raft.compacted(new_meta)
+            self.sim.checker.on_snapshot_installed(self, new_meta)
             self.sim.stats_compactions += 1
 
 
@@ -231,7 +250,7 @@ class Simulation:
         self.config = config or SimConfig()
         self.rng = random.Random(seed)
         rng = self.rng
-        self.n = self.config.nodes or rng.choice((1, 3, 3, 3, 5, 5))
+        self.n = self.initial_n = self.config.nodes or rng.choice((1, 3, 3, 3, 5, 5))
         self.chunk_size = rng.choice((16, 64, 256))
         self.max_send_size = rng.choice((8, 64, 1024 * 1024))
         self.max_inflight = rng.choice((1, 4, 64))
@@ -252,6 +271,9 @@ class Simulation:
         self.stats_ready_crashes = 0
         self.stats_compactions = 0
         self.stats_disk_stalls = 0
+        self.stats_changes = 0
+        self.stats_changes_refused = 0
+        self.stats_leader_removals = 0
         self.checker = Checker(self)
         self.nodes = [SimNode(self, i) for i in range(self.n)]
 
@@ -273,7 +295,7 @@ class Simulation:
         ``max_delay`` ticks."""
         cfg = self.config
         rng = self.rng
-        for node in range(self.n):
+        for node in range(len(self.nodes)):
             if node != crashed and rng.random() < cfg.link_closed:
                 self._seq += 1
                 heapq.heappush(self._in_flight, (self.now + rng.randint(0, cfg.max_delay), self._seq,
@@ -331,7 +353,9 @@ class Simulation:
         cfg = self.config
         self._collect_due()
         r = rng.random()
-        if r < cfg.propose_rate:
+        if cfg.membership and rng.random() < cfg.member_rate:
+            touched = self._change_membership()
+        elif r < cfg.propose_rate:
             touched = self._propose()
         elif r < cfg.propose_rate + cfg.read_rate:
             touched = self._read()
@@ -394,6 +418,42 @@ class Simulation:
         self._proposal_seq += 1
         leader.raft.propose(b"v%d" % self._proposal_seq)
         return {leader.id}
+
+    def _change_membership(self) -> set[int]:
+        """At a random leader: promote a learner, add a new node, or remove a member (forced now and then)."""
+        leader = self._leader()
+        if leader is None or leader.raft is None:
+            return set()
+        raft, rng, cfg = leader.raft, self.rng, self.config
+        members = raft.members
+        learners = sorted(members.learners)
+        if learners and rng.random() < 0.7:
+            change, force = ConfChange(ChangeKind.PROMOTE, rng.choice(learners)), False
+        elif len(members.voters) + len(learners) < cfg.max_voters and rng.random() < 0.6:
+            change, force = ConfChange(ChangeKind.ADD_LEARNER, members.next_id, f"node{members.next_id}"), False
+        else:
+            change = ConfChange(ChangeKind.REMOVE, rng.choice(members.ids))
+            force = rng.random() < cfg.force_rate
+        try:
+            raft.propose_conf_change(change, force=force)
+        except MembershipError:
+            self.stats_changes_refused += 1
+            return set()
+        self.stats_changes += 1
+        self.stats_leader_removals += change.kind is ChangeKind.REMOVE and change.node_id == leader.id
+        if change.kind is ChangeKind.ADD_LEARNER and change.node_id == len(self.nodes):
+            self._start_new_node(change.node_id)  # an id whose earlier add was truncated already has its node
+        return {leader.id}
+
+    def _start_new_node(self, node_id: int) -> None:
+        self.group.append(0)
+        self.n += 1
+        self.checker.on_add(node_id)
+        self.nodes.append(SimNode(self, node_id, joining=True))
+        node = self.nodes[-1]
+        assert node.raft is not None
+        if self.checker.committed_terms:
+            node.raft.abstain()  # a peer's handshake says the cluster has a history
 
     def _read(self) -> set[int]:
         leader = self._leader()
@@ -475,14 +535,16 @@ class Simulation:
         for node in running:
             raft = node.raft
             if raft is not None and raft.role == Role.LEADER:
+                voters = raft.members.voters
                 with_it = sum(
                     1
                     for other in running
                     if other.raft is not None
+                    and other.id in voters
                     and self.group[other.id] == self.group[node.id]
                     and other.raft.current_term == raft.current_term
                 )
-                ok = ok or with_it >= self.n // 2 + 1
+                ok = ok or with_it >= raft.members.quorum
         if ok:
             if self._leaderless_ticks:
                 res.elections.append(self._leaderless_ticks)

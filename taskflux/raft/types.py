@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from taskflux.raft.members import Members
+
 NO_VOTE = -1
 
 
@@ -26,10 +28,12 @@ class HardState:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotMeta:
-    """The position a snapshot covers: every entry up to and including (index, term).
+    """The position a snapshot covers: every entry up to and including (index, term), and the membership
+    in force at that index (None: a snapshot written before memberships were recorded, or no snapshot).
 
     index 0 / term 0 means "no snapshot": the log starts at index 1.
     """
 
     index: int = 0
     term: int = 0
+    members: Members | None = None

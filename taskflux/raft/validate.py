@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from taskflux.raft.members import MEMBERS_PREFIX, Members, MembershipError, members_of
 from taskflux.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -34,11 +35,13 @@ def _nat(*values: object) -> bool:
     return all(type(v) is int and v >= 0 for v in values)
 
 
-def is_valid(m: Message, self_id: int, cluster_size: int) -> bool:
-    """Whether ``m`` is well formed and addressed to ``self_id`` from another member of the cluster."""
+def is_valid(m: Message, self_id: int) -> bool:
+    """Whether ``m`` is well formed and addressed to ``self_id`` from another node. The sender need not be a
+    member in this node's eyes: a node that has not yet appended the change that added a peer still hears
+    from it (the node runtime decides which peers may connect at all)."""
     if not isinstance(m, _KNOWN):
         return False
-    if not _nat(m.src, m.dst, m.term) or m.src >= cluster_size or m.src == self_id or m.dst != self_id:
+    if not _nat(m.src, m.dst, m.term) or m.src == self_id or m.dst != self_id:
         return False
     if isinstance(m, RequestVote):
         return _nat(m.last_log_index, m.last_log_term) and m.last_log_term <= m.term
@@ -57,6 +60,7 @@ def is_valid(m: Message, self_id: int, cluster_size: int) -> bool:
             and 0 < m.snapshot_term <= m.term
             and isinstance(m.data, bytes)
             and m.offset + len(m.data) <= m.total_size
+            and (m.members is None or isinstance(m.members, Members))
         )
     if isinstance(m, InstallSnapshotResponse):
         return _nat(m.snapshot_index, m.offset, m.match_index)
@@ -76,5 +80,10 @@ def _valid_append(m: AppendEntries) -> bool:
             return False
         if entry.index != expected_index or not min_term <= entry.term <= m.term or entry.term == 0:
             return False
+        if entry.data.startswith(MEMBERS_PREFIX):
+            try:
+                members_of(entry.data)
+            except MembershipError:
+                return False
         expected_index, min_term = expected_index + 1, entry.term
     return True

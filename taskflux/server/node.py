@@ -871,7 +871,7 @@ class Node:
         """Snapshot the applied state: on the loop, only a frozen copy of it (no Python code per record);
         a worker thread encodes it and writes the file aside, and the loop puts it in place once written."""
         applied = self._applied_index
-        meta = SnapshotMeta(applied, self._storage.term(applied))
+        meta = self._raft.snapshot_meta(applied)
         frozen = freeze(self.manager)
         self._snapshot_started = time.monotonic()
         self._staging = (meta, gevent.get_hub().threadpool.spawn(self._stage, meta, frozen))

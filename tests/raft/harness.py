@@ -8,6 +8,8 @@ from typing import Any
 
 from taskflux.raft.config import RaftConfig
 from taskflux.raft.core import Raft
+from taskflux.raft.genesis import is_no_op
+from taskflux.raft.members import Members
 from taskflux.raft.memory import MemoryStorage
 from taskflux.raft.messages import Message
 from taskflux.raft.ready import ReadState, Ready, Role
@@ -44,6 +46,7 @@ class Cluster:
         self.outbox: list[Message] = []
         self.delivered: list[Message] = []  # every message that reached its node, in order
         self.cut: set[frozenset[int]] = set()
+        self.joined: set[int] = set()  # nodes added at run time: they start knowing no membership
         for i in range(n):
             self.restart(i)
 
@@ -121,9 +124,24 @@ class Cluster:
         self.applied[i] = []
 
     def restart(self, i: int, caught_up: bool = True) -> None:
-        cfg = config(i, self.n, **self.overrides)
+        if i in self.joined:
+            cfg = RaftConfig(node_id=i, cluster_size=1, initial_members=Members(), **self.overrides)
+        else:
+            cfg = config(i, self.n - len(self.joined), **self.overrides)
         self.nodes[i] = Raft(cfg, self.storages[i], random.Random(self.rng.getrandbits(32)), caught_up=caught_up)
         self.settle(i)
+
+    def add_node(self) -> int:
+        """Start a new, empty node with the next id (not yet a member: a leader must add it)."""
+        i = self.n
+        self.n += 1
+        self.storages.append(MemoryStorage())
+        self.nodes.append(None)
+        self.applied.append([])
+        self.read_states.append([])
+        self.joined.add(i)
+        self.restart(i, caught_up=False)
+        return i
 
     def wipe(self, i: int, abstain: bool = True) -> None:
         """Replace node ``i`` by an empty one under the same id; with ``abstain`` it has heard that the
@@ -157,13 +175,13 @@ class Cluster:
         return [(e.index, e.term, e.data) for e in entries]
 
     def applied_data(self, i: int) -> list[bytes]:
-        return [e.data for e in self.applied[i] if e.data]
+        return [e.data for e in self.applied[i] if not is_no_op(e.data)]
 
     def compact(self, i: int) -> SnapshotMeta:
         """Snapshot node ``i``'s applied state (the applied data joined) and compact its log."""
         raft = self.raft(i)
         index = raft.log.applied_index
-        meta = SnapshotMeta(index, self.storages[i].term(index))
+        meta = raft.snapshot_meta(index)
         self.storages[i].save_snapshot(meta, [b"|".join(self.applied_data(i))])
         raft.compacted(meta)
         return meta

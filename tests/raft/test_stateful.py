@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from taskflux.raft.core import Raft
+from taskflux.raft.members import MEMBERS_PREFIX
 from taskflux.raft.memory import MemoryStorage
 from taskflux.raft.messages import (
     AppendEntries,
@@ -140,7 +141,8 @@ def test_nonsense_from_peers_never_raises_out_of_the_core(batch: list[Message], 
 def test_malformed_messages_are_dropped_and_counted() -> None:
     raft = Raft(config(1, 3), MemoryStorage(), random.Random(0))
     bad: list[object] = [
-        Heartbeat(7, 1, 1, 0),  # unknown sender
+        Heartbeat(-7, 1, 1, 0),  # a negative sender
+        AppendEntries(0, 1, 1, 0, 0, (Entry(1, 1, MEMBERS_PREFIX + b"\x01junk"),), 0),  # a malformed membership
         Heartbeat(1, 1, 1, 0),  # from ourselves
         Heartbeat(0, 2, 1, 0),  # not for us
         Heartbeat(0, 1, -1, 0),  # negative term
