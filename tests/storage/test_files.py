@@ -10,6 +10,7 @@ from zlib import crc32
 
 import pytest
 
+from taskflux.raft.members import Member, Members
 from taskflux.raft.types import HardState, SnapshotMeta
 from taskflux.storage import DiskStorage, StorageCorrupted
 from taskflux.storage import log as log_module
@@ -103,7 +104,7 @@ def test_snapshot_round_trip_and_streaming(tmp_path: Path) -> None:
         assert s.first_index() <= 16 and s.last_index() == 20
         with s.open_snapshot_data() as reader:
             assert reader.read() == data
-    assert (tmp_path / "snapshot").stat().st_size == 36 + len(data) + 4
+    assert (tmp_path / "snapshot").stat().st_size == 40 + 4 + len(data) + 4  # no membership recorded
 
 
 def test_snapshot_reader_survives_a_newer_snapshot(tmp_path: Path) -> None:
@@ -234,12 +235,47 @@ def test_corrupt_snapshot_is_refused(tmp_path: Path, damage: str) -> None:
         DiskStorage(tmp_path)
 
 
-def test_snapshot_written_by_hand_matches_the_documented_format(tmp_path: Path) -> None:
+def test_a_version_1_snapshot_written_by_hand_is_still_read(tmp_path: Path) -> None:
     _write_raw_snapshot(tmp_path / "snapshot", 7, 3, b"state bytes")
     with DiskStorage(tmp_path) as s:
         assert s.snapshot_meta() == SnapshotMeta(7, 3)
         assert (s.first_index(), s.last_index()) == (8, 7)
         assert s.read_snapshot(6, 100) == b"bytes"
+
+
+def _v2_snapshot(index: int, term: int, members: bytes, data: bytes) -> bytes:
+    body = struct.pack(">4sIQQQI", b"TFSN", 2, index, term, len(data), len(members))
+    return (body + struct.pack(">I", crc32(body)) + members + struct.pack(">I", crc32(members)) + data
+            + struct.pack(">I", crc32(data)))
+
+
+def test_a_snapshot_carries_its_membership_in_the_documented_format(tmp_path: Path) -> None:
+    members = Members((Member(0, True, "a:1/2"), Member(2, False, "c:5/6")), 3)
+    with DiskStorage(tmp_path) as s:
+        s.save_snapshot(SnapshotMeta(7, 3, members), [b"state bytes"])
+    raw = (tmp_path / "snapshot").read_bytes()
+    assert raw == _v2_snapshot(7, 3, members.encode(), b"state bytes")
+    with DiskStorage(tmp_path) as s:
+        assert s.snapshot_meta() == SnapshotMeta(7, 3, members)
+        assert s.read_snapshot(6, 100) == b"bytes"
+        with s.open_snapshot_data() as reader:
+            assert reader.read() == b"state bytes"
+
+
+@pytest.mark.parametrize("damage", ["flip membership", "unreadable membership", "membership past the end"])
+def test_a_damaged_membership_is_refused(tmp_path: Path, damage: str) -> None:
+    members = Members.initial(["a", "b"]).encode()
+    raw = _v2_snapshot(7, 3, members, b"data")
+    if damage == "flip membership":
+        raw = raw[:45] + bytes([raw[45] ^ 1]) + raw[46:]
+    elif damage == "unreadable membership":
+        raw = _v2_snapshot(7, 3, b"\x09" + members[1:], b"data")
+    else:
+        body = struct.pack(">4sIQQQI", b"TFSN", 2, 7, 3, 4, 1 << 30)
+        raw = body + struct.pack(">I", crc32(body)) + members
+    (tmp_path / "snapshot").write_bytes(raw)
+    with pytest.raises(StorageCorrupted, match="membership"):
+        DiskStorage(tmp_path)
 
 
 def test_a_staged_snapshot_is_written_beside_appends_and_put_in_place_later(tmp_path: Path) -> None:
