@@ -69,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
             violations += 1
             print(f"VIOLATION {exc}  (replay: scripts/simulate.py --seed {seed} {flags})", flush=True)
             continue
+        except Exception as exc:  # the core's own assertion, or the simulator's: as bad as a violation
+            violations += 1
+            print(f"CRASH seed={seed} step={sim.step_no}: {type(exc).__name__}: {exc}  "
+                  f"(replay: scripts/simulate.py --seed {seed} {flags})", flush=True)
+            continue
         changes += sim.stats_changes
         refused += sim.stats_changes_refused
         leader_ticks += result.leader_ticks

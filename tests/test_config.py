@@ -98,6 +98,7 @@ def test_every_option_from_every_source(tmp_path: Path) -> None:
     values = {
         "cluster_peers": "h0:6000 h1:6001",
         "cluster_node_id": "1",
+        "cluster_join": "true",
         "cluster_id": "prod-eu",
         "cluster_listen_host": "0.0.0.0",
         "cluster_listen_port": "7001",
@@ -132,6 +133,7 @@ def test_every_option_from_every_source(tmp_path: Path) -> None:
     expected = Config(
         cluster_peers=(("h0", 6000), ("h1", 6001)),
         cluster_node_id=1,
+        cluster_join=True,
         cluster_id="prod-eu",
         cluster_listen_host="0.0.0.0",
         cluster_listen_port=7001,
@@ -631,3 +633,20 @@ def test_the_http_advertise_address_defaults_to_a_dialable_listen_address() -> N
         "10.1.2.3", 1606)
     with pytest.raises(ConfigError, match=r"http_advertise_address: 0\.0\.0\.0:1 is a wildcard"):
         load_config([*peers, "--http-advertise-address", "0.0.0.0:1"], {})
+
+
+def test_a_joining_node_needs_no_cluster_peers_and_knows_no_membership() -> None:
+    config = load_config(["--cluster-join", "true", "--cluster-node-id", "7", "--cluster-listen-host", "10.0.0.7",
+                          "--cluster-listen-port", "5007"], {})
+    assert config.cluster_peers == () and config.cluster_node_id == 7
+    assert config.tcp_adapter_advertise_address == ("10.0.0.7", 2602)
+    raft = config.raft_config()
+    assert raft.node_id == 7 and raft.bootstrap_members.voters == frozenset()
+    with pytest.raises(ConfigError, match="cluster_peers: missing"):
+        load_config(["--cluster-node-id", "7"], {})
+
+
+def test_the_initial_membership_is_cluster_peers_with_their_addresses() -> None:
+    members = load_config(["--cluster-peers", "a:5000 b:5001 c"], {}).raft_config().bootstrap_members
+    assert members.voters == {0, 1, 2} and members.next_id == 3
+    assert [m.address for m in members.members] == ["a:5000", "b:5001", "c:5000"]

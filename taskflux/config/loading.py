@@ -9,7 +9,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_load, validates_schema
 
 from taskflux.config.errors import ConfigError
-from taskflux.config.options import OPTIONS, Config, Option, ticks
+from taskflux.config.options import DEFAULT_PEER_PORT, OPTIONS, Config, Option, ticks
 from taskflux.config.sources import Raw, read_command_line, read_environment, read_file
 from taskflux.values import format_endpoint, is_wildcard
 
@@ -75,12 +75,8 @@ class _OptionField(fields.Field):
 def _schema_fields() -> dict[str, fields.Field]:
     result: dict[str, fields.Field] = {}
     for option in OPTIONS:
-        if option.key == "cluster_peers":
-            result[option.key] = _OptionField(
-                option,
-                required=True,
-                error_messages={"required": "missing; accepted: one or more host:port entries, this node included"},
-            )
+        if option.key == "cluster_peers":  # required unless cluster_join: see _combinations
+            result[option.key] = _OptionField(option, load_default=())
         elif option.default is None:
             result[option.key] = _OptionField(option, load_default=None)
         else:
@@ -107,7 +103,10 @@ class _ConfigSchemaBase(Schema):
     def _combinations(self, data: dict[str, Any], **kwargs: Any) -> None:
         peers = data["cluster_peers"]
         node_id = data["cluster_node_id"]
-        if node_id >= len(peers):
+        if not peers and not data["cluster_join"]:
+            raise ValidationError("missing; accepted: one or more host:port entries, this node included",
+                                  field_name="cluster_peers")
+        if node_id >= len(peers) and not data["cluster_join"]:
             raise ValidationError(
                 f"{node_id} is not a valid node id; accepted: 0..{len(peers) - 1} (the index in cluster_peers)",
                 field_name="cluster_node_id",
@@ -145,7 +144,12 @@ class _ConfigSchemaBase(Schema):
 
     @post_load
     def _derive(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        own_host, own_port = data["cluster_peers"][data["cluster_node_id"]]
+        peers, node_id = data["cluster_peers"], data["cluster_node_id"]
+        if node_id < len(peers):
+            own_host, own_port = peers[node_id]
+        else:  # a node joining a running cluster: its own listener says where it is
+            listen = data["cluster_listen_host"]
+            own_host, own_port = ("localhost" if is_wildcard(listen) else listen), DEFAULT_PEER_PORT
         if data["cluster_listen_port"] is None:
             data["cluster_listen_port"] = own_port
         if data["tcp_adapter_advertise_address"] is None:

@@ -19,10 +19,12 @@ from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any
 
 from taskflux.raft.config import RaftConfig
+from taskflux.raft.members import Members
 from taskflux.values import (
     LOG_LEVEL_FORMATS,
     MIB,
     format_endpoint,
+    is_wildcard,
     parse_bool,
     parse_endpoint,
     parse_endpoint_list,
@@ -109,10 +111,17 @@ class Config:
 
     cluster_peers: tuple[tuple[str, int], ...] = option(
         "list of host[:port]", REQUIRED, lambda value: parse_endpoint_list(value, DEFAULT_PEER_PORT),
-        "Inter-node addresses of ALL nodes, this one included; the position is the node id (0-based). "
-        "A YAML list or a space-separated string; a missing port means 5000.", "required")
+        "The initial membership of a brand-new cluster: the inter-node addresses of ALL its nodes, this one "
+        "included; the position is the node id (0-based). A YAML list or a space-separated string; a missing "
+        "port means 5000. Later changes of the membership are made at run time (python -m taskflux.admin) and "
+        "kept in the log.", "required (unless cluster_join)")
     cluster_node_id: int = option("integer", 0, _ranged_int(0, MAX_INT64, "0 or more"),
-                                  "This node's index in cluster_peers.")
+                                  "This node's id: its index in cluster_peers, or the id it was added with.")
+    cluster_join: bool = option(
+        "boolean", False, parse_bool,
+        "This node joins an existing cluster that added it (python -m taskflux.admin add): it starts from an "
+        "empty data directory, knows no membership until the leader reaches it, and never votes before it has "
+        "been promoted. cluster_peers is then not needed.")
     cluster_id: str = option(
         "string", "", _parse_cluster_id,
         "The cluster's identity, checked against the data directory and in every cluster handshake. Empty: "
@@ -223,11 +232,28 @@ class Config:
         """A bound for inter-node frames: room for a full AppendEntries batch plus one maximal entry."""
         return max(DEFAULT_CLUSTER_FRAME_BYTES, self.replication_max_send_size + 2 * self.max_payload_size + MIB)
 
+    @property
+    def cluster_endpoint(self) -> str:
+        """Where the other nodes reach this node's cluster port: its ``cluster_peers`` entry, else (a joining node)
+        its listener (``localhost`` for a wildcard host) until the membership gives its address."""
+        if self.cluster_node_id < len(self.cluster_peers):
+            return format_endpoint(*self.cluster_peers[self.cluster_node_id])
+        host = self.cluster_listen_host
+        return format_endpoint("localhost" if is_wildcard(host) else host, self.cluster_listen_port)
+
+    def initial_members(self) -> Members:
+        """The membership in force until the log or a snapshot carries one: ``cluster_peers`` (each node's
+        address ``host:port`` of its cluster port), or none for a node that joins a running cluster."""
+        if self.cluster_join:
+            return Members()
+        return Members.initial([format_endpoint(*peer) for peer in self.cluster_peers])
+
     def raft_config(self) -> RaftConfig:
         """The raft core's settings for this node."""
         return RaftConfig(
             node_id=self.cluster_node_id,
-            cluster_size=self.cluster_size,
+            cluster_size=max(1, self.cluster_size),
+            initial_members=self.initial_members(),
             election_ticks=self.raft_election_ticks,
             heartbeat_ticks=self.raft_heartbeat_ticks,
             replication_max_send_size=max(1, self.replication_max_send_size),

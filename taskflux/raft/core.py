@@ -213,15 +213,15 @@ class Raft(LeaderRole):
         copy, then hands over (TimeoutNow to the most up-to-date voter) and steps down."""
         self._check_not_in_ready()
         if self.role != Role.LEADER:
-            raise MembershipError("this node is not the leader")
+            raise MembershipError("this node is not the leader", "not_leader")
         if self.lead_transferee != NO_LEADER:
-            raise MembershipError(f"leadership is being transferred to node {self.lead_transferee}")
+            raise MembershipError(f"leadership is being transferred to node {self.lead_transferee}", "not_leader")
         log = self.log
         if log.last_members_index() > log.commit_index:
             raise MembershipError(f"the previous membership change (index {log.last_members_index()}) "
-                                  "has not committed yet")  # fmt: skip
+                                  "has not committed yet", "change_in_progress")  # fmt: skip
         if log.term(log.commit_index) != self.current_term:
-            raise MembershipError("this leader has not committed an entry of its term yet")
+            raise MembershipError("this leader has not committed an entry of its term yet", "change_in_progress")
         new = self.members.apply(change)
         live = {p for p in self.progress if p == self.id or self._heard_recently(p)}
         if change.kind is ChangeKind.PROMOTE:
@@ -229,13 +229,14 @@ class Raft(LeaderRole):
             lag = log.last_index() - pr.match_index
             if change.node_id not in live or pr.state != ProgressState.REPLICATE or lag > self.config.promote_max_lag:
                 raise MembershipError(f"node {change.node_id} has not caught up (it holds the log to index "
-                                      f"{pr.match_index} of {log.last_index()})")  # fmt: skip
+                                      f"{pr.match_index} of {log.last_index()})", "not_caught_up")  # fmt: skip
         if change.kind is ChangeKind.REMOVE and not force:
             reachable = len(new.voters & live)
             if reachable < new.quorum:
                 raise MembershipError(
                     f"removing node {change.node_id} would leave {reachable} reachable voter(s) of "
-                    f"{len(new.voters)}, fewer than a quorum ({new.quorum}); force it to remove it anyway"
+                    f"{len(new.voters)}, fewer than a quorum ({new.quorum}); force it to remove it anyway",
+                    "would_lose_quorum",
                 )
         index = log.last_index() + 1
         log.append([Entry(index, self.current_term, members_data(new))])

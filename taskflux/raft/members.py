@@ -27,7 +27,13 @@ MAX_MEMBERS = 1024
 
 
 class MembershipError(ValueError):
-    """A membership change that cannot be made (an unknown node, a second add of one, the last voter …)."""
+    """A membership change that cannot be made, or a malformed membership. ``reason`` names the kind:
+    ``invalid`` (an impossible change or bytes), ``no_such_member``, ``not_leader``, ``change_in_progress``
+    (retry once the previous change has committed), ``not_caught_up``, ``would_lose_quorum``."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +110,7 @@ class Members:
             return Members(tuple(sorted((*self.members, added), key=lambda m: m.id)), self.next_id + 1)
         if node is None:
             what = "was removed" if self.was_removed(change.node_id) else "is not a member"
-            raise MembershipError(f"node {change.node_id} {what}")
+            raise MembershipError(f"node {change.node_id} {what}", "no_such_member")
         if change.kind is ChangeKind.PROMOTE:
             if node.voter:
                 raise MembershipError(f"node {change.node_id} already votes")

@@ -104,16 +104,18 @@ class SimConfig:
 
 
 def encode_state(applied: list[bytes]) -> bytes:
-    """The snapshot of a simulated state machine (the list of applied entry data)."""
-    return b"%d\n" % len(applied) + b"\n".join(applied)
+    """The snapshot of a simulated state machine: the applied entry data, each after its 4-byte length."""
+    return b"".join(len(data).to_bytes(4, "big") + data for data in applied)
 
 
 def decode_state(data: bytes) -> list[bytes]:
-    if not data:
-        return []
-    count, _, rest = data.partition(b"\n")
-    items = rest.split(b"\n") if int(count) else []
-    assert len(items) == int(count), "a corrupt simulated snapshot"
+    items = []
+    pos = 0
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        items.append(data[pos + 4 : pos + 4 + length])
+        pos += 4 + length
+    assert pos == len(data), "a corrupt simulated snapshot"
     return items
 
 

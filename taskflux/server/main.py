@@ -20,6 +20,7 @@ from taskflux.server.grpc_api.servicer import GrpcServer, GrpcSettings
 from taskflux.server.http import HttpServer
 from taskflux.server.leases import LeaseTable
 from taskflux.server.logs import setup_logging
+from taskflux.server.members_api import MembersApi
 from taskflux.server.membership import Membership
 from taskflux.server.metrics import NodeMetrics
 from taskflux.server.node import Node, NodeSettings
@@ -82,6 +83,7 @@ class Server:
             config.client_endpoint,
             self._deliver,
             http_endpoint=format_endpoint(*config.http_advertise_address) if config.http_enabled else "",
+            cluster_endpoint=config.cluster_endpoint,
             timeout=config.cluster_request_timeout,
             max_frame_bytes=config.cluster_max_frame_bytes,
             membership=self.membership,
@@ -102,6 +104,8 @@ class Server:
             metrics=self.metrics,
             membership=self.membership,
         )
+        self.node.members_changed = self.peers.set_members
+        self.peers.set_members(self.node.members)  # the log or the snapshot may say otherwise than cluster_peers
         self.clients = ClientServer(self.node, self.peers, client_port_settings(config), metrics=self.metrics)
         self.service = QueueService(self.node)
         self.leases = LeaseTable(self.service)
@@ -109,6 +113,7 @@ class Server:
         if config.http_enabled:
             self.rest = RestApi(self.service, self.leases, self.cluster_status, self.leader_http_address,
                                 self.metrics, max_payload_size=config.max_payload_size)
+            MembersApi(self.node, self.cluster_status).register(self.rest)
             self.http = HttpServer(self.rest.app, config.http_listen_address)
             self.metrics.watch_clients("rest", self.http.connections)
         self.grpc: GrpcServer | None = None
@@ -148,8 +153,7 @@ class Server:
 
     def leader_http_address(self, leader_id: int) -> str | None:
         """The REST address of node ``leader_id`` as it announced it, None when unknown."""
-        endpoints = self.peers.http_endpoints
-        return endpoints[leader_id] or None if 0 <= leader_id < len(endpoints) else None
+        return self.peers.http_endpoints.get(leader_id) or None
 
     def cluster_status(self) -> dict[str, Any]:
         """This node's view of the cluster (REST ``/api/v1/cluster`` and readiness)."""
@@ -157,13 +161,21 @@ class Server:
         soft = node.soft_state
         leader = soft.leader_id
         nodes = []
-        for peer in range(self.config.cluster_size):
+        lag = node.replication_lag()  # entries each member lacks, when this node leads
+        for member in node.members.members:
+            peer = member.id
             if peer == node.id:
                 role = soft.role.name.lower()
             else:
                 role = "leader" if peer == leader else "follower" if leader >= 0 else "unknown"
-            nodes.append({"id": peer, "role": role, "client_endpoint": self.peers.client_endpoints[peer] or None,
-                          "http_address": self.peers.http_endpoints[peer] or None})
+            if not member.voter:
+                role = "learner"
+            entry = {"id": peer, "role": role, "voter": member.voter, "address": member.address or None,
+                     "client_endpoint": self.peers.client_endpoints.get(peer) or None,
+                     "http_address": self.peers.http_endpoints.get(peer) or None}
+            if peer in lag:
+                entry["lag"] = lag[peer]
+            nodes.append(entry)
         return {
             "node_id": node.id, "role": soft.role.name.lower(), "term": soft.term,
             "leader_id": leader if leader >= 0 else None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from taskflux.raft.members import Members
 from taskflux.storage.identity import IdentityFile
 from taskflux.wire.cluster_protocol import Hello
 
@@ -21,6 +22,12 @@ class Membership:
         self._identity = identity
         self._abstain: Callable[[], None] | None = None
         self._abstaining = False
+        self.members: Members | None = None  # the membership in force, as the node last reported it
+
+    def was_removed(self, node_id: int) -> bool:
+        """Whether the membership in force says ``node_id`` was removed from the cluster (its id is never used
+        again: a handshake that claims it is refused)."""
+        return self.members is not None and self.members.was_removed(node_id)
 
     def attach(self, abstain: Callable[[], None]) -> None:
         """``abstain``: tells the node to stop voting until it has caught up (``Raft.abstain``)."""

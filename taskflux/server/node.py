@@ -32,11 +32,12 @@ from gevent.queue import Empty, Full, Queue
 from taskflux.domain.commands import AddRecord, Command, DeleteQueue
 from taskflux.domain.entry_codec import decode_command, encode_command
 from taskflux.domain.manager import QueueManager
-from taskflux.domain.results import RecordAdded, Result
+from taskflux.domain.results import OK, RecordAdded, Result
 from taskflux.domain.snapshot_codec import FrozenState, decode_snapshot, encode_snapshot, freeze
 from taskflux.raft.config import RaftConfig
 from taskflux.raft.core import Raft
 from taskflux.raft.genesis import genesis_cluster_id, is_no_op
+from taskflux.raft.members import ConfChange, Members, MembershipError
 from taskflux.raft.messages import Heartbeat, Message
 from taskflux.raft.ready import NO_LEADER, Ready, Role, Snapshot, SoftState
 from taskflux.raft.types import Entry, SnapshotMeta
@@ -126,7 +127,7 @@ class _Proposal:
 
     __slots__ = ("answered", "command", "data", "deadline", "reply")
 
-    def __init__(self, command: Command, data: bytes, reply: Reply, deadline: float) -> None:
+    def __init__(self, command: Command | None, data: bytes, reply: Reply, deadline: float) -> None:
         self.command = command
         self.data = data
         self.reply = reply
@@ -159,6 +160,13 @@ class _LinkClosed:
 
 
 @dataclass(slots=True)
+class _MembershipChange:
+    change: ConfChange
+    force: bool
+    proposal: _Proposal  # no command: it resolves with Ok once the change committed
+
+
+@dataclass(slots=True)
 class _Transfer:
     to: int
     result: AsyncResult
@@ -185,8 +193,10 @@ class Node:
         self._membership = membership
         caught_up = membership is None or membership.caught_up
         self._raft = Raft(raft_config, storage, rng or random.Random(), caught_up=caught_up)
+        self.members_changed: Callable[[Members], None] = lambda members: None  # see Ready.members
         if membership is not None:
             membership.attach(self.abstain)
+            membership.members = self._raft.members
         self._applied_index = storage.snapshot_meta().index
         self.soft_state = SoftState(Role.FOLLOWER, storage.hard_state().term, NO_LEADER)
         self._inbox: Queue = Queue(INBOX_SIZE)
@@ -375,6 +385,23 @@ class Node:
         self._deadlines.append(proposal)
         self._post(proposal)
 
+    @property
+    def members(self) -> Members:
+        """The membership in force on this node (the latest in its log, committed or not)."""
+        return self._raft.members
+
+    def change_membership(self, change: ConfChange, force: bool = False) -> Members:
+        """Propose a membership change at this leader and wait until it commits; the membership then in force.
+        Raises NotLeader, MembershipError (refused now, with the reason: see ``Raft.propose_conf_change``),
+        CommitTimeout (it may still commit) or NodeStopped."""
+        self._require_leader()
+        result = AsyncResult()
+        proposal = _Proposal(None, b"", result, time.monotonic() + self.settings.request_timeout)
+        self._deadlines.append(proposal)
+        self._post(_MembershipChange(change, force, proposal))
+        result.get()
+        return self._raft.members
+
     def ensure_serving(self) -> None:
         """Return once this leader's state machine has caught up with everything committed before its
         term (a new leader, or a restarted single node, re-applies its log first). Raises NotLeader."""
@@ -386,7 +413,12 @@ class Node:
     def lease_valid(self) -> bool:
         """Whether no other node can have become leader yet, by real elapsed time (not raft ticks, which a
         slow fsync delays): a quorum acknowledged a heartbeat round of this leader within the lease."""
-        return self.is_leader and (self._raft.config.cluster_size == 1 or time.monotonic() < self._lease_until)
+        return self.is_leader and (self._sole_voter or time.monotonic() < self._lease_until)
+
+    @property
+    def _sole_voter(self) -> bool:
+        """This node is the only voter: its leadership needs nobody's confirmation."""
+        return self._raft.members.voters == {self.id}
 
     def ensure_lease(self) -> None:
         """Return once this leader's lease is valid (what handing out a record needs: a deposed leader must
@@ -585,6 +617,8 @@ class Node:
                 self._pending[index] = (self._raft.current_term, event)
         elif isinstance(event, _ReadBarrier):
             reads.append(event.result)
+        elif isinstance(event, _MembershipChange):
+            self._propose_membership(event)
         elif isinstance(event, _Transfer):
             event.result.set(self._raft.transfer_leadership(event.to))
         elif event is _TICK:
@@ -607,7 +641,7 @@ class Node:
         """A heartbeat round (a ReadIndex round without readers) whose acknowledgement renews the lease: one
         per heartbeat interval (reads' rounds renew it too)."""
         self._next_lease_round = now + self._heartbeat_seconds
-        if self._raft.config.cluster_size > 1:
+        if not self._sole_voter:
             self._start_read([])
 
     def _start_read(self, waiters: list[AsyncResult]) -> None:
@@ -622,8 +656,32 @@ class Node:
             for waiter in waiters:
                 waiter.set_exception(error)
 
+    def _propose_membership(self, event: _MembershipChange) -> None:
+        proposal = event.proposal
+        if proposal.answered:
+            return
+        if self._raft.role != Role.LEADER:
+            proposal.fail(NotLeader(self._raft.leader_id))
+            return
+        try:
+            index = self._raft.propose_conf_change(event.change, event.force)
+        except MembershipError as error:
+            proposal.fail(error)
+            return
+        logger.info("membership change proposed at index %d: %s %d%s", index, event.change.kind.value,
+                    event.change.node_id, f" at {event.change.address}" if event.change.address else "")
+        self._pending[index] = (self._raft.current_term, proposal)
+
+    def _members_in_force(self, members: Members) -> None:
+        logger.info("membership in force: voters %s, learners %s", sorted(members.voters), sorted(members.learners))
+        if self._membership is not None:
+            self._membership.members = members
+        self.members_changed(members)
+
     def _handle_ready(self, ready: Ready) -> None:
         self._observe(ready.soft_state)
+        if ready.members is not None:
+            self._members_in_force(ready.members)  # new members get their links before the messages
         for message in ready.messages:
             self._send(message)
         if ready.snapshot is not None:
@@ -770,13 +828,15 @@ class Node:
                 if term != entry.term:  # another leader's entry took the index
                     waiting.fail(NotLeader(self._raft.leader_id))
                     waiting = None
-            if is_no_op(entry.data):  # a new term's no-op; the first one names the cluster
+            if is_no_op(entry.data):  # a new term's no-op (the first one names the cluster), or a membership
                 cluster_id = genesis_cluster_id(entry.data)
                 if cluster_id is not None and self._membership is not None:
                     self._membership.genesis_applied(cluster_id)
+                if waiting is not None:
+                    waiting.resolve(OK)  # a membership change: committed
                 continue
             # The proposer's own command object spares decoding the entry it was encoded into.
-            if waiting is not None:
+            if waiting is not None and waiting.command is not None:
                 command = waiting.command
             else:
                 command = decode_command(entry.data)

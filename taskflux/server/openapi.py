@@ -21,21 +21,30 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
-    texts = {
-        400: "invalid input; `error.field` names the field",
-        404: "no such queue (or lease)",
-        409: "the queue exists (or, for a lease ack, the lease ended with this node's leadership)",
-        413: "the body or payload is over the limit",
-        415: "unsupported content type",
-        421: "not the leader: `error.leader` is the leader's HTTP address (also in `Location`)",
-        422: "refused by a queue policy",
-        503: "nothing was done, retry shortly: no leader known (`no_leader`), the node is stopping (`stopping`, "
-             "`outcome: not_executed`, `Retry-After`), or every connection is being served (`busy`)",
-        504: "`outcome_unknown` (`outcome: unknown`): the write may or may not take effect (not confirmed in time, "
-             "or the node stopped after proposing it); check before retrying",
-    }
-    return {str(status): _json(_ref("Error"), texts[status]) for status in statuses}
+MEMBERSHIP_TEXTS = {
+    404: "no such member (`no_such_member`; a removed node's id stays unknown)",
+    409: "refused now: `change_in_progress` (one change at a time: retry, `Retry-After`), `not_caught_up` (the "
+         "learner is still copying the log), `would_lose_quorum` (use force=true to remove anyway)",
+}
+
+
+def _errors(*statuses: int, texts: dict[int, str] | None = None) -> dict[str, Any]:
+    return {str(status): _json(_ref("Error"), (texts or {}).get(status) or _ERROR_TEXTS[status]) for status in statuses}
+
+
+_ERROR_TEXTS = {
+    400: "invalid input; `error.field` names the field",
+    404: "no such queue (or lease)",
+    409: "the queue exists (or, for a lease ack, the lease ended with this node's leadership)",
+    413: "the body or payload is over the limit",
+    415: "unsupported content type",
+    421: "not the leader: `error.leader` is the leader's HTTP address (also in `Location`)",
+    422: "refused by a queue policy",
+    503: "nothing was done, retry shortly: no leader known (`no_leader`), the node is stopping (`stopping`, "
+         "`outcome: not_executed`, `Retry-After`), or every connection is being served (`busy`)",
+    504: "`outcome_unknown` (`outcome: unknown`): the write may or may not take effect (not confirmed in time, "
+         "or the node stopped after proposing it); check before retrying",
+}
 
 
 LEADER_ERRORS = (421, 503, 504)
@@ -116,15 +125,33 @@ SCHEMAS: dict[str, Any] = {
         "node_id": {"type": "integer"}, "role": {"enum": ["leader", "follower", "candidate", "pre_candidate"]},
         "term": {"type": "integer"}, "leader_id": {"type": ["integer", "null"]},
         "commit_index": {"type": "integer"}, "applied_index": {"type": "integer"},
-        "nodes": {"type": "array", "items": {"type": "object", "properties": {
-            "id": {"type": "integer"}, "role": {"type": "string"}, "client_endpoint": {"type": "string"},
-            "http_address": {"type": ["string", "null"]}}}},
+        "nodes": {"type": "array", "items": _ref("Member")},
+    }},
+    "Member": {"type": "object", "properties": {
+        "id": {"type": "integer", "description": "never reused: a removed node's id is never given again"},
+        "role": {"enum": ["leader", "follower", "learner", "candidate", "pre_candidate", "unknown"]},
+        "voter": {"type": "boolean", "description": "false: a learner (gets the log, never votes or counts)"},
+        "address": {"type": ["string", "null"],
+                    "description": "HOST:CLUSTERPORT, or HOST:CLIENTPORT/CLUSTERPORT for a node added at run time"},
+        "client_endpoint": {"type": ["string", "null"]}, "http_address": {"type": ["string", "null"]},
+        "lag": {"type": "integer", "description": "on the leader: entries the member lacks"},
+    }},
+    "Members": {"type": "object", "properties": {
+        "members": {"type": "array", "items": _ref("Member")},
+        "voters": {"type": "array", "items": {"type": "integer"}},
+        "learners": {"type": "array", "items": {"type": "integer"}},
+        "next_id": {"type": "integer", "description": "the id the next added node gets"},
+        "leader_id": {"type": ["integer", "null"]}, "node_id": {"type": "integer", "description": "who answered"},
+        "added": {"type": "integer", "description": "POST only: the new node's id"},
     }},
     "Envelope": {"type": "object", "properties": {
         "success": {"type": "boolean"}, "error": {"type": ["string", "null"]},
         "leaderId": {"type": ["integer", "null"]}, "payload": {"type": ["object", "null"]},
     }},
 }
+
+
+MEMBER_ID = {"name": "node_id", "in": "path", "required": True, "schema": {"type": "integer"}}
 
 
 @cache
@@ -178,6 +205,33 @@ def openapi_document() -> dict[str, Any]:
             parameters=[{"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}])},
         "/api/v1/cluster": {"get": _operation("This node's view of the cluster",
                                               {"200": _json(_ref("Cluster"), "the cluster")})},
+        "/api/v1/cluster/members": {
+            "get": _operation("The membership in force on this node", {"200": _json(_ref("Members"), "members")}),
+            "post": _operation(
+                "Add a node as a learner (it gets the next id); answered once the change committed",
+                {"201": _json(_ref("Members"), "added (committed)"),
+                 **_errors(400, 409, 415, *LEADER_ERRORS, texts=MEMBERSHIP_TEXTS)},
+                body={"required": True, "content": {JSON: {"schema": {
+                    "type": "object", "required": ["address"], "additionalProperties": False, "properties": {
+                        "address": {"type": "string", "description": "HOST:CLIENTPORT/CLUSTERPORT"}}}}}}),
+        },
+        "/api/v1/cluster/members/{node_id}/promote": {"post": _operation(
+            "Make a learner a voter; 409 not_caught_up while it is still copying the log",
+            {"200": _json(_ref("Members"), "promoted (committed)"),
+             **_errors(404, 409, *LEADER_ERRORS, texts=MEMBERSHIP_TEXTS)},
+            parameters=[MEMBER_ID])},
+        "/api/v1/cluster/members/{node_id}": {"delete": _operation(
+            "Remove a node (the leader included: it steps down once the change committed); 409 would_lose_quorum "
+            "when the voters left that answer would not make a quorum, unless force=true",
+            {"200": _json(_ref("Members"), "removed (committed)"),
+             **_errors(400, 404, 409, *LEADER_ERRORS, texts=MEMBERSHIP_TEXTS)},
+            parameters=[MEMBER_ID, {"name": "force", "in": "query", "required": False,
+                                    "schema": {"type": "boolean"}}])},
+        "/api/v1/cluster/leader": {"post": _operation(
+            "Hand leadership to a voter", {"200": _json(_ref("Members"), "the voter leads"),
+                                           **_errors(400, 404, *LEADER_ERRORS, texts=MEMBERSHIP_TEXTS)},
+            body={"required": True, "content": {JSON: {"schema": {
+                "type": "object", "required": ["node_id"], "properties": {"node_id": {"type": "integer"}}}}}})},
         "/api/v1/openapi.json": {"get": _operation("This document", {"200": _json({"type": "object"}, "OpenAPI")})},
         "/health/live": {"get": _operation("The process serves HTTP", {"200": _json({"type": "object"}, "live")})},
         "/health/ready": {"get": _operation(

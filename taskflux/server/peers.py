@@ -15,12 +15,18 @@ Two callbacks tell the node about links closing, for failover without waiting fo
 reset while reading: the peer crashed or stopped), and ``closing_link(peer)`` just *before* this node closes
 an outbound link itself, whatever the reason (a failed send, the watchdog, a refused handshake, a stop).
 
+The links follow the membership in force (``set_members``): a node added at run time gets a link (dialled at
+the address its membership entry gives), a removed one loses it and may no longer connect. The initial
+``peers`` list (``cluster_peers``) gives the addresses of the members of a brand-new cluster. A node that
+dials in without being a member here (yet) is dialled back at the cluster endpoint its Hello gives: that is
+how a new node, which knows no membership before the leader reaches it, answers the leader.
+
 Before the handshake, an inbound connection is a stranger: it may send one Hello of at most a few hundred
 bytes, within ``cluster_request_timeout`` in all; at most ``MAX_PENDING_HANDSHAKES`` strangers are held at a
 time, the oldest closed first, so a flood of connections that never handshake cannot keep peers out (the
 strangers are places in a ``ConnectionTable``, taskflux/server/connections.py, whose sweeper keeps the deadline). A
-Hello must name this cluster (when both sides know its id) and a node id that is not ours and not already
-connected (a twin).
+Hello must name this cluster (when both sides know its id) and a node id that is not ours, not removed from the
+cluster, and not already connected (a twin).
 """
 
 from __future__ import annotations
@@ -38,8 +44,10 @@ import gevent
 from gevent.event import Event
 from gevent.server import StreamServer
 
+from taskflux.raft.members import Members
 from taskflux.raft.messages import Message
 from taskflux.server.connections import ConnectionTable, EvictionPolicy, ThrottledLog, oldest, shut_down
+from taskflux.values import format_endpoint
 from taskflux.wire.cluster_protocol import (
     ClusterProtocolError,
     Frame,
@@ -56,7 +64,7 @@ logger = logging.getLogger("taskflux.peers")
 
 OUTBOX_LIMIT = 4096  # messages queued for one peer; the oldest go first when it is unreachable
 RECV_BYTES = 256 * 1024
-HELLO_RECV_BYTES = 4096  # reads before the handshake: a Hello is at most 601 bytes
+HELLO_RECV_BYTES = 4096  # reads before the handshake: a Hello frame is at most 858 bytes
 MAX_BACKOFF = 1.0
 WATCHDOG_INTERVAL = 0.25
 KEEPALIVE = ((socket.TCP_KEEPIDLE, 10), (socket.TCP_KEEPINTVL, 5), (socket.TCP_KEEPCNT, 3))  # ~25 s to notice
@@ -79,6 +87,7 @@ class PeerNetwork:
         deliver: Callable[[Message], None],
         *,
         http_endpoint: str = "",
+        cluster_endpoint: str = "",
         timeout: float = 5.0,
         max_frame_bytes: int = 64 * 1024 * 1024,
         membership: Membership | None = None,
@@ -88,8 +97,8 @@ class PeerNetwork:
     ) -> None:
         """``peer_closed`` and ``closing_link``: see the module's docstring; both must not block."""
         self.node_id = node_id
-        self.cluster_size = len(peers)
-        self._peers = list(peers)
+        self.cluster_size = len(peers)  # voters in force, shown in our Hello
+        self._addresses = dict(enumerate(peers))  # node id -> its cluster address
         self._deliver = deliver
         self._peer_closed = peer_closed
         self._closing_link = closing_link
@@ -98,36 +107,103 @@ class PeerNetwork:
         self._membership = membership
         self._client_endpoint = client_endpoint
         self._http_endpoint = http_endpoint
+        self._cluster_endpoint = cluster_endpoint or format_endpoint(*listen)
         # Inbound connections not yet through their Hello: the oldest makes room, the sweeper keeps the deadline.
         self._strangers = ConnectionTable(max_pending, "cluster port", logger, min(WATCHDOG_INTERVAL, timeout / 4),
                                           policy=STRANGERS, limit_name="strangers waiting for their Hello")
         self._inbound: dict[int, tuple[socket.socket, str]] = {}  # peer -> its link and address
         self._strangers_log = ThrottledLog(logger, logging.WARNING, LOG_INTERVAL)
         self._refusals_log = ThrottledLog(logger, logging.WARNING, LOG_INTERVAL)
-        self.client_endpoints = [""] * self.cluster_size
-        self.client_endpoints[node_id] = client_endpoint
-        self.http_endpoints = [""] * self.cluster_size  # "" = not known (yet) or no HTTP on that node
-        self.http_endpoints[node_id] = http_endpoint
-        self._outboxes = {peer: deque[Message](maxlen=OUTBOX_LIMIT) for peer in range(self.cluster_size)
-                          if peer != node_id}
-        self._wakeups = {peer: Event() for peer in self._outboxes}
-        self.connected = dict.fromkeys(self._outboxes, False)
+        self.client_endpoints: dict[int, str] = {node_id: client_endpoint}  # absent: not known (yet)
+        self.http_endpoints: dict[int, str] = {node_id: http_endpoint}  # "" or absent: not known, or no HTTP
+        self._started = False
+        self._stopping = False
+        self._outboxes: dict[int, deque[Message]] = {}
+        self._wakeups: dict[int, Event] = {}
+        self.connected: dict[int, bool] = {}
+        self._send_loops: dict[int, gevent.Greenlet] = {}
+        for peer in self._addresses:
+            if peer != node_id:
+                self._add_link(peer)
         self._sending: dict[int, tuple[socket.socket, float]] = {}  # peer -> (socket, when its send began)
         self._server = StreamServer(listen, self._serve_inbound)
         self._greenlets: list[gevent.Greenlet] = []
-        self._stopping = False
+        self._members = set(self._addresses)  # the membership in force, as far as links go
 
     def start(self) -> None:
         self._server.start()
         self._strangers.start()
-        self._greenlets = [gevent.spawn(self._send_loop, peer) for peer in self._outboxes]
+        self._started = True
+        for peer in self._outboxes:
+            self._send_loops[peer] = gevent.spawn(self._send_loop, peer)
         self._greenlets.append(gevent.spawn(self._watch_sends))
 
     def stop(self) -> None:
         self._stopping = True
         self._server.stop(timeout=1)
-        gevent.killall(self._greenlets, timeout=2)
+        gevent.killall([*self._send_loops.values(), *self._greenlets], timeout=2)
         self._strangers.stop()
+
+    @property
+    def peer_ids(self) -> tuple[int, ...]:
+        """The nodes this node has links to (every member in force but itself)."""
+        return tuple(sorted(self._outboxes))
+
+    def set_members(self, members: Members) -> None:
+        """Follow the membership in force: dial new members, drop the links of removed ones (and their
+        inbound links). Addresses come from the membership where it has one (``HOST:PORT`` or
+        ``HOST:CLIENTPORT/CLUSTERPORT``), else from ``peers``."""
+        self.cluster_size = len(members.voters)
+        wanted = set(members.ids) - {self.node_id}
+        own = members.get(self.node_id)
+        if own is not None and own.address:
+            self._cluster_endpoint = format_endpoint(*cluster_address(own.address))
+        for member in members.members:
+            if member.address:
+                self._addresses[member.id] = cluster_address(member.address)
+                if member.id not in self.client_endpoints and client_endpoint_of(member.address):
+                    self.client_endpoints[member.id] = client_endpoint_of(member.address)  # until its Hello
+        for peer in sorted(wanted - set(self._outboxes)):
+            if peer not in self._addresses:
+                logger.warning("node %d joined the membership without an address: no link to it", peer)
+                continue
+            logger.info("node %d at %s:%d is a member now: connecting", peer, *self._addresses[peer])
+            self._add_link(peer)
+        self._members = set(members.ids)
+        for peer in sorted(set(self._outboxes) - wanted):
+            logger.info("node %d is no member any more: closing its links", peer)
+            self._drop_link(peer)
+
+    def _add_link(self, peer: int) -> None:
+        self._outboxes[peer] = deque(maxlen=OUTBOX_LIMIT)
+        self._wakeups[peer] = Event()
+        self.connected[peer] = False
+        if self._started and not self._stopping:
+            self._send_loops[peer] = gevent.spawn(self._send_loop, peer)
+
+    def _drop_link(self, peer: int) -> None:
+        loop = self._send_loops.pop(peer, None)
+        self._outboxes.pop(peer, None)
+        self._wakeups.pop(peer, None)
+        self.connected.pop(peer, None)
+        self.client_endpoints.pop(peer, None)
+        self.http_endpoints.pop(peer, None)
+        self._addresses.pop(peer, None)
+        if loop is not None:
+            loop.kill(block=False)  # its finally closes the socket
+        inbound = self._inbound.get(peer)
+        if inbound is not None:
+            shut_down(inbound[0])
+
+    def client_endpoint_list(self) -> list[str]:
+        """Client endpoints indexed by node id ("" where none is known, or for an id that is no member):
+        what ClusterMetadata lists."""
+        if not self.client_endpoints:
+            return []
+        out = [""] * (max(self.client_endpoints) + 1)
+        for node, endpoint in self.client_endpoints.items():
+            out[node] = endpoint
+        return out
 
     @property
     def listen_port(self) -> int:
@@ -144,13 +220,13 @@ class PeerNetwork:
     # --- outbound ---------------------------------------------------------------------------------
 
     def _send_loop(self, peer: int) -> None:
-        address = self._peers[peer]
         outbox = self._outboxes[peer]
         wakeup = self._wakeups[peer]
         backoff = 0.05
         refused = ""  # the last handshake refusal, logged once until it changes
         while not self._stopping:
             sock = None
+            address = self._addresses[peer]
             try:
                 sock = socket.create_connection(address, timeout=self._timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -174,12 +250,13 @@ class PeerNetwork:
                     finally:
                         del self._sending[peer]
             except (OSError, ClusterProtocolError) as error:
-                if self.connected[peer]:
+                if self.connected.get(peer):
                     logger.warning("link to node %d lost: %s", peer, error)
                 elif isinstance(error, ClusterProtocolError) and str(error) != refused:
                     logger.warning("node %d at %s:%d refused: %s", peer, *address, error)
                 refused = str(error) if isinstance(error, ClusterProtocolError) else refused
-                self.connected[peer] = False
+                if peer in self.connected:
+                    self.connected[peer] = False
             finally:
                 if sock is not None:
                     self._close_outbound(peer, sock.close)
@@ -202,14 +279,16 @@ class PeerNetwork:
         """Close a link this node dialled; ``closing_link`` first. The peer reads the close as this node's
         process having ended it, and may stop honouring this node's leadership at once: a leader must have
         given up its lease before."""
-        self._closing_link(peer)
+        if peer in self._outboxes:  # not for a removed member's link: it has no say in this node's leadership
+            self._closing_link(peer)
         close()
 
     def _hello(self) -> Hello:
         membership = self._membership
         return Hello(cluster_size=self.cluster_size, node_id=self.node_id, client_endpoint=self._client_endpoint,
                      http_endpoint=self._http_endpoint, cluster_id=membership.cluster_id if membership else "",
-                     established=membership.established if membership else False)
+                     established=membership.established if membership else False,
+                     cluster_endpoint=self._cluster_endpoint)
 
     @staticmethod
     def _receive_hello(sock: socket.socket, decoder: FrameDecoder) -> Frame:
@@ -226,7 +305,9 @@ class PeerNetwork:
 
     def _check_hello(self, frame: Frame) -> Hello:
         membership = self._membership
-        return check_hello(frame, self.cluster_size, self.node_id, membership.cluster_id if membership else "")
+        if membership is None:
+            return check_hello(frame, self.node_id)
+        return check_hello(frame, self.node_id, membership.cluster_id, membership.was_removed)
 
     def _learn(self, hello: Hello) -> None:
         """What an accepted Hello teaches: the peer's endpoints, and what ``Membership.heard`` makes of it."""
@@ -234,12 +315,23 @@ class PeerNetwork:
             self._membership.heard(hello)
         self.client_endpoints[hello.node_id] = hello.client_endpoint
         self.http_endpoints[hello.node_id] = hello.http_endpoint
+        peer = hello.node_id
+        if peer not in self._outboxes and peer not in self._members and hello.cluster_endpoint:
+            try:
+                self._addresses[peer] = cluster_address(hello.cluster_endpoint)
+            except ValueError:
+                logger.warning("node %d gave a cluster endpoint %r that is no host:port: not dialling it back", peer,
+                               hello.cluster_endpoint)
+                return
+            logger.info("node %d at %s:%d, no member in this node's eyes yet, connected: dialling it back", peer,
+                        *self._addresses[peer])
+            self._add_link(peer)
 
     def _read_hello(self, sock: socket.socket, peer: int) -> None:
         with gevent.Timeout(self._timeout, TimeoutError(f"no handshake within {self._timeout:g} s")):
             frame = self._receive_hello(sock, FrameDecoder(self._max_frame_bytes, handshake=True))
         if isinstance(frame, Hello) and frame.node_id != peer:
-            raise ClusterProtocolError(f"{self._peers[peer]} answered as node {frame.node_id}, expected {peer}")
+            raise ClusterProtocolError(f"{self._addresses[peer]} answered as node {frame.node_id}, expected {peer}")
         self._learn(self._check_hello(frame))
 
     # --- inbound ----------------------------------------------------------------------------------
@@ -319,6 +411,33 @@ class PeerNetwork:
             if not received:
                 return
             decoder.feed(view[:received])
+
+
+def parse_member_address(text: str) -> str:
+    """``HOST:CLIENTPORT/CLUSTERPORT`` checked and normalized (ValueError naming what is wrong)."""
+    host, colon, ports = text.strip().rpartition(":")
+    client, slash, cluster = ports.partition("/")
+    if not colon or not slash or not host:
+        raise ValueError(f"{text!r} is not HOST:CLIENTPORT/CLUSTERPORT (e.g. 10.0.0.4:2602/5000)")
+    for name, port in (("client", client), ("cluster", cluster)):
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"{text!r}: the {name} port must be a number in 1..65535")
+    if any(c.isspace() for c in host) or len(host) > 255:
+        raise ValueError(f"{text!r}: the host must be a name or an address without spaces")
+    return f"{host}:{int(client)}/{int(cluster)}"
+
+
+def client_endpoint_of(address: str) -> str:
+    """The client endpoint (``HOST:CLIENTPORT``) in a member's address, "" when it names no client port."""
+    host, _, ports = address.rpartition(":")
+    client, slash, _ = ports.partition("/")
+    return f"{host}:{client}" if slash and client else ""
+
+
+def cluster_address(address: str) -> tuple[str, int]:
+    """The cluster (raft) address in a member's address: ``HOST:PORT`` or ``HOST:CLIENTPORT/CLUSTERPORT``."""
+    host, _, ports = address.rpartition(":")
+    return host.strip("[]"), int(ports.rpartition("/")[2])
 
 
 def _send_all(sock: socket.socket, data: bytes) -> None:

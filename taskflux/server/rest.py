@@ -304,6 +304,10 @@ class RestApi:
 
     # --- plumbing ---------------------------------------------------------------------------------
 
+    def add_route(self, method: str, path: str, handler: Callable[..., Any]) -> None:
+        """Serve ``handler`` at ``path`` like the API's own routes (errors, metrics): for routes kept apart."""
+        self._route(method, path, handler)
+
     def _route(self, method: str, path: str, handler: Callable[..., Any], counted: bool = True) -> None:
         command = handler.__name__
 

@@ -397,7 +397,7 @@ class Session:
         started = time.perf_counter() if metrics is not None else 0.0
         leader = self.node.leader_id
         self.write(wire.encode(wire.ClusterMetadataResponse(
-            tuple(self.peers.client_endpoints), None if leader < 0 else leader, self.node.id,
+            tuple(self.peers.client_endpoint_list()), None if leader < 0 else leader, self.node.id,
         )))
         if metrics is not None:
             metrics.observe_request("cluster_metadata", outcomes.OK, time.perf_counter() - started)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from taskflux.raft.members import Members, MembershipError
 from taskflux.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -51,7 +52,7 @@ __all__ = [
     "is_valid_cluster_id",
 ]
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 HELLO_MAGIC = b"TFXC"
 # Must exceed replication_max_send_size + the largest entry (max payload + command overhead); see
 # Config.cluster_max_frame_bytes, which is never below this.
@@ -91,7 +92,10 @@ class Hello:
     ``cluster_id``: the sender's cluster, "" while it knows none. ``established``: the sender holds the
     cluster's committed history (it has caught up from a leader since its data directory was created), so
     the cluster has one: a node that started with an empty data directory must not vote before it has
-    caught up too.
+    caught up too. ``cluster_size``: the voters in the sender's membership in force (shown in logs, not
+    checked: memberships change at run time, and two nodes may briefly differ). ``cluster_endpoint``: where
+    the sender's cluster port is reached (``host:port``), so that a node that does not know the sender yet (a
+    new node the leader just added) can dial it back.
     """
 
     cluster_size: int
@@ -101,6 +105,7 @@ class Hello:
     http_endpoint: str = ""
     cluster_id: str = ""
     established: bool = False
+    cluster_endpoint: str = ""
 
 
 Frame = Hello | Message  # what a FrameDecoder yields and encode_frame takes
@@ -111,6 +116,7 @@ _HELLO_START = struct.Struct(">4sHHi")  # magic, version, cluster size, node id:
 _HELLO = struct.Struct(">4sHHiBH")  # ... then flags (bit 0: established), client endpoint length
 _U8 = struct.Struct(">B")  # the cluster id's length
 _U16 = struct.Struct(">H")  # the HTTP endpoint's length
+_U32 = struct.Struct(">I")  # InstallSnapshot's membership length
 _ADDR = struct.Struct(">iiq")  # src, dst, term: the start of every raft message
 _REQUEST_VOTE = struct.Struct(">iiqqqBB")
 _REQUEST_VOTE_RESPONSE = struct.Struct(">iiqBB")
@@ -125,6 +131,7 @@ _TIMEOUT_NOW = _ADDR
 # The largest Hello: what a connection may send before its handshake is done.
 MAX_HELLO_BODY_BYTES = (
     _HELLO.size + MAX_ENDPOINT_BYTES + _U16.size + MAX_ENDPOINT_BYTES + _U8.size + MAX_CLUSTER_ID_BYTES
+    + _U16.size + MAX_ENDPOINT_BYTES
 )
 
 
@@ -156,7 +163,8 @@ def _frame(frame_type: int, body: bytes) -> bytes:
 def _encode_hello(hello: Hello) -> bytes:
     endpoint = hello.client_endpoint.encode("utf-8")
     http = hello.http_endpoint.encode("utf-8")
-    for name, value in (("client", endpoint), ("HTTP", http)):
+    cluster = hello.cluster_endpoint.encode("utf-8")
+    for name, value in (("client", endpoint), ("HTTP", http), ("cluster", cluster)):
         if len(value) > MAX_ENDPOINT_BYTES:
             raise ValueError(f"{name} endpoint longer than {MAX_ENDPOINT_BYTES} bytes: {value!r}")
     if not is_valid_cluster_id(hello.cluster_id) and hello.cluster_id:
@@ -164,7 +172,8 @@ def _encode_hello(hello: Hello) -> bytes:
     cluster_id = hello.cluster_id.encode("ascii")
     head = _HELLO_OUT.pack(HELLO_MAGIC, hello.version, hello.cluster_size, hello.node_id, hello.established,
                            len(endpoint))
-    body = head + endpoint + _U16.pack(len(http)) + http + _U8.pack(len(cluster_id)) + cluster_id
+    body = (head + endpoint + _U16.pack(len(http)) + http + _U8.pack(len(cluster_id)) + cluster_id
+            + _U16.pack(len(cluster)) + cluster)
     return _frame(FrameType.HELLO, body)
 
 
@@ -220,7 +229,8 @@ def _encode_install_snapshot(m: InstallSnapshot) -> bytes:
     head = _INSTALL_SNAPSHOT_OUT.pack(
         m.src, m.dst, m.term, m.snapshot_index, m.snapshot_term, m.offset, m.total_size, m.done, len(m.data)
     )
-    return _frame(FrameType.INSTALL_SNAPSHOT, head + m.data)
+    members = m.members.encode() if m.members is not None else b""
+    return _frame(FrameType.INSTALL_SNAPSHOT, head + m.data + _U32.pack(len(members)) + members)
 
 
 def _encode_install_snapshot_response(m: InstallSnapshotResponse) -> bytes:
@@ -309,18 +319,24 @@ def _decode_hello(body: bytes) -> Hello:
     if http_length > MAX_ENDPOINT_BYTES or len(body) < id_at + _U8.size:
         raise ClusterProtocolError(f"Hello HTTP endpoint length {http_length} does not fit a {len(body)}-byte body")
     (id_length,) = _U8.unpack_from(body, id_at)
-    if id_length > MAX_CLUSTER_ID_BYTES or len(body) != id_at + _U8.size + id_length:
-        raise ClusterProtocolError(f"Hello cluster id length {id_length} does not match a {len(body)}-byte body")
-    cluster_id = body[id_at + _U8.size :].decode("latin-1")
+    cluster_at = id_at + _U8.size + id_length
+    if id_length > MAX_CLUSTER_ID_BYTES or len(body) < cluster_at + _U16.size:
+        raise ClusterProtocolError(f"Hello cluster id length {id_length} does not fit a {len(body)}-byte body")
+    (cluster_length,) = _U16.unpack_from(body, cluster_at)
+    if cluster_length > MAX_ENDPOINT_BYTES or len(body) != cluster_at + _U16.size + cluster_length:
+        raise ClusterProtocolError(f"Hello cluster endpoint length {cluster_length} does not match a "
+                                   f"{len(body)}-byte body")  # fmt: skip
+    cluster_id = body[id_at + _U8.size : cluster_at].decode("latin-1")
     if cluster_id and not is_valid_cluster_id(cluster_id):
         raise ClusterProtocolError(f"Hello cluster id {cluster_id!r} is not printable ASCII")
     try:
         endpoint = body[_HELLO.size : http_at].decode("utf-8")
         http = body[http_at + _U16.size : id_at].decode("utf-8")
+        cluster = body[cluster_at + _U16.size :].decode("utf-8")
     except UnicodeDecodeError:
         raise ClusterProtocolError("Hello endpoint is not UTF-8") from None
     return Hello(cluster_size=cluster_size, node_id=node_id, client_endpoint=endpoint, version=version,
-                 http_endpoint=http, cluster_id=cluster_id, established=flags == 1)
+                 http_endpoint=http, cluster_id=cluster_id, established=flags == 1, cluster_endpoint=cluster)
 
 
 def _decode_request_vote(body: bytes) -> RequestVote:
@@ -397,10 +413,21 @@ def _decode_install_snapshot(body: bytes) -> InstallSnapshot:
         raise ClusterProtocolError(f"InstallSnapshot body is {len(body)} bytes, shorter than its fixed part")
     src, dst, term, index, snap_term, offset, total, done, length = _INSTALL_SNAPSHOT.unpack_from(body)
     _non_negative(src, dst, term, index, snap_term, offset, total)
-    if len(body) != _INSTALL_SNAPSHOT.size + length:
-        raise ClusterProtocolError(f"InstallSnapshot data length {length} does not match a {len(body)}-byte body")
-    data = body[_INSTALL_SNAPSHOT.size :]
-    return InstallSnapshot(src, dst, term, index, snap_term, offset, data, total, _bool(done, "done"))
+    members_at = _INSTALL_SNAPSHOT.size + length
+    if len(body) < members_at + _U32.size:
+        raise ClusterProtocolError(f"InstallSnapshot data length {length} does not fit a {len(body)}-byte body")
+    (members_length,) = _U32.unpack_from(body, members_at)
+    if len(body) != members_at + _U32.size + members_length:
+        raise ClusterProtocolError(f"InstallSnapshot membership length {members_length} does not match a "
+                                   f"{len(body)}-byte body")  # fmt: skip
+    members = None
+    if members_length:
+        try:
+            members = Members.decode(body[members_at + _U32.size :])
+        except MembershipError as error:
+            raise ClusterProtocolError(f"InstallSnapshot membership: {error}") from None
+    data = body[_INSTALL_SNAPSHOT.size : members_at]
+    return InstallSnapshot(src, dst, term, index, snap_term, offset, data, total, _bool(done, "done"), members)
 
 
 def _decode_install_snapshot_response(body: bytes) -> InstallSnapshotResponse:
@@ -526,20 +553,21 @@ class FrameDecoder:
         return frame
 
 
-def check_hello(hello: Frame | None, cluster_size: int, own_node_id: int, cluster_id: str = "") -> Hello:
-    """The check of a peer's Hello: our version and cluster size, another node id in range, and the same
-    cluster id when both sides know one (``cluster_id``: ours, "" when unknown). Returns it; raises
-    ``ClusterProtocolError`` naming both sides of what differs."""
+def check_hello(
+    hello: Frame | None, own_node_id: int, cluster_id: str = "", removed: Callable[[int], bool] = lambda node: False
+) -> Hello:
+    """The check of a peer's Hello: our version, another node id, one the cluster has not removed (``removed``:
+    by the membership in force here), and the same cluster id when both sides know one (``cluster_id``: ours,
+    "" when unknown). Returns it; raises ``ClusterProtocolError`` naming both sides of what differs."""
     if not isinstance(hello, Hello):
         raise ClusterProtocolError(f"expected Hello first, got {type(hello).__name__}")
     if hello.version != PROTOCOL_VERSION:
         raise ClusterProtocolError(f"peer speaks protocol version {hello.version}, this node {PROTOCOL_VERSION}")
-    if hello.cluster_size != cluster_size:
-        raise ClusterProtocolError(f"peer has cluster size {hello.cluster_size}, this node {cluster_size}")
     if hello.node_id == own_node_id:
         raise ClusterProtocolError(f"peer claims node id {hello.node_id}, which is this node's own id")
-    if not 0 <= hello.node_id < cluster_size:
-        raise ClusterProtocolError(f"peer claims node id {hello.node_id}, not in 0..{cluster_size - 1}")
+    if removed(hello.node_id):
+        raise ClusterProtocolError(f"peer claims node id {hello.node_id}, which was removed from the cluster: a "
+                                   "removed node's id is never used again (add the node anew: it gets a new id)")
     if hello.cluster_id and cluster_id and hello.cluster_id != cluster_id:
         raise ClusterProtocolError(f"peer node {hello.node_id} belongs to cluster {hello.cluster_id}, "
                                    f"this node {own_node_id} to cluster {cluster_id}")

@@ -283,7 +283,8 @@ def test_cluster_and_health(api: Wsgi, server: Server) -> None:
     cluster = api("GET", "/api/v1/cluster").json
     assert cluster["node_id"] == 0 and cluster["role"] == "leader" and cluster["leader_id"] == 0
     assert cluster["commit_index"] == cluster["applied_index"] >= 1
-    assert cluster["nodes"] == [{"id": 0, "role": "leader", "client_endpoint": server.config.client_endpoint,
+    assert cluster["nodes"] == [{"id": 0, "role": "leader", "voter": True, "address": server.config.cluster_endpoint,
+                                 "client_endpoint": server.config.client_endpoint,
                                  "http_address": server.http.address}]  # type: ignore[union-attr]
     assert api("GET", "/health/live").json == {"status": "live"}
     ready = api("GET", "/health/ready")

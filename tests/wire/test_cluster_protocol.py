@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from taskflux.raft.members import Member, Members
 from taskflux.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -53,7 +54,11 @@ hellos = st.builds(
     cluster_id=st.one_of(st.just(""), st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1,
                                                max_size=64)),
     established=st.booleans(),
+    cluster_endpoint=st.text(max_size=60),
 )
+memberships = st.one_of(st.none(), st.lists(st.tuples(st.booleans(), st.text(max_size=20)), max_size=5).map(
+    lambda members: Members(tuple(Member(i, voter, address) for i, (voter, address) in enumerate(members)),
+                            len(members))))
 messages = st.one_of(
     st.builds(RequestVote, node_ids, node_ids, counters, counters, counters, st.booleans(), st.booleans()),
     st.builds(RequestVoteResponse, node_ids, node_ids, counters, st.booleans(), st.booleans()),
@@ -73,7 +78,8 @@ messages = st.one_of(
     st.builds(Heartbeat, node_ids, node_ids, counters, counters, contexts),
     st.builds(HeartbeatResponse, node_ids, node_ids, counters, contexts),
     st.builds(
-        InstallSnapshot, node_ids, node_ids, counters, counters, counters, counters, small, counters, st.booleans()
+        InstallSnapshot, node_ids, node_ids, counters, counters, counters, counters, small, counters, st.booleans(),
+        memberships,
     ),
     st.builds(InstallSnapshotResponse, node_ids, node_ids, counters, counters, counters, st.booleans(), counters),
     st.builds(TimeoutNow, node_ids, node_ids, counters),
@@ -92,6 +98,7 @@ EXAMPLES: list[Frame] = [
     InstallSnapshot(0, 1, 7, 100, 6, 4096, b"snapshot bytes", 9000, done=False),
     InstallSnapshotResponse(1, 0, 7, 100, offset=4110, done=True, match_index=100),
     TimeoutNow(0, 2, 8),
+    InstallSnapshot(0, 1, 7, 100, 6, 0, b"s", 1, done=True, members=Members.initial(["a:5000", "b:5000"])),
 ]
 
 
@@ -136,9 +143,16 @@ def test_header_layout_is_documented() -> None:
     assert data == struct.pack(">IIB", len(body), zlib.crc32(bytes([10]) + body), 10) + body
     assert HEADER_SIZE == 9
     hello = encode_frame(Hello(cluster_size=3, node_id=1, client_endpoint="h:1", http_endpoint="w:2"))
-    assert hello[HEADER_SIZE:] == b"TFXC" + struct.pack(">HHiBH", PROTOCOL_VERSION, 3, 1, 0, 3) + b"h:1\x00\x03w:2\x00"
-    hello = encode_frame(Hello(cluster_size=3, node_id=1, client_endpoint="", cluster_id="c1", established=True))
-    assert hello[HEADER_SIZE:] == b"TFXC" + struct.pack(">HHiBHH", PROTOCOL_VERSION, 3, 1, 1, 0, 0) + b"\x02c1"
+    assert hello[HEADER_SIZE:] == (b"TFXC" + struct.pack(">HHiBH", PROTOCOL_VERSION, 3, 1, 0, 3)
+                                   + b"h:1\x00\x03w:2\x00\x00\x00")
+    hello = encode_frame(Hello(cluster_size=3, node_id=1, client_endpoint="", cluster_id="c1", established=True,
+                               cluster_endpoint="h:5"))
+    assert hello[HEADER_SIZE:] == (b"TFXC" + struct.pack(">HHiBHH", PROTOCOL_VERSION, 3, 1, 1, 0, 0)
+                                   + b"\x02c1\x00\x03h:5")
+    snapshot = encode_frame(InstallSnapshot(0, 1, 7, 100, 6, 0, b"s", 1, True, Members.initial(["a"])))
+    members = Members.initial(["a"]).encode()
+    assert snapshot[HEADER_SIZE:] == (struct.pack(">iiqqqqqBI", 0, 1, 7, 100, 6, 0, 1, 1, 1) + b"s"
+                                      + struct.pack(">I", len(members)) + members)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -268,7 +282,8 @@ def test_negative_ids_and_terms(body: bytes) -> None:
 def test_negative_entry_index_and_hello_node_id() -> None:
     entry = struct.pack(">iiqqqqI", 0, 1, 1, 0, 0, 0, 1) + struct.pack(">qqI", -1, 1, 0)
     malformed(reframe(FrameType.APPEND_ENTRIES, entry))
-    assert "negative" in malformed(reframe(FrameType.HELLO, b"TFXC" + struct.pack(">HHiBHHB", 3, 3, -1, 0, 0, 0, 0)))
+    hello = b"TFXC" + struct.pack(">HHiBHHBH", 4, 3, -1, 0, 0, 0, 0, 0)
+    assert "negative" in malformed(reframe(FrameType.HELLO, hello))
 
 
 def test_booleans_must_be_zero_or_one() -> None:
@@ -277,21 +292,23 @@ def test_booleans_must_be_zero_or_one() -> None:
 
 
 def test_hello_magic_and_encoding() -> None:
-    start = b"TFXC" + struct.pack(">HHiB", 3, 3, 0, 0)
+    start = b"TFXC" + struct.pack(">HHiB", PROTOCOL_VERSION, 3, 0, 0)
     assert "magic" in malformed(reframe(FrameType.HELLO, b"HTTP" + struct.pack(">HHiBHHB", 3, 3, 0, 0, 0, 0, 0)))
-    assert "UTF-8" in malformed(reframe(FrameType.HELLO, start + struct.pack(">H", 1) + b"\xff\x00\x00\x00"))
-    assert "UTF-8" in malformed(reframe(FrameType.HELLO, start + struct.pack(">HH", 0, 1) + b"\xff\x00"))
+    assert "UTF-8" in malformed(reframe(FrameType.HELLO, start + struct.pack(">H", 1) + b"\xff\x00\x00\x00\x00\x00"))
+    assert "UTF-8" in malformed(reframe(FrameType.HELLO, start + struct.pack(">HH", 0, 1) + b"\xff\x00\x00\x00"))
+    assert "UTF-8" in malformed(reframe(FrameType.HELLO, start + struct.pack(">HHBH", 0, 0, 0, 1) + b"\xff"))
     assert "HTTP endpoint length" in malformed(reframe(FrameType.HELLO, start + struct.pack(">HH", 0, 9) + b"short"))
     assert "cluster id length" in malformed(reframe(FrameType.HELLO, start + struct.pack(">HHB", 0, 0, 5) + b"ab"))
-    assert "printable" in malformed(reframe(FrameType.HELLO, start + struct.pack(">HHB", 0, 0, 2) + b"a "))
-    flags = b"TFXC" + struct.pack(">HHiBHHB", 3, 3, 0, 2, 0, 0, 0)
+    assert "cluster endpoint length" in malformed(reframe(FrameType.HELLO, start + struct.pack(">HHBH", 0, 0, 0, 3)))
+    assert "printable" in malformed(reframe(FrameType.HELLO, start + struct.pack(">HHB", 0, 0, 2) + b"a \x00\x00"))
+    flags = b"TFXC" + struct.pack(">HHiBHHBH", PROTOCOL_VERSION, 3, 0, 2, 0, 0, 0, 0)
     assert "flags" in malformed(reframe(FrameType.HELLO, flags))
 
 
 def test_a_hello_of_another_version_is_refused_naming_both_versions() -> None:
-    old = reframe(FrameType.HELLO, b"TFXC" + struct.pack(">HHiH", 2, 3, 1, 3) + b"h:1\x00\x00")
-    with pytest.raises(ClusterProtocolError, match="version 2, this node 3"):
-        check_hello(decode_all(old)[0], 3, 0)
+    old = reframe(FrameType.HELLO, b"TFXC" + struct.pack(">HHiH", 3, 3, 1, 3) + b"h:1\x00\x00")
+    with pytest.raises(ClusterProtocolError, match="version 3, this node 4"):
+        check_hello(decode_all(old)[0], 0)
 
 
 def test_before_the_handshake_only_a_small_hello_is_read() -> None:
@@ -306,7 +323,7 @@ def test_before_the_handshake_only_a_small_hello_is_read() -> None:
     with pytest.raises(ClusterProtocolError, match=f"{MAX_HELLO_BODY_BYTES}-byte limit"):
         decoder.next_frame()
     biggest = Hello(cluster_size=3, node_id=1, client_endpoint="h" * 255, http_endpoint="w" * 255,
-                    cluster_id="c" * MAX_CLUSTER_ID_BYTES, established=True)
+                    cluster_id="c" * MAX_CLUSTER_ID_BYTES, established=True, cluster_endpoint="x" * 255)
     assert len(encode_frame(biggest)) == HEADER_SIZE + MAX_HELLO_BODY_BYTES
     decoder = FrameDecoder(handshake=True)
     decoder.feed(encode_frame(biggest) + heartbeat)
@@ -345,21 +362,23 @@ def test_decoder_limits() -> None:
 
 def test_check_hello() -> None:
     good = Hello(cluster_size=3, node_id=2, client_endpoint="h:1", cluster_id="blue")
-    assert check_hello(good, 3, 0) is good
-    assert check_hello(good, 3, 0, "blue") is good
+    assert check_hello(good, 0) is good
+    assert check_hello(good, 0, "blue") is good
     unknown = Hello(cluster_size=3, node_id=2, client_endpoint="h:1")
-    assert check_hello(unknown, 3, 0, "blue") is unknown  # a peer that knows no cluster id yet
+    assert check_hello(unknown, 0, "blue") is unknown  # a peer that knows no cluster id yet
+    # Sizes may differ (memberships change at run time), and so may the ids: a node added later has a new one.
+    assert check_hello(Hello(cluster_size=5, node_id=7, client_endpoint="h:1"), 0) is not None
+    removed = {3}.__contains__
     for bad, match in [
-        (Hello(cluster_size=3, node_id=2, client_endpoint="h:1", version=1), "version 1, this node 3"),
-        (Hello(cluster_size=5, node_id=2, client_endpoint="h:1"), "cluster size"),
-        (Hello(cluster_size=3, node_id=3, client_endpoint="h:1"), "not in 0..2"),
+        (Hello(cluster_size=3, node_id=2, client_endpoint="h:1", version=1), "version 1, this node 4"),
+        (Hello(cluster_size=3, node_id=3, client_endpoint="h:1"), "node id 3, which was removed"),
         (Hello(cluster_size=3, node_id=0, client_endpoint="h:1"), "this node's own id"),
         (good, "peer node 2 belongs to cluster blue, this node 0 to cluster green"),
         (TimeoutNow(0, 1, 1), "expected Hello"),
         (None, "expected Hello"),
     ]:
         with pytest.raises(ClusterProtocolError, match=match):
-            check_hello(bad, 3, 0, "green")  # type: ignore[arg-type]
+            check_hello(bad, 0, "green", removed)  # type: ignore[arg-type]
 
 
 def test_many_frames_keep_the_buffer_small() -> None:
@@ -429,10 +448,10 @@ def test_no_large_allocation_on_hostile_headers() -> None:
 def test_the_documented_examples() -> None:
     """The byte dumps of docs/cluster-protocol.md §4."""
     hello = Hello(cluster_size=3, node_id=1, client_endpoint="127.0.0.1:2612", http_endpoint="127.0.0.1:1616",
-                  cluster_id="7f3a2c", established=True)
+                  cluster_id="7f3a2c", established=True, cluster_endpoint="127.0.0.1:5001")
     assert encode_frame(hello) == bytes.fromhex(
-        "00000034 985437cc 01 54465843 0003 0003 00000001 01 000e 3132372e302e302e313a32363132"
-        "000e 3132372e302e302e313a31363136 06 376633613263"
+        "00000044 0ff6d0f2 01 54465843 0004 0003 00000001 01 000e 3132372e302e302e313a32363132"
+        "000e 3132372e302e302e313a31363136 06 376633613263 000e 3132372e302e302e313a35303031"
     )
     assert encode_frame(TimeoutNow(0, 2, 8)) == bytes.fromhex("00000010 dbee8e50 0a 00000000 00000002 0000000000000008")
     append = AppendEntries(0, 1, 2, 5, 2, (Entry(6, 2, b"ab"),), 5)
@@ -451,7 +470,7 @@ def test_the_documented_examples() -> None:
         (EXAMPLES[5], 49),
         (Heartbeat(0, 1, 1, 1), 26),
         (HeartbeatResponse(0, 1, 1), 18),
-        (InstallSnapshot(0, 1, 1, 1, 1, 0, b"", 0, True), 53),
+        (InstallSnapshot(0, 1, 1, 1, 1, 0, b"", 0, True), 57),
         (EXAMPLES[9], 41),
         (EXAMPLES[10], 16),
     ],
