@@ -105,7 +105,7 @@ class Server:
             membership=self.membership,
         )
         self.node.members_changed = self.peers.set_members
-        self.peers.set_members(self.node.members)  # the log or the snapshot may say otherwise than cluster_peers
+        self.peers.set_members(*self.node.followed_members)  # the log or a snapshot may differ from cluster_peers
         self.clients = ClientServer(self.node, self.peers, client_port_settings(config), metrics=self.metrics)
         self.service = QueueService(self.node)
         self.leases = LeaseTable(self.service)

@@ -22,12 +22,16 @@ class Membership:
         self._identity = identity
         self._abstain: Callable[[], None] | None = None
         self._abstaining = False
-        self.members: Members | None = None  # the membership in force, as the node last reported it
+        # The membership in force and the last committed one, as the node last reported them.
+        self.members: Members | None = None
+        self.committed_members: Members | None = None
 
     def was_removed(self, node_id: int) -> bool:
-        """Whether the membership in force says ``node_id`` was removed from the cluster (its id is never used
-        again: a handshake that claims it is refused)."""
-        return self.members is not None and self.members.was_removed(node_id)
+        """Whether ``node_id`` was removed from the cluster by a committed change that is in force (its id is
+        never used again: a handshake that claims it is refused). Until the change commits, the removed node
+        may still be the leader that must hear the acknowledgements of its own removal."""
+        return (self.members is not None and self.members.was_removed(node_id)
+                and self.committed_members is not None and self.committed_members.was_removed(node_id))
 
     def attach(self, abstain: Callable[[], None]) -> None:
         """``abstain``: tells the node to stop voting until it has caught up (``Raft.abstain``)."""

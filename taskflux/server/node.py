@@ -193,10 +193,12 @@ class Node:
         self._membership = membership
         caught_up = membership is None or membership.caught_up
         self._raft = Raft(raft_config, storage, rng or random.Random(), caught_up=caught_up)
-        self.members_changed: Callable[[Members], None] = lambda members: None  # see Ready.members
+        # Called with (the membership in force, the last committed one) whenever either changes: see _follow_members.
+        self.members_changed: Callable[[Members, Members], None] = lambda in_force, committed: None
+        self._followed: tuple[Members, Members] | None = None
         if membership is not None:
             membership.attach(self.abstain)
-            membership.members = self._raft.members
+        self._follow_members()
         self._applied_index = storage.snapshot_meta().index
         self.soft_state = SoftState(Role.FOLLOWER, storage.hard_state().term, NO_LEADER)
         self._inbox: Queue = Queue(INBOX_SIZE)
@@ -389,6 +391,12 @@ class Node:
     def members(self) -> Members:
         """The membership in force on this node (the latest in its log, committed or not)."""
         return self._raft.members
+
+    @property
+    def followed_members(self) -> tuple[Members, Members]:
+        """The membership in force and the last committed one, as last given to ``members_changed``."""
+        assert self._followed is not None
+        return self._followed
 
     def change_membership(self, change: ConfChange, force: bool = False) -> Members:
         """Propose a membership change at this leader and wait until it commits; the membership then in force.
@@ -672,16 +680,33 @@ class Node:
                     event.change.node_id, f" at {event.change.address}" if event.change.address else "")
         self._pending[index] = (self._raft.current_term, proposal)
 
-    def _members_in_force(self, members: Members) -> None:
-        logger.info("membership in force: voters %s, learners %s", sorted(members.voters), sorted(members.learners))
+    def _follow_members(self) -> None:
+        """Tell the links (and the handshake checks) the membership in force and the last committed one: a node
+        removed by a change not yet committed keeps its links, since it may be the leader that must hear the
+        acknowledgements of its own removal."""
+        raft = self._raft
+        log = raft.log
+        in_force = raft.members
+        committed = in_force if log.last_members_index() <= log.commit_index else log.members_at(log.commit_index)
+        if self._followed is not None and self._followed[0] is in_force and self._followed[1] is committed:
+            return
+        if self._followed is None or self._followed[0] is not in_force:
+            logger.info("membership in force: voters %s, learners %s", sorted(in_force.voters),
+                        sorted(in_force.learners))
+        if committed.was_removed(self.id) and (self._followed is None or not self._followed[1].was_removed(self.id)):
+            logger.error("this node (%d) was removed from the cluster: it takes no part any more; stop it (its id "
+                         "is never used again: to bring the machine back, add it anew with an empty data directory)",
+                         self.id)
+        self._followed = (in_force, committed)
         if self._membership is not None:
-            self._membership.members = members
-        self.members_changed(members)
+            self._membership.members = in_force
+            self._membership.committed_members = committed
+        self.members_changed(in_force, committed)
 
     def _handle_ready(self, ready: Ready) -> None:
         self._observe(ready.soft_state)
         if ready.members is not None:
-            self._members_in_force(ready.members)  # new members get their links before the messages
+            self._follow_members()  # new members get their links before the messages
         for message in ready.messages:
             self._send(message)
         if ready.snapshot is not None:
@@ -702,6 +727,8 @@ class Node:
                 self._apply(ready.committed_entries)
             else:  # applied once the leader's snapshot they follow is decoded
                 self._deferred.append(ready.committed_entries)
+        if self._followed is not None and self._followed[1] is not self._followed[0] and ready.committed_entries:
+            self._follow_members()  # a membership change may have committed
         for read in ready.read_states:
             waiters = self._reads.pop(read.context, [])
             started = self._read_started.pop(read.context, 0.0)

@@ -149,12 +149,20 @@ class PeerNetwork:
         """The nodes this node has links to (every member in force but itself)."""
         return tuple(sorted(self._outboxes))
 
-    def set_members(self, members: Members) -> None:
-        """Follow the membership in force: dial new members, drop the links of removed ones (and their
-        inbound links). Addresses come from the membership where it has one (``HOST:PORT`` or
-        ``HOST:CLIENTPORT/CLUSTERPORT``), else from ``peers``."""
+    def set_members(self, members: Members, committed: Members | None = None) -> None:
+        """Follow the membership in force and the last committed one: dial new members, drop the links of
+        nodes in neither (and their inbound links). Addresses come from the membership where it has one
+        (``HOST:PORT`` or ``HOST:CLIENTPORT/CLUSTERPORT``), else from ``peers``. A node that a committed change
+        removed keeps no link at all: it takes no part any more."""
         self.cluster_size = len(members.voters)
-        wanted = set(members.ids) - {self.node_id}
+        committed = committed or members
+        wanted = set(members.ids) | set(committed.ids)
+        if committed.was_removed(self.node_id):
+            wanted = set()
+        wanted.discard(self.node_id)
+        for member in committed.members:
+            if member.address and member.id not in self._addresses:
+                self._addresses[member.id] = cluster_address(member.address)
         own = members.get(self.node_id)
         if own is not None and own.address:
             self._cluster_endpoint = format_endpoint(*cluster_address(own.address))
@@ -169,7 +177,7 @@ class PeerNetwork:
                 continue
             logger.info("node %d at %s:%d is a member now: connecting", peer, *self._addresses[peer])
             self._add_link(peer)
-        self._members = set(members.ids)
+        self._members = wanted | {self.node_id}
         for peer in sorted(set(self._outboxes) - wanted):
             logger.info("node %d is no member any more: closing its links", peer)
             self._drop_link(peer)

@@ -101,7 +101,7 @@ class NodeProcess:
 
     def command(self) -> list[str]:
         options = {
-            "cluster-peers": " ".join(self.peers),
+            **({"cluster-peers": " ".join(self.peers)} if self.peers else {}),
             "cluster-node-id": str(self.node_id),
             "cluster-listen-host": "127.0.0.1",
             "cluster-listen-port": str(self.cluster_port),
@@ -272,3 +272,36 @@ class LocalCluster:
 
     def logs(self) -> str:
         return "\n".join(f"--- node {node.node_id} ---\n{node.log()[-4000:]}" for node in self.nodes)
+
+    def new_node(self) -> NodeProcess:
+        """A node process not started yet, to be added at run time (``cluster_join``): its id is the next one
+        (ids are never reused, and every node this cluster ever had is in ``nodes``)."""
+        held = HeldPorts(4)
+        cluster_port, client_port, http_port, grpc_port = held.ports
+        held.release()
+        options = {**self.nodes[0].extra, "cluster-join": "true"}
+        node = NodeProcess(len(self.nodes), self.root, [], cluster_port, client_port, options,
+                           http_port=http_port, grpc_port=grpc_port)
+        self.nodes.append(node)
+        return node
+
+    def member_address(self, node: NodeProcess) -> str:
+        return f"127.0.0.1:{node.client_port}/{node.cluster_port}"
+
+    def admin(self, *args: str, via: NodeProcess | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``python -m taskflux.admin`` against ``via`` (default: every running node, the first that answers)."""
+        servers = [via] if via is not None else [node for node in self.nodes if node.running]
+        command = [sys.executable, "-m", "taskflux.admin", *(f"--server={n.http_address}" for n in servers), *args]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({done.returncode}): {done.stdout}{done.stderr}\n"
+                                 f"{self.logs()}")
+        return done
+
+    def members(self, node: NodeProcess) -> dict[str, Any] | None:
+        """``/api/v1/cluster/members`` as ``node`` sees it, None when it does not answer."""
+        try:
+            with urllib.request.urlopen(f"http://{node.http_address}/api/v1/cluster/members", timeout=2) as answer:
+                return json.loads(answer.read())  # type: ignore[no-any-return]
+        except OSError:
+            return None
