@@ -604,13 +604,15 @@ class TaskFluxClient:
 
     def _candidates(self) -> list[str]:
         """Endpoints to try, best first: the leader as the cluster reports it, the leader's configured endpoint,
-        then every configured endpoint."""
+        every member the cluster last reported (so that a client follows the membership: it finds nodes added
+        since it started, and a removed node is no longer reported), then every configured endpoint."""
         out: list[str] = []
         if self._leader_id is not None:
             if 0 <= self._leader_id < len(self._cluster_endpoints):
                 out.append(self._cluster_endpoints[self._leader_id])
             if 0 <= self._leader_id < len(self.endpoints):
                 out.append(self.endpoints[self._leader_id])
+        out.extend(endpoint for endpoint in self._cluster_endpoints if endpoint)
         out.extend(self.endpoints)
         valid: list[str] = []
         for endpoint in dict.fromkeys(out):

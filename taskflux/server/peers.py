@@ -380,7 +380,10 @@ class PeerNetwork:
             logger.warning("cluster connection from %s (node %d) reset: %s", where, peer, error)
             closed_by_peer = True
         except (OSError, ClusterProtocolError) as error:
-            logger.warning("closing cluster connection from %s (node %d): %s", where, peer, error)
+            if peer >= 0 and peer not in self._members:  # set_members closed it: the node is no member any more
+                logger.info("closed the cluster connection from %s (node %d, no member any more)", where, peer)
+            else:
+                logger.warning("closing cluster connection from %s (node %d): %s", where, peer, error)
         finally:
             if peer >= 0 and self._inbound.get(peer, (None, ""))[0] is sock:
                 if closed_by_peer:

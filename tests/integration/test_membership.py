@@ -190,3 +190,24 @@ def test_a_lost_copy_is_replaced_by_a_new_member_and_the_entry_survives_the_othe
         leader = cluster.wait_for_leader(among=[c, d.node_id], timeout=30)
         assert leader in (c, d.node_id)
         assert drain(cluster) == [1, 2]  # X (2) survived; priority 1 is the more urgent
+
+
+def test_a_client_follows_the_membership_to_nodes_added_after_it_started(tmp_path: Path) -> None:
+    """A client given only node 0 learns the nodes added later from ClusterMetadata; once node 0 is removed and
+    gone, it still finds the cluster."""
+    cluster = LocalCluster(1, tmp_path)
+    with cluster.running():
+        client = TaskFluxClient([cluster.nodes[0].client_address], timeout=10)
+        try:
+            client.enqueue("", 1, b"1")
+            grow(cluster)
+            grow(cluster)
+            metadata = client.cluster_metadata()
+            assert [e for e in metadata.endpoints if e] == [n.client_address for n in cluster.nodes]
+            cluster.admin("remove", "0")
+            cluster.nodes[0].kill()
+            client.enqueue("", 2, b"2")
+            assert "" == client.cluster_metadata().endpoints[0]  # node 0 is reported no more
+        finally:
+            client.close()
+        assert drain(cluster) == [1, 2]
