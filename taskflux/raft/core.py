@@ -63,7 +63,7 @@ class Raft(LeaderRole):
         self.id = config.node_id
         self.log = RaftLog(storage, config.bootstrap_members)
         self.members = self.log.members
-        self.peers = tuple(p for p in self.members.ids if p != self.id)
+        self.peers = tuple(p for p in self.members.ids if p != self.id)  # see _forget_departed
         self._members_unreported = False
         self.log.on_members_changed = self._members_changed
         self._rng = rng
@@ -425,16 +425,25 @@ class Raft(LeaderRole):
         """A membership entry was appended (or truncated away, or a snapshot replaced the log): it is in
         force from now on. A leader starts tracking new members and forgets removed ones."""
         self.members = members
-        self.peers = tuple(p for p in members.ids if p != self.id)
         self._members_unreported = True
         if self.role == Role.LEADER:
-            for p in self.peers:
+            for p in members.ids:
                 if p not in self.progress:
                     self.progress[p] = self._new_progress()
-            for p in [p for p in self.progress if p != self.id and p not in members.ids]:
-                del self.progress[p]
             if self.lead_transferee not in members.voters:
                 self.lead_transferee = NO_LEADER
+        self._forget_departed()
+
+    def _forget_departed(self) -> None:
+        """The nodes this node sends to: the members in force and, on a leader, the nodes a change not yet
+        committed removed (they still get the log, so that a removed node learns of its removal and stops
+        campaigning); their progress goes once the change has committed."""
+        members = self.members
+        if self.role == Role.LEADER and self.log.last_members_index() <= self.log.commit_index:
+            for p in [p for p in self.progress if p != self.id and p not in members.ids]:
+                del self.progress[p]
+        keep = set(members.ids) | (set(self.progress) if self.role == Role.LEADER else set())
+        self.peers = tuple(sorted(keep - {self.id}))
 
     def _new_progress(self) -> Progress:
         cfg = self.config
@@ -472,6 +481,7 @@ class Raft(LeaderRole):
                 self._read_states.append(ReadState(context, 0, ok=False))
             self._reads_before_commit = []
         self.progress = {}
+        self._forget_departed()
 
     def _become_follower(self, term: int, leader_id: int) -> None:
         self._reset(term)

@@ -48,6 +48,7 @@ class LeaderRole:
     _send: Callable[[Message], None]
     _become_follower: Callable[[int, int], None]
     _heard_recently: Callable[[int], bool]
+    _forget_departed: Callable[[], None]
 
     def _tick_leader(self) -> None:
         cfg = self.config
@@ -156,8 +157,11 @@ class LeaderRole:
             waiting, self._reads_before_commit = self._reads_before_commit, []
             for context in waiting:
                 self._start_read(context)
-        if self.id not in self.members.voters and self.log.commit_index >= self.log.last_members_index():
-            self._hand_over_removed()
+        if self.log.commit_index >= self.log.last_members_index():
+            if self.id not in self.members.voters:
+                self._hand_over_removed()
+            elif len(self.peers) > len(self.members.ids) - 1:
+                self._forget_departed()
 
     def _hand_over_removed(self) -> None:
         """The change that removed this leader has committed: tell the most up-to-date voter to campaign

@@ -693,7 +693,7 @@ class Node:
         if self._followed is None or self._followed[0] is not in_force:
             logger.info("membership in force: voters %s, learners %s", sorted(in_force.voters),
                         sorted(in_force.learners))
-        if committed.was_removed(self.id) and (self._followed is None or not self._followed[1].was_removed(self.id)):
+        if in_force.was_removed(self.id) and (self._followed is None or not self._followed[0].was_removed(self.id)):
             logger.error("this node (%d) was removed from the cluster: it takes no part any more; stop it (its id "
                          "is never used again: to bring the machine back, add it anew with an empty data directory)",
                          self.id)

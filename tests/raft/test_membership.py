@@ -172,6 +172,7 @@ def test_a_removed_follower_stops_counting_and_is_ignored() -> None:
     c.tick_all(2)
     assert committed(c, 0, index) and c.raft(0).members.voters == {0, 1}
     assert 2 not in c.raft(0).progress and c.raft(0).peers == (1,)
+    assert c.raft(2).members.was_removed(2)  # it got the change before the leader let it go: it knows
     # Two voters: both are needed now.
     c.isolate(1)
     at = c.propose(0, b"z")
