@@ -491,24 +491,35 @@ def _service_configs() -> dict[str, tuple[dict[str, Any], Config]]:
     return result
 
 
+def _initial(services: dict[str, Any]) -> dict[str, Any]:
+    """The services started by ``docker compose up`` (the first membership), not the ``grow`` profile's."""
+    return {name: service for name, service in services.items() if "grow" not in service.get("profiles", [])}
+
+
 def test_compose_runs_three_nodes_configured_only_through_taskflux_variables() -> None:
     document = compose()
     services = document["services"]
-    assert len(services) == 3
+    assert len(_initial(services)) == 3 and len(services) == 5
     options = {option.env for option in OPTIONS}
     for name, service in services.items():
         environment = service["environment"]
         assert set(environment) <= options, f"{name}: {sorted(set(environment) - options)}"
-        for must_set in ("TASKFLUX_CLUSTER_PEERS", "TASKFLUX_CLUSTER_NODE_ID", "TASKFLUX_DATA_DIRECTORY",
-                         "TASKFLUX_HTTP_LISTEN_ADDRESS", "TASKFLUX_CLUSTER_LISTEN_HOST"):
+        first = name in _initial(services)
+        for must_set in ("TASKFLUX_CLUSTER_PEERS" if first else "TASKFLUX_CLUSTER_JOIN", "TASKFLUX_CLUSTER_NODE_ID",
+                         "TASKFLUX_DATA_DIRECTORY", "TASKFLUX_HTTP_LISTEN_ADDRESS", "TASKFLUX_CLUSTER_LISTEN_HOST"):
             assert must_set in environment, f"{name}: {must_set}"
         assert "command" not in service and "entrypoint" not in service, f"{name}: configure through the environment"
         assert "depends_on" not in service, f"{name}: a node is ready only with a majority up; do not wait on health"
 
 
 def test_compose_nodes_have_distinct_ids_the_same_peers_and_their_own_entry() -> None:
-    configs = _service_configs()
-    assert sorted(config.cluster_node_id for _, config in configs.values()) == [0, 1, 2]
+    every = _service_configs()
+    assert sorted(config.cluster_node_id for _, config in every.values()) == [0, 1, 2, 3, 4]
+    configs = {name: every[name] for name in _initial(compose()["services"])}
+    for name in set(every) - set(configs):
+        service, config = every[name]
+        assert config.cluster_join and config.cluster_node_id >= 3, f"{name}: joins the running cluster"
+        assert config.cluster_listen_port == PORTS["cluster"] and config.cluster_listen_host == "0.0.0.0"
     peers = {config.cluster_peers for _, config in configs.values()}
     assert len(peers) == 1
     (peer_list,) = peers
@@ -540,7 +551,7 @@ def test_compose_publishes_each_node_on_its_own_host_ports_and_advertises_them()
         assert config.tcp_adapter_advertise_address == ("127.0.0.1", ports[container["client"]]), name
         # ... and REST clients follow a follower's 421 to the leader's published HTTP port.
         assert config.http_advertise_address == ("127.0.0.1", ports[container["http"]]), name
-    assert len(host_ports) == len(set(host_ports)) == 9
+    assert len(host_ports) == len(set(host_ports)) == 15
 
 
 def test_compose_gives_each_node_its_own_named_volume_on_the_image_volume() -> None:
