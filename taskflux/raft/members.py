@@ -15,7 +15,7 @@ a member is one the cluster removed.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 MEMBERS_PREFIX = b"\x00taskflux-members:"
@@ -48,10 +48,15 @@ class Member:
 
 @dataclass(frozen=True, slots=True)
 class Members:
-    """A configuration: the members sorted by id, and the next id to hand out."""
+    """A configuration: the members sorted by id, and the next id to hand out. ``voters``, ``learners``, ``ids``
+    and ``quorum`` are computed once (the raft core reads them on every commit and election)."""
 
     members: tuple[Member, ...] = ()
     next_id: int = 0
+    voters: frozenset[int] = field(init=False, repr=False, compare=False)
+    learners: frozenset[int] = field(init=False, repr=False, compare=False)
+    ids: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    quorum: int = field(init=False, repr=False, compare=False)  # votes (or copies) a decision needs
 
     def __post_init__(self) -> None:
         ids = [m.id for m in self.members]
@@ -59,28 +64,16 @@ class Members:
             raise MembershipError(f"member ids must be distinct and sorted, got {ids}")
         if ids and (ids[0] < 0 or ids[-1] >= self.next_id):
             raise MembershipError(f"member ids must lie in 0..next_id-1 ({self.next_id}), got {ids}")
+        voters = frozenset(m.id for m in self.members if m.voter)
+        object.__setattr__(self, "voters", voters)
+        object.__setattr__(self, "learners", frozenset(m.id for m in self.members if not m.voter))
+        object.__setattr__(self, "ids", tuple(ids))
+        object.__setattr__(self, "quorum", len(voters) // 2 + 1)
 
     @classmethod
     def initial(cls, addresses: list[str] | tuple[str, ...]) -> Members:
         """A brand-new cluster: every node a voter, ids 0..n-1 in the order given."""
         return cls(tuple(Member(i, True, a) for i, a in enumerate(addresses)), len(addresses))
-
-    @property
-    def voters(self) -> frozenset[int]:
-        return frozenset(m.id for m in self.members if m.voter)
-
-    @property
-    def learners(self) -> frozenset[int]:
-        return frozenset(m.id for m in self.members if not m.voter)
-
-    @property
-    def ids(self) -> tuple[int, ...]:
-        return tuple(m.id for m in self.members)
-
-    @property
-    def quorum(self) -> int:
-        """Votes (or copies) a decision needs: a majority of the voters."""
-        return len(self.voters) // 2 + 1
 
     def get(self, node_id: int) -> Member | None:
         for m in self.members:

@@ -426,7 +426,8 @@ class Node:
     @property
     def _sole_voter(self) -> bool:
         """This node is the only voter: its leadership needs nobody's confirmation."""
-        return self._raft.members.voters == {self.id}
+        voters = self._raft.members.voters
+        return len(voters) == 1 and self.id in voters
 
     def ensure_lease(self) -> None:
         """Return once this leader's lease is valid (what handing out a record needs: a deposed leader must
