@@ -143,8 +143,9 @@ class Server:
         self.peers.start()
         self.clients.start()
         logger.info(
-            "node %d of %d (cluster %s) serving clients on %s, REST on %s, gRPC on %s, cluster on %s:%d, data in %s",
-            self.config.cluster_node_id, self.config.cluster_size, self.membership.cluster_id or "not known yet",
+            "node %d (of %d voters; cluster %s) serving clients on %s, REST on %s, gRPC on %s, cluster on %s:%d, "
+            "data in %s",
+            self.config.cluster_node_id, len(self.node.members.voters), self.membership.cluster_id or "not known yet",
             self.clients.address,
             self.http.address if self.http is not None else "(off)",
             self.grpc.address if self.grpc is not None else "(off)",
@@ -209,9 +210,10 @@ class Server:
         if self.grpc is not None:
             # gRPC has no "stop accepting" apart from stop(grace): new calls are refused from now on, the
             # calls in progress get the hand-over's time plus the usual grace.
-            handover_bound = 2 * self.config.raft_election_timeout * (self.config.cluster_size - 1)
+            others = len(self.node.transfer_candidates())
+            handover_bound = 2 * self.config.raft_election_timeout * others
             stoppers.append(gevent.spawn(self.grpc.stop, STOP_REQUESTS_SECONDS + handover_bound))
-        if self.node.is_leader and self.config.cluster_size > 1:
+        if self.node.is_leader and self.node.transfer_candidates():
             self._hand_over_leadership()
         stoppers.append(gevent.spawn(self.clients.stop, STOP_REQUESTS_SECONDS))
         if self.http is not None:

@@ -470,11 +470,13 @@ class Node:
         return not self.is_leader
 
     def transfer_candidates(self) -> list[int]:
-        """Followers to hand leadership to, the most up to date first (empty when not leader)."""
+        """Voters to hand leadership to, the most up to date first (empty when not leader)."""
         if not self.is_leader:
             return []
         progress = self._raft.progress
-        return sorted((peer for peer in progress if peer != self.id), key=lambda p: -progress[p].match_index)
+        voters = self._raft.members.voters
+        return sorted((peer for peer in progress if peer != self.id and peer in voters),
+                      key=lambda p: -progress[p].match_index)
 
     def deliver(self, message: Message) -> None:
         """A raft message from a peer (blocks while the inbox is full: back-pressure on the link).
