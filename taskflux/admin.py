@@ -162,7 +162,7 @@ def run(args: argparse.Namespace, client: AdminClient, out: TextIO) -> None:
     elif args.command == "remove":
         query = "?force=true" if args.force else ""
         view = _retrying(lambda: client.call("DELETE", f"/api/v1/cluster/members/{args.id}{query}"), 10.0, out,
-                         "change_in_progress")
+                         "change_in_progress", "no_leader")
         print(f"node {args.id} removed: stop its process; its id is never used again", file=out)
     else:
         view = client.call("POST", "/api/v1/cluster/leader", {"node_id": args.id})

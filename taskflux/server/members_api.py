@@ -8,12 +8,15 @@ can act on: ``change_in_progress`` (retry shortly), ``not_caught_up`` (the learn
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import bottle
+import gevent
 
 from taskflux.raft.members import ChangeKind, ConfChange, MembershipError
+from taskflux.server.node import NotLeader
 from taskflux.server.peers import parse_member_address
 from taskflux.server.rest import JSON_SLACK_BYTES, error, int_field, json_response, read_json_object
 
@@ -94,8 +97,23 @@ class MembersApi:
         force = bottle.request.query.get("force", "false").lower()
         if force not in ("true", "false"):
             raise error(400, "invalid_parameter", "force must be true or false", "force")
+        if member == self.node.id:
+            self._hand_over_first()
         self._change(ConfChange(ChangeKind.REMOVE, member), force == "true")
         return self._members()
+
+    def _hand_over_first(self) -> None:
+        """The leader is asked to remove itself: hand leadership to the most up-to-date voter first, and send the
+        request there (421). The new leader removes this node as a follower: no election, no lost acknowledgement.
+        With no voter to take over (or none taking over in time), this leader removes itself: it leads until
+        the change commits, then hands over (docs/raft.md, "Membership")."""
+        node = self.node
+        for candidate in node.transfer_candidates()[:1]:
+            if node.transfer_leadership(candidate, TRANSFER_TIMEOUT):
+                deadline = time.monotonic() + TRANSFER_TIMEOUT
+                while node.leader_id < 0 and time.monotonic() < deadline:
+                    gevent.sleep(0.01)
+                raise NotLeader(node.leader_id)
 
     def transfer_leadership(self) -> bottle.HTTPResponse:
         body = read_json_object(JSON_SLACK_BYTES)

@@ -69,6 +69,7 @@ MAX_BACKOFF = 1.0
 WATCHDOG_INTERVAL = 0.25
 KEEPALIVE = ((socket.TCP_KEEPIDLE, 10), (socket.TCP_KEEPINTVL, 5), (socket.TCP_KEEPCNT, 3))  # ~25 s to notice
 MAX_PENDING_HANDSHAKES = 64  # inbound connections not yet through their Hello; the oldest is closed first
+REMOVED_LINGER = 1.0  # seconds a node that a committed change removed keeps its links, for its last messages
 LOG_INTERVAL = 1.0  # at most one line per second and reason about refused inbound connections (a flood logs a count)
 
 
@@ -157,9 +158,13 @@ class PeerNetwork:
         self.cluster_size = len(members.voters)
         committed = committed or members
         wanted = set(members.ids) | set(committed.ids)
-        if committed.was_removed(self.node_id):
-            wanted = set()
         wanted.discard(self.node_id)
+        if committed.was_removed(self.node_id):
+            # This node takes no part any more. Its last messages (a removed leader's TimeoutNow to its successor)
+            # still go out: the links close a moment later.
+            if not self._stopping:
+                gevent.spawn_later(REMOVED_LINGER, self._leave)
+            return
         for member in committed.members:
             if member.address and member.id not in self._addresses:
                 self._addresses[member.id] = cluster_address(member.address)
@@ -180,6 +185,12 @@ class PeerNetwork:
         self._members = wanted | {self.node_id}
         for peer in sorted(set(self._outboxes) - wanted):
             logger.info("node %d is no member any more: closing its links", peer)
+            self._drop_link(peer)
+
+    def _leave(self) -> None:
+        """Close every link: a committed change removed this node."""
+        self._members = {self.node_id}
+        for peer in sorted(self._outboxes):
             self._drop_link(peer)
 
     def _add_link(self, peer: int) -> None:
