@@ -389,7 +389,8 @@ class NodeCollector:
                   ("queue",)),
             gauge("taskflux_queue_reserved", "Records handed out and not yet acked or nacked, by queue.",
                   ("queue",)),
-            gauge("taskflux_raft_node_id", "This node's id (its index in cluster_peers)."),
+            gauge("taskflux_raft_node_id", "This node's id (never reused by the cluster)."),
+            gauge("taskflux_cluster_members", "Members of the membership in force on this node, by kind.", ("kind",)),
             gauge("taskflux_raft_term", "The current raft term."),
             gauge("taskflux_raft_role", "1 for this node's current raft role, 0 for the others.", ("role",)),
             gauge("taskflux_raft_leader_id", "The leader this node knows of (-1: none)."),
@@ -416,6 +417,9 @@ class NodeCollector:
             families["taskflux_queue_depth"].add_metric([queue.name], queue.count)
             families["taskflux_queue_reserved"].add_metric([queue.name], queue.reserved_count)
         families["taskflux_raft_node_id"].add_metric([], node.id)
+        members = node.members
+        families["taskflux_cluster_members"].add_metric(["voter"], len(members.voters))
+        families["taskflux_cluster_members"].add_metric(["learner"], len(members.learners))
         families["taskflux_raft_term"].add_metric([], soft_state.term)
         for role, name in ROLE_NAMES.items():
             families["taskflux_raft_role"].add_metric([name], 1 if soft_state.role is role else 0)

@@ -33,6 +33,7 @@ EXPECTED_FAMILIES = {
     "taskflux_queue_depth": "gauge",
     "taskflux_queue_reserved": "gauge",
     "taskflux_raft_node_id": "gauge",
+    "taskflux_cluster_members": "gauge",
     "taskflux_raft_term": "gauge",
     "taskflux_raft_role": "gauge",
     "taskflux_raft_leader_id": "gauge",

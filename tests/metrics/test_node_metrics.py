@@ -46,6 +46,8 @@ def test_values_follow_the_node_under_load(running: tuple[Node, DiskStorage, Nod
     assert before.value("taskflux_raft_role", role="follower") == 0
     assert before.value("taskflux_raft_leader_id") == 0
     assert before.value("taskflux_raft_node_id") == 0
+    assert before.value("taskflux_cluster_members", kind="voter") == 1
+    assert before.value("taskflux_cluster_members", kind="learner") == 0
     assert before.value("taskflux_raft_term") >= 1
     assert before.value("taskflux_raft_leader_changes_total") == 1
     assert before.labels_of("taskflux_raft_replication_lag_entries") == []  # no followers to lag
