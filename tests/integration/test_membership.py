@@ -106,6 +106,13 @@ def test_grow_from_one_to_three_to_five_and_shrink_while_clients_write(tmp_path:
                 grow(cluster)
                 writer.wait_for(100)
             assert voters_and_learners(cluster, cluster.nodes[0]) == ([0, 1, 2], [])
+            # A node added at run time restarts from its own data directory like any other.
+            cluster.nodes[2].kill()
+            writer.wait_for(50)
+            cluster.nodes[2].start()
+            wait_until(lambda: (view := cluster.members(cluster.nodes[2])) is not None and view["voters"] == [0, 1, 2]
+                       and view["leader_id"] is not None, 30, "node 2 to come back with its membership")
+            writer.wait_for(50)
             for _ in range(2):
                 grow(cluster)
             writer.wait_for(100)
