@@ -145,11 +145,6 @@ class PeerNetwork:
         gevent.killall([*self._send_loops.values(), *self._greenlets], timeout=2)
         self._strangers.stop()
 
-    @property
-    def peer_ids(self) -> tuple[int, ...]:
-        """The nodes this node has links to (every member in force but itself)."""
-        return tuple(sorted(self._outboxes))
-
     def set_members(self, members: Members, committed: Members | None = None) -> None:
         """Follow the membership in force and the last committed one: dial new members, drop the links of
         nodes in neither (and their inbound links). Addresses come from the membership where it has one
@@ -165,17 +160,14 @@ class PeerNetwork:
             if not self._stopping:
                 gevent.spawn_later(REMOVED_LINGER, self._leave)
             return
-        for member in committed.members:
-            if member.address and member.id not in self._addresses:
-                self._addresses[member.id] = cluster_address(member.address)
-        own = members.get(self.node_id)
-        if own is not None and own.address:
-            self._cluster_endpoint = format_endpoint(*cluster_address(own.address))
-        for member in members.members:
+        for member in (*committed.members, *members.members):  # where both have an address, the one in force wins
             if member.address:
                 self._addresses[member.id] = cluster_address(member.address)
                 if member.id not in self.client_endpoints and client_endpoint_of(member.address):
                     self.client_endpoints[member.id] = client_endpoint_of(member.address)  # until its Hello
+        own = members.get(self.node_id)
+        if own is not None and own.address:
+            self._cluster_endpoint = format_endpoint(*cluster_address(own.address))
         for peer in sorted(wanted - set(self._outboxes)):
             if peer not in self._addresses:
                 logger.warning("node %d joined the membership without an address: no link to it", peer)
