@@ -186,12 +186,12 @@ class Raft(LeaderRole):
     def propose(self, data: bytes) -> int | None:
         """Append ``data`` to the log if this node is the leader; its index, or None when refused."""
         self._check_not_in_ready()
-        if data.startswith(MEMBERS_PREFIX):
-            raise ValueError("membership entries are proposed with propose_conf_change")
         if self.role != Role.LEADER or self.lead_transferee != NO_LEADER:
             return None
+        if data[:1] == b"\x00" and data.startswith(MEMBERS_PREFIX):
+            raise ValueError("membership entries are proposed with propose_conf_change")
         index = self.log.last_index() + 1
-        self.log.append([Entry(index, self.current_term, data)])
+        self.log.append([Entry(index, self.current_term, data)], carries_members=False)
         self._append_pending = True
         return index
 

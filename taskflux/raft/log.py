@@ -177,8 +177,9 @@ class RaftLog:
 
     # --- writes ---
 
-    def append(self, entries: list[Entry]) -> None:
-        """Put ``entries`` in the unstable tail, truncating whatever follows ``entries[0].index - 1``."""
+    def append(self, entries: list[Entry], carries_members: bool | None = None) -> None:
+        """Put ``entries`` in the unstable tail, truncating whatever follows ``entries[0].index - 1``.
+        ``carries_members``: whether a membership entry is among them, when the caller knows (None: look)."""
         if not entries:
             return
         first = entries[0].index
@@ -191,9 +192,9 @@ class RaftLog:
             # The conflict lies in the persisted part: the new tail shadows storage from ``first``.
             self.unstable_offset = first
             self.unstable = list(entries)
-        if (self._member_entries and self._member_entries[-1][0] >= first) or any(
-            entry.data.startswith(MEMBERS_PREFIX) for entry in entries
-        ):
+        if carries_members is None:
+            carries_members = _carries_members(entries)
+        if carries_members or (self._member_entries and self._member_entries[-1][0] >= first):
 
             def replace_tail() -> None:
                 self._truncate_members(first)
@@ -275,3 +276,10 @@ class RaftLog:
     def applied_to(self, index: int) -> None:
         assert index <= self.commit_index, f"applied {index} beyond commit {self.commit_index}"
         self.applied_index = max(self.applied_index, index)
+
+
+def _carries_members(entries: Iterable[Entry]) -> bool:
+    for entry in entries:  # noqa: SIM110 (a loop costs less than any(generator): it runs on every follower append)
+        if entry.data.startswith(MEMBERS_PREFIX):
+            return True
+    return False

@@ -80,7 +80,7 @@ def _valid_append(m: AppendEntries) -> bool:
             return False
         if entry.index != expected_index or not min_term <= entry.term <= m.term or entry.term == 0:
             return False
-        if entry.data.startswith(MEMBERS_PREFIX):
+        if entry.data[:1] == b"\x00" and entry.data.startswith(MEMBERS_PREFIX):
             try:
                 members_of(entry.data)
             except MembershipError:
