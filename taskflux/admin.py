@@ -152,6 +152,7 @@ def run(args: argparse.Namespace, client: AdminClient, out: TextIO) -> None:
         client_port, _, cluster_port = ports.partition("/")
         print(f"node {added} added as a learner at {args.address}. Start it with an empty data directory and:\n"
               f"  python taskflux.py -c config.yaml --cluster-join true --cluster-node-id {added} "
+              f"--data-directory taskflux-node{added}-data "
               f"--cluster-listen-host 0.0.0.0 --cluster-listen-port {cluster_port} "
               f"--tcp-adapter-listen-port {client_port} --tcp-adapter-advertise-address {host}:{client_port}\n"
               f"then, once it has caught up: python -m taskflux.admin promote {added}", file=out)

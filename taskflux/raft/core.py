@@ -203,7 +203,8 @@ class Raft(LeaderRole):
         - this node is not the leader, or a leadership transfer runs;
         - the previous change has not committed, or no entry of this leader's term has (one change at a
           time: see taskflux.raft.members);
-        - the change itself is impossible (``Members.apply``: an ADD_LEARNER must carry ``members.next_id``);
+        - the change itself is impossible (``Members.apply``: an ADD_LEARNER carries ``members.next_id`` or
+          ``NEXT_ID``, and an address no member has);
         - a PROMOTE of a learner that has not caught up (it answered within an election timeout and lags
           at most ``promote_max_lag`` entries);
         - a REMOVE that would leave fewer voters that answered within an election timeout than a quorum of

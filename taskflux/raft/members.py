@@ -24,6 +24,7 @@ _MEMBER = struct.Struct(">IBH")  # id, flags (bit 0: voter), address length
 FORMAT_VERSION = 1
 MAX_ADDRESS_BYTES = 1024
 MAX_MEMBERS = 1024
+NEXT_ID = -1  # the node id of an ADD_LEARNER that takes whatever id is next when the change is made
 
 
 class MembershipError(ValueError):
@@ -93,13 +94,14 @@ class Members:
         """The configuration after ``change``; MembershipError when it cannot be made."""
         node = self.get(change.node_id)
         if change.kind is ChangeKind.ADD_LEARNER:
-            if change.node_id != self.next_id:
+            node_id = self.next_id if change.node_id == NEXT_ID else change.node_id
+            if node_id != self.next_id:
                 raise MembershipError(f"a new node gets id {self.next_id}, not {change.node_id}")
             if not change.address:
                 raise MembershipError("a new node needs an address")
             if any(m.address == change.address for m in self.members):
                 raise MembershipError(f"address {change.address} already belongs to a member")
-            added = Member(change.node_id, False, change.address)
+            added = Member(node_id, False, change.address)
             return Members(tuple(sorted((*self.members, added), key=lambda m: m.id)), self.next_id + 1)
         if node is None:
             what = "was removed" if self.was_removed(change.node_id) else "is not a member"
@@ -159,7 +161,8 @@ class ChangeKind(Enum):
 
 @dataclass(frozen=True, slots=True)
 class ConfChange:
-    """One membership change: add a learner (with the id the leader hands out), promote one, remove one."""
+    """One membership change: add a learner (with the id the leader hands out: ``members.next_id``, or
+    ``NEXT_ID`` for whatever it is when the change is made), promote one, remove one."""
 
     kind: ChangeKind
     node_id: int

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import bottle
 import gevent
 
-from taskflux.raft.members import ChangeKind, ConfChange, MembershipError
+from taskflux.raft.members import NEXT_ID, ChangeKind, ConfChange, MembershipError
 from taskflux.server.node import NotLeader
 from taskflux.server.peers import parse_member_address
 from taskflux.server.rest import JSON_SLACK_BYTES, error, int_field, json_response, read_json_object
@@ -82,10 +82,9 @@ class MembersApi:
             address = parse_member_address(raw)
         except ValueError as bad:
             raise error(400, "invalid_field", str(bad), "address") from None
-        self.node.ensure_serving()
-        node_id = self.node.members.next_id
-        self._change(ConfChange(ChangeKind.ADD_LEARNER, node_id, address))
-        return self._members(201, added=node_id)
+        self._change(ConfChange(ChangeKind.ADD_LEARNER, NEXT_ID, address))  # the id is handed out in the loop
+        added = next(m.id for m in self.node.members.members if m.address == address)  # addresses are unique
+        return self._members(201, added=added)
 
     def promote_member(self, node_id: str) -> bottle.HTTPResponse:
         member = _member_id(node_id)

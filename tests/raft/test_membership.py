@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from taskflux.raft.members import (
     MEMBERS_PREFIX,
+    NEXT_ID,
     ChangeKind,
     ConfChange,
     Member,
@@ -79,6 +80,7 @@ def test_the_rules_of_a_change() -> None:
         m.apply(ConfChange(ChangeKind.ADD_LEARNER, 7, "d"))
     with pytest.raises(MembershipError, match="already belongs"):
         m.apply(ConfChange(ChangeKind.ADD_LEARNER, 3, "a"))
+    assert m.apply(ConfChange(ChangeKind.ADD_LEARNER, NEXT_ID, "d")).get(3) == Member(3, False, "d")
     grown = m.apply(ConfChange(ChangeKind.ADD_LEARNER, 3, "d"))
     assert grown.learners == {3} and grown.quorum == 2 and grown.next_id == 4
     assert grown.apply(ConfChange(ChangeKind.PROMOTE, 3)).voters == {0, 1, 2, 3}

@@ -108,3 +108,14 @@ def test_the_admin_command_says_when_no_node_answers(capsys: pytest.CaptureFixtu
 
     assert admin.main(["--server", f"127.0.0.1:{free_port()}", "members"]) == 2
     assert "unreachable" in capsys.readouterr().err
+
+
+def test_two_adds_at_once_get_distinct_ids(http_server: str) -> None:
+    """The id is handed out when the change is made (one change at a time: the second add waits and retries)."""
+    import gevent
+
+    runs = [gevent.spawn(run_admin, http_server, "add", f"127.0.0.1:{port}/{port + 1}") for port in (11, 21)]
+    gevent.joinall(runs, timeout=30)
+    assert [run.value[0] for run in runs] == [0, 0]
+    status, out = run_admin(http_server, "members")
+    assert status == 0 and "127.0.0.1:11/12" in out and "127.0.0.1:21/22" in out and "next id: 3" in out
