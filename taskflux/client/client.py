@@ -550,13 +550,13 @@ class TaskFluxClient:
             try:
                 connection = Connection.open(endpoint, deadline, self._max_payload_bytes)
             except ConnectFailed as exc:
-                last = exc
+                last = _more_telling(last, exc, deadline)
                 continue
             try:
                 metadata = self._fetch_metadata(connection, deadline)
             except (SendFailed, ReceiveFailed) as exc:
                 connection.close()
-                last = ConnectFailed(str(exc))
+                last = _more_telling(last, ConnectFailed(str(exc)), deadline)
                 continue
             if metadata.leader_id is None:
                 connection.close()
@@ -666,6 +666,14 @@ def _implementation(implementation: str | Implementation) -> int:
         except KeyError:
             pass
     raise ValueError(f"unknown queue implementation {implementation!r}: use 'h4' or 'qa'")
+
+
+def _more_telling(last: Exception | None, failure: ConnectFailed, deadline: float) -> Exception:
+    """What to report: a failure that only says the time ran out (the deadline struck mid-exchange) does not hide
+    what was learned before it (no leader known, say)."""
+    if last is not None and remaining(deadline) <= 0:
+        return last
+    return failure
 
 
 def _raise_command_error(answer: CommandResponse) -> NoReturn:
