@@ -20,12 +20,12 @@ from taskflux.server.grpc_api.servicer import GrpcServer, GrpcSettings
 from taskflux.server.http import HttpServer
 from taskflux.server.leases import LeaseTable
 from taskflux.server.logs import setup_logging
-from taskflux.server.members_api import MembersApi
 from taskflux.server.membership import Membership
 from taskflux.server.metrics import NodeMetrics
 from taskflux.server.node import Node, NodeSettings
 from taskflux.server.peers import PeerNetwork
 from taskflux.server.rest import RestApi
+from taskflux.server.rest.members import MembersApi
 from taskflux.server.service import QueueService
 from taskflux.server.tcp import ClientPortSettings, ClientServer
 from taskflux.storage.disk import DiskStorage

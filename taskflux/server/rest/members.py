@@ -18,11 +18,11 @@ import gevent
 from taskflux.raft.members import NEXT_ID, ChangeKind, ConfChange, MembershipError
 from taskflux.server.node import NotLeader
 from taskflux.server.peers import parse_member_address
-from taskflux.server.rest import JSON_SLACK_BYTES, error, int_field, json_response, read_json_object
+from taskflux.server.rest.requests import JSON_SLACK_BYTES, error, int_field, json_response, read_json_object
 
 if TYPE_CHECKING:
     from taskflux.server.node import Node
-    from taskflux.server.rest import RestApi
+    from taskflux.server.rest.app import RestApi
 
 TRANSFER_TIMEOUT = 10.0
 _REFUSALS = {  # MembershipError.reason -> HTTP status
