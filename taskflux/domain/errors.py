@@ -17,6 +17,9 @@ class ErrorCode(IntEnum):
     INVALID_MAX_PAYLOAD_SIZE = 6
     PRIORITY_RANGE_NOT_SPECIFIED = 7
     UNKNOWN_PRIORITY_QUEUE_CODE = 8
+    # TaskFlux's additions, only ever sent for requests an original client cannot make:
+    INVALID_QUEUE_POLICY = 9  # a delivery policy (retries, dead letters, idempotency window) is invalid
+    INVALID_RECORD = 10  # a record's key, delay or batch is invalid
 
 
 class PolicyCode(IntEnum):

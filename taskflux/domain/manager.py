@@ -4,30 +4,65 @@
 on every node. It re-checks every rule, so two requests that raced on the leader (two enqueues for the
 last free slot, two creations of one name) get the same outcome everywhere. ``check`` runs the same rules
 without changing anything, for the leader to refuse a request before proposing it.
+
+Time: the state machine has a clock, the latest leader time any applied entry carried (AddRecords,
+ReturnRecords, Tick); it never goes back. Delayed records become ready when the clock reaches their due
+time, while an entry is applied, so every node makes them ready at the same point of the log. The leader
+proposes a Tick when a delayed record falls due and no other entry carries the time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from taskflux.domain.commands import AddRecord, Command, CreateQueue, DeleteQueue, RemoveRecord, invalid_name
+from taskflux.domain.commands import (
+    POLICY_DELAY,
+    AddRecord,
+    AddRecords,
+    Command,
+    CreateQueue,
+    DeleteQueue,
+    RemoveRecord,
+    RemoveRecords,
+    ReturnRecords,
+    Tick,
+    invalid_name,
+)
 from taskflux.domain.errors import ErrorCode, Implementation
 from taskflux.domain.names import DEFAULT_QUEUE, is_valid_queue_name
-from taskflux.domain.policies import QueuePolicies
+from taskflux.domain.policies import QueuePolicies, invalid_policy
 from taskflux.domain.queue import Queue
-from taskflux.domain.results import OK, Failure, PolicyViolation, RecordAdded, RecordRemoved, Result
+from taskflux.domain.records import Origin, Record
+from taskflux.domain.results import (
+    OK,
+    Failure,
+    PolicyViolation,
+    RecordAdded,
+    RecordRemoved,
+    RecordsAdded,
+    RecordsRemoved,
+    RecordsReturned,
+    Result,
+    ReturnOutcome,
+)
 
 DEFAULT_INCARNATION = 0
 
 
 class QueueManager:
-    """Every queue of a node, by name. A new manager holds the empty default queue ``""``."""
+    """Every queue of a node, by name. A new manager holds the empty default queue ``""``.
 
-    __slots__ = ("_queues", "next_incarnation")
+    ``woken`` lists, one name per record, the queues where records became ready by the last applies (added,
+    due, returned, dead-lettered): the node drains it to wake as many waiting consumers."""
+
+    __slots__ = ("_queues", "_timed", "clock", "next_incarnation", "woken")
 
     def __init__(self, with_default_queue: bool = True) -> None:
         self._queues: dict[str, Queue] = {}
+        self._timed: set[str] = set()  # queues holding delayed records
         self.next_incarnation = DEFAULT_INCARNATION + 1
+        self.clock = 0
+        self.woken: list[str] = []
         if with_default_queue:
             self.add_queue(Queue(DEFAULT_QUEUE, Implementation.H4, QueuePolicies(), DEFAULT_INCARNATION))
 
@@ -44,6 +79,15 @@ class QueueManager:
         for name in sorted(self._queues):
             yield self._queues[name]
 
+    def next_due(self) -> int | None:
+        """The earliest due time of a delayed record, in any queue; None when no record is delayed."""
+        times = [due for due in (self._queues[name].next_due() for name in self._timed) if due is not None]
+        return min(times, default=None)
+
+    def dead_letter_sources(self, name: str) -> list[str]:
+        """The queues whose dead letters go to ``name``, in name order."""
+        return [queue.name for queue in self.queues() if queue.policies.delivery.dead_letter_queue == name]
+
     # --- the state machine ---
 
     def check(self, command: Command) -> Failure | PolicyViolation | None:
@@ -53,15 +97,21 @@ class QueueManager:
             if queue is None:
                 return _missing(command.name)
             return queue.policies.check_enqueue(queue.stored, command.priority, len(command.payload))
-        if isinstance(command, RemoveRecord):
-            queue = self._queues.get(command.name)
-            if queue is None or queue.incarnation != command.incarnation:
-                return _missing(command.name)
+        if isinstance(command, (RemoveRecord, RemoveRecords)):
+            return self._instance(command.name, command.incarnation)
+        if isinstance(command, AddRecords):
+            return command.validate() or self._check_batch(command)
+        if isinstance(command, ReturnRecords):
+            return command.validate() or self._instance(command.name, command.incarnation)
+        if isinstance(command, Tick):
             return None
         if isinstance(command, CreateQueue):
             failure = command.validate()
             if failure is None and command.name in self._queues:
                 failure = Failure(ErrorCode.QUEUE_ALREADY_EXISTS, f"queue {command.name!r} already exists")
+            dead_letters = command.delivery.dead_letter_queue
+            if failure is None and dead_letters is not None and dead_letters not in self._queues:
+                failure = invalid_policy(f"the dead-letter queue {dead_letters!r} does not exist")
             return failure
         if isinstance(command, DeleteQueue):
             if command.name == DEFAULT_QUEUE:
@@ -75,19 +125,35 @@ class QueueManager:
 
     def apply(self, command: Command) -> Result:
         """Apply one committed command and return its result."""
+        if isinstance(command, (AddRecords, ReturnRecords, Tick)):
+            self._advance(command.now)
         refusal = self.check(command)
         if refusal is not None:
             return refusal
         if isinstance(command, AddRecord):
             record = self._queues[command.name].add(command.priority, command.payload)
+            self.woken.append(command.name)
             return RecordAdded(record.id)
         if isinstance(command, RemoveRecord):
             return RecordRemoved(self._queues[command.name].remove(command.record_id))
+        if isinstance(command, AddRecords):
+            return self._add_records(command)
+        if isinstance(command, ReturnRecords):
+            return self._return_records(command)
+        if isinstance(command, RemoveRecords):
+            queue = self._queues[command.name]
+            return RecordsRemoved(sum(queue.remove(record_id) for record_id in command.record_ids))
+        if isinstance(command, Tick):
+            for queue in self._queues.values():
+                if queue.keys:
+                    queue.forget_keys(self.clock)
+            return OK
         if isinstance(command, CreateQueue):
             implementation = Implementation(command.implementation)
             self.add_queue(Queue(command.name, implementation, command.policies(), self.next_incarnation))
             return OK
         del self._queues[command.name]
+        self._timed.discard(command.name)
         return OK
 
     def add_queue(self, queue: Queue) -> None:
@@ -96,6 +162,105 @@ class QueueManager:
             raise ValueError(f"queue {queue.name!r} already exists")
         self._queues[queue.name] = queue
         self.next_incarnation = max(self.next_incarnation, queue.incarnation + 1)
+        if queue.delayed_count:
+            self._timed.add(queue.name)
+
+    # --- the parts of apply ---
+
+    def _instance(self, name: str, incarnation: int) -> Failure | None:
+        queue = self._queues.get(name)
+        if queue is None or queue.incarnation != incarnation:
+            return _missing(name)
+        return None
+
+    def _check_batch(self, command: AddRecords) -> Failure | PolicyViolation | None:
+        """All or nothing: every record that adds something must pass the policies, counted one after the
+        other against the queue's size (a record whose key is known adds nothing and is not checked)."""
+        queue = self._queues.get(command.name)
+        if queue is None:
+            return _missing(command.name)
+        fresh, seen = 0, set()
+        for record in command.records:
+            if record.key is not None:
+                if record.key in seen or queue.known_key(record.key, self.clock) is not None:
+                    continue
+                seen.add(record.key)
+            violation = queue.policies.check_enqueue(queue.stored + fresh, record.priority, len(record.payload))
+            if violation is not None:
+                return violation
+            fresh += 1
+        return None
+
+    def _add_records(self, command: AddRecords) -> RecordsAdded:
+        queue, clock = self._queues[command.name], self.clock
+        ids: list[int] = []
+        added: list[bool] = []
+        in_batch: dict[bytes, int] = {}
+        for new in command.records:
+            key = new.key
+            if key is not None:
+                known = in_batch.get(key)
+                if known is None:
+                    known = queue.known_key(key, clock)
+                if known is not None:
+                    ids.append(known)
+                    added.append(False)
+                    continue
+            record, ready = queue.add_record(Record(0, new.priority, new.payload, 0, new.not_before), clock)
+            self._placed(queue, ready)
+            if key is not None:
+                in_batch[key] = record.id
+                queue.remember_key(key, record.id, clock)
+            ids.append(record.id)
+            added.append(True)
+        return RecordsAdded(tuple(ids), tuple(added))
+
+    def _return_records(self, command: ReturnRecords) -> RecordsReturned:
+        queue, clock = self._queues[command.name], self.clock
+        delivery = queue.policies.delivery
+        outcomes: list[str] = []
+        for record_id, delay in command.returns:
+            record = queue.take(record_id)
+            if record is None:
+                outcomes.append(ReturnOutcome.MISSING)
+                continue
+            failures = record.failed_deliveries + 1
+            if delivery.max_deliveries is not None and failures >= delivery.max_deliveries:
+                dead_letters = self._queues.get(delivery.dead_letter_queue or "")
+                if dead_letters is not None and dead_letters.policies.accepts_priority(record.priority):
+                    origin = record.origin or Origin(queue.name, record.id)
+                    _, ready = dead_letters.add_record(
+                        Record(0, record.priority, record.payload, failures, 0, origin), clock)
+                    self._placed(dead_letters, ready)
+                    outcomes.append(ReturnOutcome.DEAD_LETTERED)
+                    continue
+            if delay == POLICY_DELAY:
+                delay = delivery.retry_delay(failures)
+            returned = Record(record.id, record.priority, record.payload, failures,
+                              clock + delay if delay else 0, record.origin)
+            ready = queue.place(returned, clock)
+            self._placed(queue, ready)
+            outcomes.append(ReturnOutcome.READY if ready else ReturnOutcome.DELAYED)
+        return RecordsReturned(tuple(outcomes))
+
+    def _placed(self, queue: Queue, ready: bool) -> None:
+        if ready:
+            self.woken.append(queue.name)
+        else:
+            self._timed.add(queue.name)
+
+    def _advance(self, now: int) -> None:
+        """Move the clock to ``now`` (never back) and make the records due by then ready."""
+        if now <= self.clock:
+            return
+        self.clock = now
+        for name in sorted(self._timed):
+            queue = self._queues[name]
+            promoted = queue.promote(now)
+            if promoted:
+                self.woken.extend([name] * promoted)
+            if not queue.delayed_count:
+                self._timed.discard(name)
 
 
 def _missing(name: str) -> Failure:

@@ -1,4 +1,4 @@
-"""A record of a queue: its per-queue id, its priority and its opaque payload."""
+"""A record of a queue: its per-queue id, its priority, its opaque payload, and its delivery history."""
 
 from __future__ import annotations
 
@@ -6,9 +6,24 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a dead-lettered record came from: its queue and its id there."""
+
+    queue: str
+    record_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class Record:
-    """One stored record. Ids are per queue, the first is 1, never reused within a queue instance."""
+    """One stored record. Ids are per queue, the first is 1, never reused within a queue instance.
+
+    ``failed_deliveries`` counts the deliveries that ended without an ack and were logged (a nack, an expired
+    lease, a consumer gone); ``not_before`` is the leader time (ms since the epoch) before which the record is
+    not handed out (0: at once); ``origin`` is set on a record moved into a dead-letter queue."""
 
     id: int
     priority: int
     payload: bytes
+    failed_deliveries: int = 0
+    not_before: int = 0
+    origin: Origin | None = None

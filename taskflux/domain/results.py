@@ -27,6 +27,38 @@ class RecordRemoved:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordsAdded:
+    """AddRecords took effect: each record's id, and whether it is new (False: its key was known, and the id
+    is the first enqueue's)."""
+
+    record_ids: tuple[int, ...]
+    added: tuple[bool, ...]
+
+
+class ReturnOutcome:
+    """What a ReturnRecords did with one record."""
+
+    READY = "ready"
+    DELAYED = "delayed"
+    DEAD_LETTERED = "dead_lettered"
+    MISSING = "missing"  # acked or returned meanwhile: nothing done
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsReturned:
+    """ReturnRecords was applied: one ``ReturnOutcome`` per record, in the command's order."""
+
+    outcomes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsRemoved:
+    """RemoveRecords was applied: ``found`` of the records were still there."""
+
+    found: int
+
+
+@dataclass(frozen=True, slots=True)
 class Failure:
     """The command was refused with an error code (docs/client-protocol.md §7)."""
 
@@ -45,4 +77,4 @@ class PolicyViolation:
 
 OK = Ok()
 
-Result = Ok | RecordAdded | RecordRemoved | Failure | PolicyViolation
+Result = Ok | RecordAdded | RecordRemoved | RecordsAdded | RecordsReturned | RecordsRemoved | Failure | PolicyViolation

@@ -8,6 +8,8 @@ O(log range) for QA; ``len`` is O(1).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import OrderedDict
 from collections.abc import Iterator
 
@@ -75,6 +77,16 @@ class PriorityStructure:
             del self._buckets[record.priority]
             self._index.discard(record.priority)
         return record
+
+    def first(self, limit: int) -> list[Record]:
+        """Up to ``limit`` records in dequeue order, left in place (each bucket holds at least one record, so the
+        ``limit`` smallest priorities are enough)."""
+        found: list[Record] = []
+        for priority in heapq.nsmallest(limit, self._buckets):
+            found.extend(itertools.islice(self._buckets[priority].values(), limit - len(found)))
+            if len(found) >= limit:
+                break
+        return found
 
     def in_push_order(self) -> list[Record]:
         """Every record, in the order they were pushed: a copy made at C speed (no per-record Python code),

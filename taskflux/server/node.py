@@ -32,7 +32,7 @@ from gevent.queue import Empty, Full, Queue
 from taskflux.domain.commands import AddRecord, Command, DeleteQueue
 from taskflux.domain.entry_codec import decode_command, encode_command
 from taskflux.domain.manager import QueueManager
-from taskflux.domain.results import OK, RecordAdded, Result
+from taskflux.domain.results import OK, Result
 from taskflux.domain.snapshot_codec import FrozenState, decode_snapshot, encode_snapshot, freeze
 from taskflux.raft.config import RaftConfig
 from taskflux.raft.core import Raft
@@ -876,8 +876,11 @@ class Node:
             self.applied_entries += 1
             if waiting is not None:
                 waiting.resolve(result)
-            if isinstance(result, RecordAdded):
-                self.record_available(command.name)
+            woken = manager.woken
+            if woken:
+                for name in woken:
+                    self.record_available(name)
+                woken.clear()
             elif isinstance(command, DeleteQueue):
                 for event in self._consumers.get(command.name, ()):
                     event.set()

@@ -9,21 +9,43 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskflux.domain.commands import AddRecord, Command, CreateQueue, DeleteQueue, RemoveRecord
+from taskflux.domain.commands import (
+    AddRecord,
+    AddRecords,
+    Command,
+    CreateQueue,
+    DeleteQueue,
+    NewRecord,
+    RemoveRecord,
+    RemoveRecords,
+    ReturnRecords,
+    Tick,
+)
 from taskflux.domain.entry_codec import CodecError, decode_command, encode_command
 from taskflux.domain.errors import INT64_MAX, INT64_MIN
 from taskflux.domain.manager import QueueManager
+from taskflux.domain.policies import Backoff, DeliveryPolicies
 from taskflux.domain.snapshot_codec import decode_snapshot, encode_snapshot, state_digest
 
 names = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=255)
 int32 = st.integers(-(2**31), 2**31 - 1)
 int64 = st.integers(INT64_MIN, INT64_MAX)
 uint64 = st.integers(0, 2**64 - 1)
+uint32 = st.integers(0, 2**32 - 1)
+deliveries = st.builds(DeliveryPolicies, st.one_of(st.none(), st.integers(0, 2**31 - 1)), st.one_of(st.none(), names),
+                       uint64, st.sampled_from(Backoff), uint64, uint64, uint32)
+new_records = st.builds(NewRecord, int64, st.binary(max_size=16),
+                        st.one_of(st.none(), st.binary(min_size=1, max_size=255)), st.integers(0, INT64_MAX))
 commands = st.one_of(
-    st.builds(CreateQueue, names, int32, int32, int32, st.one_of(st.none(), st.tuples(int64, int64))),
+    st.builds(CreateQueue, names, int32, int32, int32, st.one_of(st.none(), st.tuples(int64, int64)), deliveries),
     st.builds(DeleteQueue, names),
     st.builds(AddRecord, names, int64, st.binary(max_size=64)),
     st.builds(RemoveRecord, names, uint64, uint64),
+    st.builds(AddRecords, names, uint64, st.lists(new_records, min_size=1, max_size=4).map(tuple)),
+    st.builds(ReturnRecords, names, uint64, uint64,
+              st.lists(st.tuples(uint64, int64), min_size=1, max_size=4).map(tuple)),
+    st.builds(RemoveRecords, names, uint64, st.lists(uint64, min_size=1, max_size=4).map(tuple)),
+    st.builds(Tick, uint64),
 )
 
 
@@ -79,6 +101,18 @@ replayable = st.lists(
         st.builds(DeleteQueue, st.sampled_from(["a", "b", "c"])),
         st.builds(AddRecord, st.sampled_from(["", "a", "b", "c"]), st.integers(-3, 12), st.binary(max_size=6)),
         st.builds(RemoveRecord, st.sampled_from(["", "a", "b", "c"]), st.integers(0, 4), st.integers(1, 8)),
+        st.builds(CreateQueue, st.sampled_from(["a", "b", "c"]), delivery=st.builds(
+            DeliveryPolicies, st.just(2), st.sampled_from(["", "a", "dead"]), st.sampled_from([0, 5]),
+            st.sampled_from(Backoff), st.just(40), st.sampled_from([0, 30, 1000]), st.sampled_from([0, 2, 100]))),
+        st.builds(AddRecords, st.sampled_from(["", "a", "dead"]), st.integers(0, 100), st.lists(st.builds(
+            NewRecord, st.integers(-3, 12), st.binary(max_size=3), st.one_of(st.none(), st.sampled_from([b"k", b"l"])),
+            st.sampled_from([0, 20, 60])), min_size=1, max_size=3).map(tuple)),
+        st.builds(ReturnRecords, st.sampled_from(["", "a", "b"]), st.integers(0, 4), st.integers(0, 100),
+                  st.lists(st.tuples(st.integers(1, 8), st.sampled_from([-1, 0, 10])), min_size=1,
+                           max_size=3).map(tuple)),
+        st.builds(RemoveRecords, st.sampled_from(["", "a", "dead"]), st.integers(0, 4),
+                  st.lists(st.integers(1, 8), min_size=1, max_size=3).map(tuple)),
+        st.builds(Tick, st.integers(0, 100)),
     ),
     max_size=80,
 )
