@@ -28,6 +28,21 @@ class CreateQueue:
     priority_range: tuple[int, int] | None = None
     delivery: DeliveryPolicies = DEFAULT_DELIVERY
 
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        implementation: int = Implementation.H4,
+        max_queue_size: int | None = None,
+        max_payload_size: int | None = None,
+        priority_range: tuple[int, int] | None = None,
+        delivery: DeliveryPolicies = DEFAULT_DELIVERY,
+    ) -> CreateQueue:
+        """The one way every interface builds a CreateQueue: None is "no limit"; any value, valid or not, is
+        kept for ``validate`` to judge."""
+        return cls(name, implementation, NO_LIMIT if max_queue_size is None else max_queue_size,
+                   NO_LIMIT if max_payload_size is None else max_payload_size, priority_range, delivery)
+
     def validate(self) -> Failure | None:
         """Everything that does not depend on state, in the order of docs/client-protocol.md §7
         (name existence aside), then the delivery policies."""

@@ -1,9 +1,11 @@
-"""Leased dequeues for interfaces without a connection to hold a reservation (REST).
+"""Leased dequeues for interfaces without a connection to hold a delivery (REST, gRPC's leased RPCs).
 
-A lease is a reserved record plus a deadline, named by an unguessable token. Ack removes the record for
-good (answered once the removal commits); Nack, or the deadline passing, puts it back for the next
-consumer. Leases live on the leader that granted them, like every reservation: after a leader change the
-record is simply available again on the new leader (at-least-once delivery).
+A lease is a delivery plus a deadline, named by an unguessable token. Ack removes the record for good
+(answered once the removal commits); nack is a failed delivery (counted, logged: the record comes back after
+its retry delay, or goes to its dead-letter queue); release gives the record back early as it was, uncounted;
+extend moves the deadline. The deadline passing is a failed delivery too: the consumer is presumed gone.
+Leases live on the leader that granted them, like every reservation: after a leader change the record is
+simply available again on the new leader (at-least-once delivery), its failed deliveries not counted.
 """
 
 from __future__ import annotations
@@ -14,28 +16,32 @@ from dataclasses import dataclass
 
 import gevent
 
+from taskflux.domain.commands import POLICY_DELAY
 from taskflux.domain.results import Result
-from taskflux.server.service import QueueService, Reserved
+from taskflux.server.service import Delivery
 
 MAX_LEASE_SECONDS = 12 * 3600.0
 
 
 class LeaseNotFound(Exception):
-    """No lease has this token: it never existed, was acked or nacked, or expired (the record went back)."""
+    """No lease has this token: it never existed, was acked, nacked or released, or expired."""
 
 
 @dataclass(slots=True)
 class Lease:
     token: str
-    reserved: Reserved
+    delivery: Delivery
     expires_at: float  # time.monotonic()
+
+    @property
+    def seconds_left(self) -> float:
+        return max(0.0, self.expires_at - time.monotonic())
 
 
 class LeaseTable:
-    """Outstanding leases of this node, and the greenlet that returns the expired ones."""
+    """Outstanding leases of this node, and the greenlet that ends the expired ones."""
 
-    def __init__(self, service: QueueService, sweep_interval: float = 0.25) -> None:
-        self.service = service
+    def __init__(self, sweep_interval: float = 0.25) -> None:
         self._leases: dict[str, Lease] = {}
         self._sweep_interval = sweep_interval
         self._sweeper: gevent.Greenlet | None = None
@@ -47,41 +53,60 @@ class LeaseTable:
         self._sweeper = gevent.spawn(self._sweep_forever)
 
     def stop(self) -> None:
-        """Stop expiring and put every leased record back."""
+        """Stop expiring and put every leased record back as it was (the node is stopping: nothing can be
+        logged)."""
         if self._sweeper is not None:
             self._sweeper.kill()
         for lease in list(self._leases.values()):
-            self._return(lease)
+            self._leases.pop(lease.token, None)
+            lease.delivery.put_back()
 
-    def grant(self, reserved: Reserved, seconds: float) -> Lease:
-        lease = Lease(secrets.token_urlsafe(18), reserved, time.monotonic() + seconds)
+    def grant(self, delivery: Delivery, seconds: float) -> Lease:
+        lease = Lease(secrets.token_urlsafe(18), delivery, time.monotonic() + min(seconds, MAX_LEASE_SECONDS))
         self._leases[lease.token] = lease
         return lease
 
     def ack(self, token: str) -> Result:
         """Remove the leased record for good; the result once committed. The lease ends either way
         (on NotLeader / CommitTimeout the record has been put back)."""
-        return self.service.remove(self._take(token).reserved)
+        return self._take(token).delivery.ack()
 
-    def nack(self, token: str) -> None:
-        """Put the leased record back now."""
-        self.service.release(self._take(token).reserved)
+    def nack(self, token: str, delay_ms: int = POLICY_DELAY) -> str:
+        """A failed delivery: the record comes back after ``delay_ms`` (default: its queue's retry policy) or
+        goes to its dead-letter queue. What became of it (``ReturnOutcome`` or RELEASED)."""
+        return self._take(token).delivery.fail(delay_ms)
 
-    def _take(self, token: str) -> Lease:
-        lease = self._leases.pop(token, None)
-        if lease is None or lease.expires_at <= time.monotonic():
-            if lease is not None:
-                self.service.release(lease.reserved)
+    def release(self, token: str) -> None:
+        """Give the record back now, as it was (its failed deliveries not counted)."""
+        self._take(token).delivery.put_back()
+
+    def extend(self, token: str, seconds: float) -> Lease:
+        """The lease now ends ``seconds`` from now (at most MAX_LEASE_SECONDS)."""
+        lease = self._find(token)
+        lease.expires_at = time.monotonic() + min(seconds, MAX_LEASE_SECONDS)
+        return lease
+
+    def _find(self, token: str) -> Lease:
+        lease = self._leases.get(token)
+        if lease is None:
+            raise LeaseNotFound(token)
+        if lease.expires_at <= time.monotonic():
+            self._expire(lease)
             raise LeaseNotFound(token)
         return lease
 
-    def _return(self, lease: Lease) -> None:
+    def _take(self, token: str) -> Lease:
+        lease = self._find(token)
+        del self._leases[token]
+        return lease
+
+    def _expire(self, lease: Lease) -> None:
         if self._leases.pop(lease.token, None) is not None:
-            self.service.release(lease.reserved)
+            lease.delivery.abandon()
 
     def _sweep_forever(self) -> None:
         while True:
             gevent.sleep(self._sweep_interval)
             now = time.monotonic()
             for lease in [lease for lease in self._leases.values() if lease.expires_at <= now]:
-                self._return(lease)
+                self._expire(lease)

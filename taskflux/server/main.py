@@ -108,7 +108,7 @@ class Server:
         self.peers.set_members(*self.node.followed_members)  # the log or a snapshot may differ from cluster_peers
         self.clients = ClientServer(self.node, self.peers, client_port_settings(config), metrics=self.metrics)
         self.service = QueueService(self.node)
-        self.leases = LeaseTable(self.service)
+        self.leases = LeaseTable()
         self.http: HttpServer | None = None
         if config.http_enabled:
             self.rest = RestApi(self.service, self.leases, self.cluster_status, self.leader_http_address,

@@ -29,7 +29,7 @@ import gevent
 from gevent.event import AsyncResult, Event
 from gevent.queue import Empty, Full, Queue
 
-from taskflux.domain.commands import AddRecord, Command, DeleteQueue
+from taskflux.domain.commands import AddRecord, AddRecords, Command, DeleteQueue, ReturnRecords, Tick
 from taskflux.domain.entry_codec import decode_command, encode_command
 from taskflux.domain.manager import QueueManager
 from taskflux.domain.results import OK, Result
@@ -107,6 +107,14 @@ class NodeSettings:
     # disk is healthy: see _persist_inline.
     inline_fsync_entries: int = 0
     max_payload_size: int | None = None  # this node's client limit: a larger replicated record is warned about
+
+
+TICK_RECHECK_SECONDS = 1.0  # the longest the ticker sleeps without looking at the earliest due time again
+
+
+def leader_time_ms() -> int:
+    """This node's wall clock in ms since the epoch: the time a leader stamps on the entries it proposes."""
+    return int(time.time() * 1000)
 
 
 class Reply(Protocol):
@@ -241,6 +249,8 @@ class Node:
         self._disk_thread: DiskThread | None = None
         self._file_ops: OffloadedSyncs | None = None  # the storage's calls while the loop runs
         self._sweeper: gevent.Greenlet | None = None
+        self._ticker: gevent.Greenlet | None = None
+        self._delays_changed = Event()
         self._stopping = False
         self._storage_failure: StorageFailed | None = None
         self._warned_payload_size = False
@@ -262,6 +272,7 @@ class Node:
             self._storage.file_ops = self._file_ops
         self._greenlet = gevent.spawn(self._run)
         self._sweeper = gevent.spawn(self._watch)
+        self._ticker = gevent.spawn(self._propose_ticks)
 
     def stop(self) -> None:
         """Stop the loop; waiting sessions get NodeStopped. The storage is the caller's to close. Also
@@ -273,6 +284,8 @@ class Node:
             self._greenlet.kill()
         if self._sweeper is not None:
             self._sweeper.kill()
+        if self._ticker is not None:
+            self._ticker.kill()
         if self._disk_thread is not None:
             self._disk_thread.close()
         if self._file_ops is not None and self._storage.file_ops is self._file_ops:
@@ -535,6 +548,24 @@ class Node:
         waiters = self._consumers.get(queue)
         if waiters:
             waiters.popleft().set()
+
+    def _propose_ticks(self) -> None:
+        """On the leader: when a delayed record falls due by this node's clock, propose a Tick carrying the time
+        (records become ready only as entries are applied, so that every node makes them ready at the same
+        point of the log). One Tick at a time; woken early when a delay is added or the leadership changes."""
+        while not self._stopping:
+            self._delays_changed.clear()
+            due = self.manager.next_due() if self.is_leader else None
+            wait = None if due is None else due / 1000 - time.time()
+            if wait is None or wait > 0:
+                self._delays_changed.wait(TICK_RECHECK_SECONDS if wait is None else min(wait, TICK_RECHECK_SECONDS))
+                continue
+            result = AsyncResult()
+            try:
+                self.propose(Tick(max(leader_time_ms(), self.manager.clock)), result)
+                result.get()
+            except (NotLeader, NodeStopped, OutcomeUnknown):
+                gevent.sleep(self.settings.tick_interval)
 
     def _require_leader(self) -> None:
         if self._stopping:
@@ -834,6 +865,7 @@ class Node:
                 )
             self._leadership_changed.set()
             self._leadership_changed = Event()
+            self._delays_changed.set()
             if soft_state.leader_id != previous.leader_id and soft_state.leader_id != NO_LEADER:
                 self.leader_changes += 1
         if soft_state.role != previous.role:
@@ -876,6 +908,8 @@ class Node:
             self.applied_entries += 1
             if waiting is not None:
                 waiting.resolve(result)
+            if isinstance(command, (AddRecords, ReturnRecords)):
+                self._delays_changed.set()  # maybe a new earliest due time: the ticker looks again
             woken = manager.woken
             if woken:
                 for name in woken:

@@ -47,7 +47,24 @@ _ERROR_TEXTS = {
 }
 
 
+DELIVERY_POLICIES: dict[str, Any] = {
+    "max_deliveries": {"type": ["integer", "null"], "minimum": 1,
+                       "description": "failed deliveries after which a record moves to dead_letter_queue"},
+    "dead_letter_queue": {"type": ["string", "null"], "description": "an existing queue; set with max_deliveries"},
+    "retry_delay_ms": {"type": "integer", "minimum": 0, "default": 0,
+                       "description": "how long a nacked record waits (unless the nack gives a delay)"},
+    "retry_backoff": {"enum": ["fixed", "exponential"], "default": "fixed",
+                      "description": "exponential: the n-th failure waits retry_delay_ms * 2^(n-1)"},
+    "retry_max_delay_ms": {"type": "integer", "minimum": 0, "default": 900000},
+    "dedup_window_ms": {"type": "integer", "minimum": 0, "default": 300000,
+                        "description": "how long an idempotency key is remembered (0: off)"},
+    "dedup_max_keys": {"type": "integer", "minimum": 0, "default": 100000,
+                       "description": "at most this many keys are remembered (the oldest go first)"},
+}
 LEADER_ERRORS = (421, 503, 504)
+TOKEN = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
+RECORDS = {"type": "object", "properties": {"queue": {"type": "string"},
+                                            "records": {"type": "array", "items": _ref("Record")}}}
 NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
         "description": "queue name, 0-255 printable ASCII characters; the default queue is the empty segment"}
 
@@ -65,6 +82,10 @@ def _operation(summary: str, responses: dict[str, Any], *, parameters: list[dict
 def _duration(name: str, description: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": {"type": "string", "example": "5s"},
             "description": description}
+
+
+def _query(name: str, kind: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": {"type": kind}, "description": description}
 
 
 def _original(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -92,9 +113,13 @@ SCHEMAS: dict[str, Any] = {
         "max_queue_size": {"type": ["integer", "null"], "minimum": 0},
         "max_payload_size": {"type": ["integer", "null"], "minimum": 0},
         "priority_range": {"type": ["array", "null"], "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+        **DELIVERY_POLICIES,
     }},
     "Queue": {"type": "object", "properties": {
-        "name": {"type": "string"}, "implementation": {"enum": ["H4", "QA"]}, "count": {"type": "integer"},
+        "name": {"type": "string"}, "implementation": {"enum": ["H4", "QA"]},
+        "count": {"type": "integer", "description": "records ready to dequeue"},
+        "delayed": {"type": "integer", "description": "records not due yet (delayed enqueues, retries in backoff)"},
+        "reserved": {"type": "integer", "description": "records handed out, not acked yet"},
         "policies": _ref("Policies"),
     }},
     "NewQueue": {"type": "object", "additionalProperties": False, "properties": {
@@ -105,16 +130,30 @@ SCHEMAS: dict[str, Any] = {
             {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
             {"type": "object", "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}}},
             {"type": "null"}]},
+        **DELIVERY_POLICIES,
     }},
     "NewRecord": {"type": "object", "required": ["priority"], "additionalProperties": False, "properties": {
         "priority": {"type": "integer", "description": "int64; smaller is more urgent"},
         "payload": {"type": "string", "description": "text, stored as UTF-8"},
         "payload_base64": {"type": "string", "description": "binary payload, standard base64"},
+        "key": {"type": "string", "description": "idempotency key, 1-128 bytes: within the queue's window a "
+                                                 "second enqueue with it answers the first id and adds nothing "
+                                                 "(also the Idempotency-Key header)"},
+        "delay_ms": {"type": "integer", "minimum": 0, "description": "not handed out before this many ms"},
+        "not_before_ms": {"type": "integer", "minimum": 0,
+                          "description": "not handed out before this time (ms since the Unix epoch)"},
+    }},
+    "Added": {"type": "object", "properties": {
+        "queue": {"type": "string"}, "id": {"type": "integer"}, "priority": {"type": "integer"},
+        "duplicate": {"type": "boolean", "description": "its key was known: the first enqueue's id, nothing added"},
     }},
     "Record": {"type": "object", "properties": {
         "queue": {"type": "string"}, "id": {"type": "integer"}, "priority": {"type": "integer"},
         "payload": {"type": ["string", "null"], "description": "the payload as text, null when not UTF-8"},
         "payload_base64": {"type": "string"},
+        "failed_deliveries": {"type": "integer", "description": "earlier deliveries that ended without an ack"},
+        "origin": {"type": "object", "description": "a dead letter: the queue and id it had before",
+                   "properties": {"queue": {"type": "string"}, "id": {"type": "integer"}}},
         "removal": {"enum": ["committed", "unconfirmed"],
                     "description": "immediate mode: unconfirmed = the removal may or may not commit (the record "
                                    "may be delivered again)"},
@@ -174,35 +213,70 @@ def openapi_document() -> dict[str, Any]:
                                                                    **_errors(400, 404, *LEADER_ERRORS)},
                                  parameters=[NAME]),
         },
-        "/api/v1/queues/{name}/records": {"post": _operation(
-            "Add a record: JSON (text or base64 payload), or a text/plain or application/octet-stream body with "
-            "?priority=",
-            {"201": _json({"type": "object", "properties": {"queue": {"type": "string"}, "id": {"type": "integer"},
-                                                            "priority": {"type": "integer"}}},
-                          "stored (committed)"),
+        "/api/v1/queues/{name}/records": {
+            "post": _operation(
+                "Add a record: JSON (text or base64 payload), or a text/plain or application/octet-stream body with "
+                "?priority= (and ?key=, ?delay_ms=, ?not_before_ms=)",
+                {"201": _json(_ref("Added"), "stored (committed)"),
+                 "200": _json(_ref("Added"), "its key was known: nothing added, the first enqueue's id"),
+                 **_errors(400, 404, 413, 415, 422, *LEADER_ERRORS)},
+                parameters=[NAME, *(_query(name, "integer", "for text/plain and application/octet-stream bodies")
+                                    for name in ("priority", "delay_ms", "not_before_ms")),
+                            _query("key", "string", "for text/plain and application/octet-stream bodies"),
+                            {"name": "Idempotency-Key", "in": "header", "required": False,
+                             "schema": {"type": "string"}, "description": "the record's idempotency key"}],
+                body={"required": True, "content": {JSON: {"schema": _ref("NewRecord")},
+                                                    "text/plain": {"schema": {"type": "string"}},
+                                                    "application/octet-stream": {"schema": {"type": "string",
+                                                                                            "format": "binary"}}}},
+            ),
+            "get": _operation(
+                "Peek: the next ready records in dequeue order, left in place",
+                {"200": _json(RECORDS, "up to limit records"), **_errors(400, 404, *LEADER_ERRORS)},
+                parameters=[NAME, _query("limit", "integer", "how many (1-1000, default 10)")]),
+        },
+        "/api/v1/queues/{name}/records/batch": {"post": _operation(
+            "Add up to 1000 records at once, all or nothing (one log entry)",
+            {"201": _json({"type": "object", "properties": {"queue": {"type": "string"}, "records": {
+                "type": "array", "items": _ref("Added")}}}, "stored (committed), in the request's order"),
              **_errors(400, 404, 413, 415, 422, *LEADER_ERRORS)},
-            parameters=[NAME, {"name": "priority", "in": "query", "required": False, "schema": {"type": "integer"},
-                               "description": "for text/plain and application/octet-stream bodies"}],
-            body={"required": True, "content": {JSON: {"schema": _ref("NewRecord")},
-                                                "text/plain": {"schema": {"type": "string"}},
-                                                "application/octet-stream": {"schema": {"type": "string",
-                                                                                        "format": "binary"}}}},
+            parameters=[NAME],
+            body={"required": True, "content": {JSON: {"schema": {
+                "type": "object", "required": ["records"], "additionalProperties": False, "properties": {
+                    "records": {"type": "array", "items": _ref("NewRecord"), "minItems": 1, "maxItems": 1000}}}}}},
         )},
         "/api/v1/queues/{name}/dequeue": {"post": _operation(
-            "Take the most urgent record: immediate (removed, committed, before the answer) or leased (reserved "
-            "until acked, nacked or expired)",
-            {"200": _json(_ref("Record"), "a record"), "204": {"description": "no record within the wait"},
+            "Take the most urgent record (with max, up to max records as a list): immediate (removed, committed, "
+            "before the answer) or leased (reserved until acked, nacked, released or expired)",
+            {"200": _json({"oneOf": [_ref("Record"), RECORDS]}, "a record; a list of records with max"),
+             "204": {"description": "no record within the wait"},
              **_errors(400, 404, *LEADER_ERRORS)},
             parameters=[NAME, _duration("wait", "how long to wait for a record (default 0, at most 300s)"),
-                        _duration("lease", "leased mode: how long the record stays reserved (at most 12h)")],
+                        _duration("lease", "leased mode: how long the record stays reserved (at most 12h)"),
+                        _query("max", "integer", "up to this many records (1-1000), answered as a list")],
         )},
         "/api/v1/leases/{token}/ack": {"post": _operation(
             "Remove a leased record for good", {"204": {"description": "removed (committed)"},
                                                 **_errors(404, 409, *LEADER_ERRORS)},
-            parameters=[{"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}])},
+            parameters=[TOKEN])},
         "/api/v1/leases/{token}/nack": {"post": _operation(
-            "Put a leased record back", {"204": {"description": "back in its queue"}, **_errors(404)},
-            parameters=[{"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}])},
+            "A failed delivery: the record comes back after its retry delay (or ?delay=), or moves to the "
+            "dead-letter queue after max_deliveries",
+            {"200": _json({"type": "object", "properties": {"lease": {"type": "string"}, "outcome": {
+                "enum": ["ready", "delayed", "dead_lettered", "released", "missing"],
+                "description": "released: the failure could not be logged (a leader change), the record is "
+                               "back uncounted"}}}, "what became of the record"), **_errors(400, 404)},
+            parameters=[TOKEN, _duration("delay", "wait this long before the record is handed out again")])},
+        "/api/v1/leases/{token}/release": {"post": _operation(
+            "Give a leased record back now, as it was (not counted as a failed delivery)",
+            {"204": {"description": "back in its queue"}, **_errors(404)}, parameters=[TOKEN])},
+        "/api/v1/leases/{token}/extend": {"post": _operation(
+            "Extend a lease: it now ends ?lease= from now",
+            {"200": _json({"type": "object", "properties": {"lease": {"type": "string"},
+                                                            "lease_seconds": {"type": "number"},
+                                                            "seconds_left": {"type": "number"}}}, "extended"),
+             **_errors(400, 404)},
+            parameters=[TOKEN, _duration("lease", "the lease's new duration from now (at most 12h)")])},
         "/api/v1/cluster": {"get": _operation("This node's view of the cluster",
                                               {"200": _json(_ref("Cluster"), "the cluster")})},
         "/api/v1/cluster/members": {

@@ -1,9 +1,12 @@
 """The queue operations every client interface offers, with one set of guarantees.
 
 The binary protocol, REST and gRPC all go through here, so they carry the same semantics: a write is
-answered only once it is committed (fsynced on a majority); a dequeued record is reserved on the leader
-and removed for good only when its removal commits, and put back (Nack) when the delivery fails. Reads
-are linearizable (ReadIndex).
+answered only once it is committed (fsynced on a majority); a dequeued record is handed out as a
+``Delivery``, reserved on the leader until it ends: acked (removed for good once the removal commits), or
+failed (nacked, abandoned by its consumer, its lease expired: a logged failed delivery, which may delay the
+record or move it to a dead-letter queue), or put back uncounted (this node stopped leading, or the record
+was never shown). Reads are linearizable (ReadIndex). Adapters talk to nothing else: the service also
+counts the interface's record metrics.
 
 Every method may raise one of ``SERVICE_ERRORS``; ``ending_of`` sorts them into the three ways a request
 can end without an answer, which every interface reports the same way in its own terms:
@@ -19,19 +22,43 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gevent import GreenletExit
 from gevent.event import AsyncResult
 
-from taskflux.domain.commands import AddRecord, CreateQueue, DeleteQueue, RemoveRecord
+from taskflux.domain.commands import (
+    MAX_BATCH_IDS,
+    POLICY_DELAY,
+    AddRecord,
+    AddRecords,
+    CreateQueue,
+    DeleteQueue,
+    NewRecord,
+    RemoveRecord,
+    RemoveRecords,
+    ReturnRecords,
+    invalid_record,
+)
 from taskflux.domain.errors import ErrorCode
 from taskflux.domain.names import is_valid_queue_name
+from taskflux.domain.policies import MAX_DELAY_MS
 from taskflux.domain.queue import Queue
 from taskflux.domain.records import Record
-from taskflux.domain.results import Failure, RecordRemoved, Result
+from taskflux.domain.results import (
+    Failure,
+    RecordAdded,
+    RecordRemoved,
+    RecordsAdded,
+    RecordsRemoved,
+    RecordsReturned,
+    Result,
+    ReturnOutcome,
+)
 from taskflux.server import metrics as outcomes
-from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown, Reply
+from taskflux.server.metrics import InterfaceMetrics
+from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown, Reply, leader_time_ms
 
 logger = logging.getLogger("taskflux.service")
 
@@ -72,21 +99,39 @@ def metrics_outcome(error: NotLeader | NodeStopped | OutcomeUnknown) -> str:
 
 INVALID_NAME = Failure(ErrorCode.INVALID_QUEUE_NAME)
 NO_SUCH_QUEUE = Failure(ErrorCode.QUEUE_DOES_NOT_EXIST)
+RELEASED = "released"  # a failed delivery that could not be logged: the record is back, its count unchanged
+MAX_PEEK = 1000
 
 
 @dataclass(frozen=True, slots=True)
-class Reserved:
-    """A record handed out and reserved on this leader until it is removed or released."""
+class RecordIn:
+    """A record to enqueue through ``QueueService.add_records``: an idempotency key, and a delay or a time
+    (ms since the epoch) before which it is not handed out, are optional."""
 
-    queue: Queue
-    record: Record
+    priority: int
+    payload: bytes
+    key: bytes | None = None
+    delay_ms: int = 0
+    not_before_ms: int = 0
 
 
 class QueueService:
-    """Queue operations over a node (the leader serves them; other nodes raise NotLeader)."""
+    """Queue operations over a node (the leader serves them; other nodes raise NotLeader), counting the record
+    metrics of one interface (``counters``)."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, counters: InterfaceMetrics | None = None) -> None:
         self.node = node
+        self.counters = counters
+
+    def for_interface(self, counters: InterfaceMetrics | None) -> QueueService:
+        """The same operations, counted for another interface."""
+        return QueueService(self.node, counters)
+
+    def now(self) -> int:
+        """Leader time for a new entry: the wall clock, never behind the state machine's clock."""
+        return max(leader_time_ms(), self.node.manager.clock)
+
+    # --- writes ---
 
     def enqueue(self, name: str, priority: int, payload: bytes) -> Result:
         """Add a record; the result once committed (or the policy violation / failure that refused it)."""
@@ -107,7 +152,44 @@ class QueueService:
         if refusal is not None:
             reply.set(refusal)
         else:
-            self.node.propose(add, reply)
+            self.node.propose(add, reply if self.counters is None else _Counted(reply, self.counters))
+
+    def add_records(self, name: str, records: Sequence[RecordIn]) -> Result:
+        """Enqueue records at once, all or nothing (one log entry): RecordsAdded once committed, or the failure
+        or policy violation that refused them all. A record whose key the queue remembers adds nothing and
+        gets the first enqueue's id; when every record's key is known nothing is proposed."""
+        if not is_valid_queue_name(name):
+            return INVALID_NAME
+        self.node.ensure_serving()
+        now = self.now()
+        new_records = []
+        for record in records:
+            not_before = _not_before(record, now)
+            if isinstance(not_before, Failure):
+                return not_before
+            new_records.append(NewRecord(record.priority, record.payload, record.key, not_before))
+        command = AddRecords(name, now, tuple(new_records))
+        refusal = self.node.manager.check(command)
+        if refusal is not None:
+            return refusal
+        known = self._known(command)
+        if known is not None:
+            return known
+        result = self.node.submit(command)
+        if isinstance(result, RecordsAdded) and self.counters is not None:
+            self.counters.enqueued(sum(result.added))
+        return result
+
+    def _known(self, command: AddRecords) -> RecordsAdded | None:
+        """The answer when every record's key is remembered (a retry of an enqueue that committed)."""
+        queue = self.node.manager.get(command.name)
+        if queue is None:
+            return None
+        clock = self.node.manager.clock
+        ids = [queue.known_key(record.key, clock) if record.key is not None else None for record in command.records]
+        if any(record_id is None for record_id in ids):
+            return None
+        return RecordsAdded(tuple(record_id for record_id in ids if record_id is not None), (False,) * len(ids))
 
     def create_queue(self, command: CreateQueue) -> Result:
         invalid = command.validate()
@@ -125,6 +207,8 @@ class QueueService:
         refusal = self.node.manager.check(command)
         return refusal if refusal is not None else self.node.submit(command)
 
+    # --- reads ---
+
     def get_queue(self, name: str) -> Queue | Failure:
         """The queue, read linearizably (do not keep it across a blocking call: it may be deleted)."""
         if not is_valid_queue_name(name):
@@ -137,9 +221,26 @@ class QueueService:
         self.node.read_barrier()
         return list(self.node.manager.queues())
 
-    def reserve(self, name: str, wait: float | None) -> Reserved | Failure | None:
-        """Reserve the most urgent record of ``name``, waiting up to ``wait`` seconds (None: without
+    def peek(self, name: str, limit: int) -> list[Record] | Failure:
+        """Up to ``limit`` (1-MAX_PEEK) ready records in the order dequeues would get them, left in place."""
+        if not 1 <= limit <= MAX_PEEK:
+            return invalid_record(f"peek 1-{MAX_PEEK} records, not {limit}")
+        queue = self.get_queue(name)
+        return queue if isinstance(queue, Failure) else queue.first(limit)
+
+    # --- deliveries ---
+
+    def reserve(self, name: str, wait: float | None) -> Delivery | Failure | None:
+        """Hand out the most urgent ready record of ``name``, waiting up to ``wait`` seconds (None: without
         limit) for one. None when none came in time."""
+        taken = self.reserve_many(name, 1, wait)
+        if isinstance(taken, Failure):
+            return taken
+        return taken[0] if taken else None
+
+    def reserve_many(self, name: str, limit: int, wait: float | None) -> list[Delivery] | Failure:
+        """Hand out up to ``limit`` ready records of ``name`` in dequeue order, waiting up to ``wait`` seconds
+        (None: without limit) for the first; an empty list when none came in time."""
         if not is_valid_queue_name(name):
             return INVALID_NAME
         deadline = None if wait is None else time.monotonic() + wait
@@ -149,78 +250,253 @@ class QueueService:
             queue = self.node.manager.get(name)
             if queue is None:
                 return NO_SUCH_QUEUE
-            record = queue.reserve()
-            if record is not None:
-                return Reserved(queue, record)
+            taken: list[Delivery] = []
+            while len(taken) < limit:
+                record = queue.reserve()
+                if record is None:
+                    break
+                taken.append(Delivery(self, queue, record))
+            if taken:
+                if self.counters is not None:
+                    self.counters.dequeued(len(taken))
+                return taken
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                return None
+                return []
             self.node.wait_for_record(name, remaining)
 
-    def remove(self, reserved: Reserved) -> Result:
-        """Ack: remove a reserved record for good, once committed. If the removal cannot be known to
-        have committed (any exception, the caller's greenlet killed included), the record is put back
-        first and the exception re-raised."""
+    def ack_all(self, deliveries: Sequence[Delivery]) -> Result:
+        """Ack several deliveries of one queue in one log entry (RecordsRemoved once committed). If the removal
+        cannot be known to have committed, every record is put back first and the exception re-raised."""
+        if len(deliveries) == 1:
+            result = deliveries[0].ack()
+            return RecordsRemoved(int(result.found)) if isinstance(result, RecordRemoved) else result
+        if not 1 <= len(deliveries) <= MAX_BATCH_IDS or len({id(d.queue) for d in deliveries}) != 1:
+            raise ValueError("ack 1-10000 deliveries of one queue at once")
+        queue = deliveries[0].queue
+        for delivery in deliveries:
+            delivery.claim()
         result = AsyncResult()
-        self.start_remove(reserved, result)
+        try:
+            self.node.propose(RemoveRecords(queue.name, queue.incarnation, tuple(d.record.id for d in deliveries)),
+                              result)
+            outcome = result.get()
+        except BaseException:
+            for delivery in deliveries:
+                delivery._release()
+            raise
+        if isinstance(outcome, Failure) and outcome.code is ErrorCode.QUEUE_DOES_NOT_EXIST:
+            outcome = RecordsRemoved(len(deliveries))  # the queue is gone, and its records with it
+        if isinstance(outcome, RecordsRemoved) and self.counters is not None:
+            self.counters.acked(len(deliveries))
+        return outcome
+
+    def ack_all_before_showing(self, deliveries: Sequence[Delivery]) -> Result | None:
+        """``Delivery.ack_before_showing`` for several deliveries of one queue, in one log entry."""
+        return _before_showing(lambda: self.ack_all(deliveries), deliveries)
+
+    def fail_all(self, deliveries: Sequence[Delivery], delay_ms: int = POLICY_DELAY) -> tuple[str, ...]:
+        """Failed deliveries of one queue, logged in one entry: each record's count goes up and it goes back
+        (after ``delay_ms``, or its queue's retry delay) or to the dead-letter queue. What became of each
+        record (a ``ReturnOutcome``, or RELEASED: the failure could not be logged, the record is back as it
+        was). Waits for the commit; never raises for the node's sake."""
+        result = AsyncResult()
+        self.start_fail_all(deliveries, delay_ms, result)
+        return result.get().outcomes
+
+    def start_fail_all(self, deliveries: Sequence[Delivery], delay_ms: int, reply: Reply | None) -> None:
+        """``fail_all`` without waiting: a RecordsReturned goes to ``reply`` (None: nowhere), never an exception:
+        MISSING for each record when the queue is gone, RELEASED when the failures could not be logged (the
+        records are then back uncounted)."""
+        if not (delay_ms == POLICY_DELAY or 0 <= delay_ms <= MAX_DELAY_MS):
+            raise ValueError(f"a retry delay is 0-{MAX_DELAY_MS} ms, not {delay_ms}")
+        if not 1 <= len(deliveries) <= MAX_BATCH_IDS or len({id(d.queue) for d in deliveries}) != 1:
+            raise ValueError("end 1-10000 deliveries of one queue at once")
+        queue = deliveries[0].queue
+        for delivery in deliveries:
+            delivery.claim()
+        returns = tuple((delivery.record.id, delay_ms) for delivery in deliveries)
+        returned = _Returned(self, tuple(deliveries), reply)
+        try:
+            self.node.propose(ReturnRecords(queue.name, queue.incarnation, self.now(), returns), returned)
+        except (NotLeader, NodeStopped):
+            returned.set_exception(None)
+
+    def _put_back(self, queue: Queue, record: Record) -> None:
+        """Return a reserved record as it was (no failed delivery counted) and wake a waiting consumer."""
+        if queue.release(record.id):
+            self.node.record_available(queue.name)
+
+
+class Delivery:
+    """A record handed to a consumer, reserved on this leader until the delivery ends — once: ``ack`` (removed
+    for good), ``fail`` (a failed delivery, logged and counted), ``put_back`` (back as it was: never shown, or
+    the end could not be logged). Ending it twice does nothing the second time."""
+
+    __slots__ = ("ended", "queue", "record", "released", "service")
+
+    def __init__(self, service: QueueService, queue: Queue, record: Record) -> None:
+        self.service = service
+        self.queue = queue
+        self.record = record
+        self.ended = False
+        self.released = False
+
+    def claim(self) -> None:
+        """Mark the delivery as ending (by the caller); a second end raises."""
+        if self.ended:
+            raise RuntimeError(f"the delivery of record {self.record.id} of {self.queue.name!r} already ended")
+        self.ended = True
+
+    def ack(self) -> Result:
+        """Remove the record for good; the result once committed. If the removal cannot be known to have
+        committed (any exception, the caller's greenlet killed included), the record is put back first and
+        the exception re-raised."""
+        result = AsyncResult()
+        self.start_ack(result)
         try:
             return result.get()
         except BaseException:
-            self.release(reserved)  # a second release (the removal failed) does nothing
+            self._release()  # once only: the removal's failure may have put it back already
             raise
 
-    def start_remove(self, reserved: Reserved, reply: Reply) -> None:
-        """``remove`` without waiting: the outcome goes to ``reply``; the record is put back first when the
+    def start_ack(self, reply: Reply) -> None:
+        """``ack`` without waiting: the outcome goes to ``reply``; the record is put back first when the
         removal cannot be known to have committed."""
-        queue, record = reserved.queue, reserved.record
+        self.claim()
+        queue = self.queue
         try:
-            self.node.propose(RemoveRecord(queue.name, queue.incarnation, record.id), _Removal(self, reserved, reply))
+            removal = RemoveRecord(queue.name, queue.incarnation, self.record.id)
+            self.service.node.propose(removal, _Removal(self, reply))
         except BaseException:
-            self.release(reserved)
+            self._release()
             raise
 
-    def remove_before_showing(self, reserved: Reserved) -> Result | None:
+    def ack_before_showing(self) -> Result | None:
         """An immediate dequeue's removal, for a record about to be shown to a client that has no way to
         ack it. The removal's result once committed; None when its outcome is unknown (not committed in
         time, the node stopped after proposing it, the request's greenlet killed, anything unexpected):
         the record is then back in the queue but must be shown anyway, since the removal may still
         commit — at worst it is delivered twice, never silently gone. Raises NotLeader or NodeStopped only
         when the removal certainly did not happen (the record stays in the queue for the next consumer)."""
-        try:
-            return self.remove(reserved)
-        except OutcomeUnknown:
-            return None
-        except (NotLeader, NodeStopped):
-            raise
-        except GreenletExit:
-            return None  # the server is stopping: the answer may still be written before it closes
-        except Exception:
-            logger.exception("the removal of record %d of queue %r failed: the record is shown anyway",
-                             reserved.record.id, reserved.queue.name)
-            return None
+        return _before_showing(self.ack, (self,))
 
-    def release(self, reserved: Reserved) -> None:
-        """Nack: put a reserved record back (same id and priority) and wake a waiting consumer."""
-        if reserved.queue.release(reserved.record.id):
-            self.node.record_available(reserved.queue.name)
+    def fail(self, delay_ms: int = POLICY_DELAY) -> str:
+        """A nack: the delivery failed; the record goes back after ``delay_ms`` (default: its queue's retry
+        policy) or to the dead-letter queue. What became of it (``ReturnOutcome`` or RELEASED), once logged."""
+        return self.service.fail_all((self,), delay_ms)[0]
+
+    def abandon(self) -> None:
+        """The consumer is gone (disconnected, its stream ended, its lease expired) while it held the record: a
+        failed delivery, logged in the background."""
+        if not self.ended:
+            self.service.start_fail_all((self,), POLICY_DELAY, None)
+
+    def put_back(self) -> None:
+        """Back in the queue as it was, its count unchanged: the record was never shown, or its delivery's end
+        could not be logged."""
+        if not self.ended:
+            self.ended = True
+            self._release()
+
+    def _release(self) -> None:
+        """Put the record back, at most once: after that it may be another consumer's reservation."""
+        if not self.released:
+            self.released = True
+            self.service._put_back(self.queue, self.record)
+
+
+class _Counted:
+    """A reply that counts an enqueued record when its enqueue commits."""
+
+    __slots__ = ("counters", "reply")
+
+    def __init__(self, reply: Reply, counters: InterfaceMetrics) -> None:
+        self.reply = reply
+        self.counters = counters
+
+    def set(self, result: Result) -> None:
+        if isinstance(result, RecordAdded):
+            self.counters.enqueued()
+        self.reply.set(result)
+
+    def set_exception(self, error: BaseException) -> None:
+        self.reply.set_exception(error)
 
 
 class _Removal:
-    """The outcome of a removal on its way to the requester's reply: the record is put back first when the
+    """The outcome of an ack on its way to the requester's reply: the record is put back first when the
     removal failed; a queue deleted meanwhile counts as removed (the record is gone either way)."""
 
-    __slots__ = ("reply", "reserved", "service")
+    __slots__ = ("delivery", "reply")
 
-    def __init__(self, service: QueueService, reserved: Reserved, reply: Reply) -> None:
-        self.service = service
-        self.reserved = reserved
+    def __init__(self, delivery: Delivery, reply: Reply) -> None:
+        self.delivery = delivery
         self.reply = reply
 
     def set(self, result: Result) -> None:
         if isinstance(result, Failure) and result.code is ErrorCode.QUEUE_DOES_NOT_EXIST:
             result = RecordRemoved(True)
+        counters = self.delivery.service.counters
+        if counters is not None and isinstance(result, RecordRemoved):
+            counters.acked()
         self.reply.set(result)
 
     def set_exception(self, error: BaseException) -> None:
-        self.service.release(self.reserved)
+        self.delivery._release()
         self.reply.set_exception(error)
+
+
+class _Returned:
+    """The outcome of failed deliveries on their way to a reply: counted as nacked when logged; put back as
+    they were when the entry could not be logged (a leader change, the node stopping), answered as an empty
+    RecordsReturned."""
+
+    __slots__ = ("deliveries", "reply", "service")
+
+    def __init__(self, service: QueueService, deliveries: tuple[Delivery, ...], reply: Reply | None) -> None:
+        self.service = service
+        self.deliveries = deliveries
+        self.reply = reply
+
+    def set(self, result: Result) -> None:
+        if not isinstance(result, RecordsReturned):  # the queue is gone, and its records with it
+            result = RecordsReturned((ReturnOutcome.MISSING,) * len(self.deliveries))
+        elif self.service.counters is not None:
+            self.service.counters.nacked(len(self.deliveries))
+        if self.reply is not None:
+            self.reply.set(result)
+
+    def set_exception(self, error: BaseException | None) -> None:
+        for delivery in self.deliveries:
+            delivery._release()
+        if self.reply is not None:
+            self.reply.set(RecordsReturned((RELEASED,) * len(self.deliveries)))
+
+
+def _before_showing(ack: Callable[[], Result], deliveries: Sequence[Delivery]) -> Result | None:
+    """The result of ``ack`` for records about to be shown; None when its outcome is unknown (see
+    ``Delivery.ack_before_showing``)."""
+    try:
+        return ack()
+    except OutcomeUnknown:
+        return None
+    except (NotLeader, NodeStopped):
+        raise
+    except GreenletExit:
+        return None  # the server is stopping: the answer may still be written before it closes
+    except Exception:
+        logger.exception("the removal of %d record(s) of queue %r failed: shown anyway",
+                         len(deliveries), deliveries[0].queue.name)
+        return None
+
+
+def _not_before(record: RecordIn, now: int) -> int | Failure:
+    """The leader time before which ``record`` is not handed out (0: none), or why its delay is invalid."""
+    if not 0 <= record.delay_ms <= MAX_DELAY_MS:
+        return invalid_record(f"a delay is 0-{MAX_DELAY_MS} ms, not {record.delay_ms}")
+    if record.not_before_ms < 0 or record.not_before_ms > now + MAX_DELAY_MS:
+        return invalid_record(f"not_before must be within {MAX_DELAY_MS // 86_400_000} days from now")
+    if record.delay_ms == 0 and record.not_before_ms <= now:
+        return 0
+    return max(record.not_before_ms, now + record.delay_ms)

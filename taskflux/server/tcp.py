@@ -30,7 +30,7 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from taskflux.config import format_endpoint
-from taskflux.domain.commands import CreateQueue
+from taskflux.domain.commands import POLICY_DELAY, CreateQueue
 from taskflux.domain.errors import ErrorCode
 from taskflux.domain.names import is_valid_queue_name
 from taskflux.domain.results import Failure, PolicyViolation, Result
@@ -97,13 +97,13 @@ class _Answer:
     node loop, as a rule (``Node.propose``'s reply): the session is not woken just to write it. It reads on
     meanwhile, and handles no further packet until the answer is written."""
 
-    __slots__ = ("command", "on_ok", "session", "started")
+    __slots__ = ("command", "ok_outcome", "session", "started")
 
-    def __init__(self, session: Session, command: str, started: float, on_ok: Callable[[], None] | None) -> None:
+    def __init__(self, session: Session, command: str, started: float, ok_outcome: str) -> None:
         self.session = session
         self.command = command
         self.started = started
-        self.on_ok = on_ok  # counts a record metric when the answer is Ok
+        self.ok_outcome = ok_outcome  # the request metrics' outcome when the answer is Ok
 
     def set(self, result: Result) -> None:
         self.session.answered(self, result)
@@ -214,7 +214,7 @@ class Session:
         self.sock = sock
         self.node = node
         self.metrics = metrics
-        self.service = QueueService(node)
+        self.service = QueueService(node, metrics)
         self.peers = peers
         self.place = place
         self.connected_at = place.admitted_at
@@ -410,18 +410,16 @@ class Session:
 
     # --- answers written by the node loop ---------------------------------------------------------
 
-    def expect_answer(self, on_ok: Callable[[], None] | None = None) -> _Answer:
+    def expect_answer(self, ok_outcome: str = outcomes.OK) -> _Answer:
         """The reply for the write this command proposes: the command then returns PENDING."""
-        answer = _Answer(self, self._command_name, self._started, on_ok)
+        answer = _Answer(self, self._command_name, self._started, ok_outcome)
         self._answer = answer
         return answer
 
     def answered(self, answer: _Answer, result: Result) -> None:
         """The write's result (called by the node loop): write its answer now."""
         outcome, data = final_answer(result)
-        if outcome == outcomes.OK and answer.on_ok is not None:
-            answer.on_ok()
-        self._finish(answer, outcome, data)
+        self._finish(answer, answer.ok_outcome if outcome == outcomes.OK else outcome, data)
 
     def refused(self, answer: _Answer, error: BaseException) -> None:
         """The write failed (called by the node loop or its watcher): NotLeader is answered; any other failure
@@ -505,37 +503,32 @@ class Session:
             return outcomes.NACK
         if not isinstance(decision, wire.Ack):
             raise ClientGone(f"expected Ack or Nack after an enqueue, got {type(decision).__name__}")
-        on_ok = self.metrics.enqueued if self.metrics is not None else None
-        self.service.start_enqueue(command.queue, command.priority, command.payload, self.expect_answer(on_ok))
+        self.service.start_enqueue(command.queue, command.priority, command.payload, self.expect_answer())
         return PENDING
 
     def dequeue(self, command: wire.DequeueCommand) -> str:
-        reserved = self.service.reserve(command.queue, command.timeout_ms / 1000)
-        if reserved is None:
+        delivery = self.service.reserve(command.queue, command.timeout_ms / 1000)
+        if delivery is None:
             self.write(NO_RECORD)
             return outcomes.EMPTY
-        if isinstance(reserved, Failure):
-            self.error(reserved.code)
+        if isinstance(delivery, Failure):
+            self.error(delivery.code)
             return outcomes.ERROR
-        metrics = self.metrics
         try:
-            self.respond(wire.DequeueResponse(reserved.record))
-            if metrics is not None:
-                metrics.dequeued()
+            self.respond(wire.DequeueResponse(delivery.record))
             decision = self.read()
         except ClientGone:
-            self.service.release(reserved)
+            delivery.abandon()  # the consumer is gone with the record: a failed delivery
             raise
         if isinstance(decision, wire.Nack):
-            self.service.release(reserved)
-            if metrics is not None:
-                metrics.nacked()
-            self.write(OK)
-            return outcomes.NACK
+            # A failed delivery, logged (counted; it may delay the record or dead-letter it); answered Ok once
+            # the record is back, whatever became of the log entry.
+            self.service.start_fail_all((delivery,), POLICY_DELAY, self.expect_answer(outcomes.NACK))
+            return PENDING
         if not isinstance(decision, wire.Ack):
-            self.service.release(reserved)
+            delivery.abandon()
             raise ClientGone(f"expected Ack or Nack after a dequeue, got {type(decision).__name__}")
-        self.service.start_remove(reserved, self.expect_answer(metrics.acked if metrics is not None else None))
+        delivery.start_ack(self.expect_answer())
         return PENDING
 
     def count(self, command: wire.CountCommand) -> str:
@@ -547,13 +540,8 @@ class Session:
         return outcomes.OK
 
     def create_queue(self, command: wire.CreateQueueCommand) -> str:
-        create = CreateQueue(
-            command.queue,
-            command.implementation,
-            -1 if command.max_queue_size is None else command.max_queue_size,
-            -1 if command.max_payload_size is None else command.max_payload_size,
-            command.priority_range,
-        )
+        create = CreateQueue.of(command.queue, command.implementation, command.max_queue_size,
+                                command.max_payload_size, command.priority_range)
         invalid = create.validate()
         if invalid is not None:  # validation ("mapping") errors are ErrorResponse packets (docs/client-protocol.md §8)
             self.write(wire.encode(wire.ErrorResponse(invalid.code)))

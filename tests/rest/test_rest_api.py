@@ -10,9 +10,15 @@ import pytest
 
 from taskflux.server.main import Server
 from taskflux.server.openapi import openapi_document
+from taskflux.server.service import Delivery
 from tests.rest.conftest import Wsgi, queue_path, wait_until
 
 pytestmark = pytest.mark.timeout(60)
+
+
+DEFAULT_DELIVERY_JSON = {"max_deliveries": None, "dead_letter_queue": None, "retry_delay_ms": 0,
+                         "retry_backoff": "fixed", "retry_max_delay_ms": 900_000, "dedup_window_ms": 300_000,
+                         "dedup_max_keys": 100_000}
 
 
 def create(api: Wsgi, name: str, **body: object) -> None:
@@ -41,8 +47,9 @@ def test_create_get_list_delete(api: Wsgi) -> None:
     answer = api("PUT", queue_path("jobs"), {"implementation": "QA", "max_queue_size": 10, "priority_range": [0, 99]})
     assert answer.status == 201
     assert answer.headers["Location"] == "/api/v1/queues/jobs"
-    assert answer.json == {"name": "jobs", "implementation": "QA", "count": 0,
-                           "policies": {"max_queue_size": 10, "max_payload_size": None, "priority_range": [0, 99]}}
+    assert answer.json == {"name": "jobs", "implementation": "QA", "count": 0, "delayed": 0, "reserved": 0,
+                           "policies": {"max_queue_size": 10, "max_payload_size": None, "priority_range": [0, 99],
+                                        **DEFAULT_DELIVERY_JSON}}
     assert api("GET", queue_path("jobs")).json["implementation"] == "QA"
     names = [queue["name"] for queue in api("GET", "/api/v1/queues").json["queues"]]
     assert names == ["", "jobs"]  # the default queue always exists
@@ -54,7 +61,7 @@ def test_create_get_list_delete(api: Wsgi) -> None:
 def test_create_with_no_body_makes_a_heap_without_limits(api: Wsgi) -> None:
     create(api, "plain")
     assert api("GET", queue_path("plain")).json["policies"] == {
-        "max_queue_size": None, "max_payload_size": None, "priority_range": None}
+        "max_queue_size": None, "max_payload_size": None, "priority_range": None, **DEFAULT_DELIVERY_JSON}
 
 
 @pytest.mark.parametrize(
@@ -121,7 +128,7 @@ def test_records_as_json_text_base64_plain_text_and_bytes(api: Wsgi) -> None:
     assert add(api, "r", 5, "text") == 1
     answer = api("POST", queue_path("r", "/records"),
                  {"priority": 4, "payload_base64": base64.b64encode(b"\xff\x00").decode()})
-    assert answer.status == 201 and answer.json == {"queue": "r", "id": 2, "priority": 4}
+    assert answer.status == 201 and answer.json == {"queue": "r", "id": 2, "priority": 4, "duplicate": False}
     assert api("POST", queue_path("r", "/records"), "plain", "text/plain; charset=utf-8", "priority=3").status == 201
     assert api("POST", queue_path("r", "/records"), b"\xc3\x28", "application/octet-stream",
                "priority=-9223372036854775808").status == 201
@@ -240,7 +247,8 @@ def test_a_lease_hides_the_record_until_acked(api: Wsgi) -> None:
 def test_a_nack_puts_the_record_back(api: Wsgi) -> None:
     record_id = add(api, "", 1, "retry me")
     token = api("POST", queue_path("", "/dequeue"), query="lease=30s").json["lease"]
-    assert api("POST", f"/api/v1/leases/{token}/nack").status == 204
+    nacked = api("POST", f"/api/v1/leases/{token}/nack")
+    assert nacked.status == 200 and nacked.json == {"lease": token, "outcome": "ready"}
     assert count(api, "") == 1
     again = api("POST", queue_path("", "/dequeue")).json
     assert (again["id"], again["payload"]) == (record_id, "retry me")
@@ -373,13 +381,13 @@ def test_an_unconfirmed_immediate_removal_still_hands_the_record_over(
     add(api, "", 1, "precious")
     add(api, "", 2, "also precious")
 
-    def timed_out(_reserved: object) -> None:
+    def timed_out(delivery: Delivery) -> None:
         from taskflux.server.node import CommitTimeout
 
-        server.service.release(_reserved)  # what QueueService.remove does on CommitTimeout
+        delivery._release()  # what Delivery.ack does on CommitTimeout
         raise CommitTimeout("not committed in time")
 
-    monkeypatch.setattr(server.service, "remove", timed_out)
+    monkeypatch.setattr(Delivery, "ack", timed_out)
     answer = api("POST", queue_path("", "/dequeue"))
     assert answer.status == 200
     assert answer.json["payload"] == "precious" and answer.json["removal"] == "unconfirmed"
@@ -395,13 +403,13 @@ def test_an_ack_on_a_node_that_lost_leadership_ends_the_lease(
     add(api, "", 1, "x")
     token = api("POST", queue_path("", "/dequeue"), query="lease=30s").json["lease"]
 
-    def deposed(reserved: object) -> None:
+    def deposed(delivery: Delivery) -> None:
         from taskflux.server.node import NotLeader
 
-        server.service.release(reserved)  # type: ignore[arg-type]
+        delivery._release()
         raise NotLeader(2)
 
-    monkeypatch.setattr(server.service, "remove", deposed)
+    monkeypatch.setattr(Delivery, "ack", deposed)
     answer = api("POST", f"/api/v1/leases/{token}/ack")
     assert answer.status == 409 and error_of(answer)["reason"] == "lease_lost"
     assert count(api, "") == 1  # the record is back

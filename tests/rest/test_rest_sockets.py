@@ -104,7 +104,7 @@ def test_a_redirect_keeps_the_query(server: Server, monkeypatch: pytest.MonkeyPa
     def not_leader(*_args: object) -> None:
         raise NotLeader(0)
 
-    monkeypatch.setattr(server.service, "reserve", not_leader)
+    monkeypatch.setattr(server.rest.service, "reserve_many", not_leader)  # type: ignore[union-attr]
     conn = connect(server)
     conn.request("POST", "/api/v1/queues/jobs/dequeue?wait=10s&lease=30s")
     response = conn.getresponse()

@@ -17,7 +17,7 @@ from taskflux.domain.snapshot_codec import state_digest
 from taskflux.raft.config import RaftConfig
 from taskflux.raft.messages import Message
 from taskflux.server.node import Node, NodeSettings, NotLeader
-from taskflux.server.service import QueueService, Reserved
+from taskflux.server.service import Delivery, QueueService
 from taskflux.storage.disk import DiskStorage
 from tests.server.test_node import wait_until
 from tests.support.stalls import stall_appends
@@ -75,7 +75,7 @@ def test_a_leader_cut_off_with_a_stalled_disk_stops_handing_out_records_within_i
     for i in range(50):
         leader.submit(AddRecord("", i, b"r"))
     service = QueueService(leader)
-    assert isinstance(service.reserve("", 0), Reserved)  # a leader with its lease hands records out
+    assert isinstance(service.reserve("", 0), Delivery)  # a leader with its lease hands records out
 
     cut_at = time.monotonic()
     cluster.cut.add(leader.id)
@@ -86,7 +86,7 @@ def test_a_leader_cut_off_with_a_stalled_disk_stops_handing_out_records_within_i
     handed_out = []
     while time.monotonic() < cut_at + 1.5:
         try:
-            if isinstance(service.reserve("", 0), Reserved):
+            if isinstance(service.reserve("", 0), Delivery):
                 handed_out.append(time.monotonic() - cut_at)
         except NotLeader:
             pass

@@ -6,7 +6,7 @@ client protocol's (``taskflux.domain.errors``), which the proto's ``ErrorCode`` 
 
 from __future__ import annotations
 
-from taskflux.domain.commands import NO_LIMIT, CreateQueue
+from taskflux.domain.commands import CreateQueue
 from taskflux.domain.errors import ErrorCode, Implementation, PolicyCode
 from taskflux.domain.names import is_valid_queue_name
 from taskflux.domain.policies import QueuePolicies
@@ -96,18 +96,18 @@ def create_command(request: pb.CreateQueueRequest) -> CreateQueue:
     priority_range = None
     if policies.HasField("priority_range"):
         priority_range = (policies.priority_range.min, policies.priority_range.max)
-    return CreateQueue(
-        name=request.queue,
-        implementation=IMPLEMENTATION_OF_CODE.get(request.code, UNKNOWN_IMPLEMENTATION),
-        max_queue_size=_limit(policies, "max_queue_size"),
-        max_payload_size=_limit(policies, "max_payload_size"),
-        priority_range=priority_range,
+    return CreateQueue.of(
+        request.queue,
+        IMPLEMENTATION_OF_CODE.get(request.code, UNKNOWN_IMPLEMENTATION),
+        _limit(policies, "max_queue_size"),
+        _limit(policies, "max_payload_size"),
+        priority_range,
     )
 
 
-def _limit(policies: pb.QueuePolicyInfo, field: str) -> int:
+def _limit(policies: pb.QueuePolicyInfo, field: str) -> int | None:
     if not policies.HasField(field):  # type: ignore[arg-type]  # the field names are literals of the proto
-        return NO_LIMIT
+        return None
     value: int = getattr(policies, field)
     return value if value >= 0 else INVALID_LIMIT
 

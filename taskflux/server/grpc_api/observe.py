@@ -6,10 +6,8 @@ the client message it answers: a round's data step and ack step are counted sepa
 answer's ``result`` oneof; a call ended with an error status counts once with ``error`` (``timeout`` for
 UNKNOWN set by the servicer: the outcome of the write is unknown; ``stopped`` for UNAVAILABLE).
 
-The stream answers also tell the record counters (``taskflux_records_*_total{interface="grpc"}``): an
-Enqueue ack answered ``data{}`` without a policy violation is a record enqueued, a Dequeue request answered
-with a record a record dequeued, a Dequeue ack answered ``success{}`` a record acked (``ack: true``) or
-nacked (``ack: false``).
+The record counters (``taskflux_records_*_total{interface="grpc"}``) are counted by the service layer, like
+every interface's.
 """
 
 from __future__ import annotations
@@ -38,12 +36,11 @@ def answer_outcome(answer: Any) -> str:
 class _Step:
     """The stream step being answered: when its client message arrived, and what it was."""
 
-    __slots__ = ("command", "request", "started")
+    __slots__ = ("command", "started")
 
     def __init__(self, started: float, command: str) -> None:
         self.started = started
         self.command = command
-        self.request: Any = None
 
 
 class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -101,7 +98,6 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 for request in requests:
                     last.started = time.perf_counter()
                     last.command = f"{method}.{request.WhichOneof(request.DESCRIPTOR.oneofs[0].name)}"
-                    last.request = request
                     yield request
 
             self.active += 1
@@ -109,8 +105,6 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 for answer in behaviour(timed_requests(), context):
                     outcome = answer_outcome(answer)
                     observe(last.command, outcome, time.perf_counter() - last.started)
-                    if outcome == outcomes.OK:
-                        self._count_records(last, answer)
                     yield answer
             except GeneratorExit:
                 raise
@@ -121,18 +115,6 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 self.active -= 1
 
         return call
-
-    def _count_records(self, step: _Step, answer: Any) -> None:
-        """Count the records a successful stream answer moved (see the module's docstring)."""
-        command, metrics = step.command, self.metrics
-        if command == "Enqueue.ack":
-            if step.request.ack.ack:
-                metrics.enqueued()
-        elif command == "Dequeue.request":
-            if answer.success.HasField("record"):
-                metrics.dequeued()
-        elif command == "Dequeue.ack":
-            (metrics.acked if step.request.ack.ack else metrics.nacked)()
 
 
 STATUS_OUTCOMES = {grpc.StatusCode.UNKNOWN: outcomes.TIMEOUT, grpc.StatusCode.UNAVAILABLE: outcomes.STOPPED}

@@ -33,9 +33,9 @@ from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown
 from taskflux.server.service import (
     INVALID_NAME,
     STOPPING_MESSAGE,
+    Delivery,
     Ending,
     QueueService,
-    Reserved,
     ending_of,
     outcome_unknown_message,
 )
@@ -74,11 +74,12 @@ def _protocol_violation(context: grpc.ServicerContext, expected: str, got: str |
 class _DequeueCall:
     """One Dequeue stream's record in hand and wait in progress. ``end`` runs when gRPC terminates the
     call (completed, cancelled, deadline, abort) and may run while the handler is blocked or abandoned:
-    it puts back whatever the stream still holds, so no record is ever lost with a stream."""
+    it ends the delivery the stream still holds (a failed one: its consumer is gone), so no record is ever
+    lost with a stream."""
 
     def __init__(self, service: QueueService) -> None:
         self.service = service
-        self.held: Reserved | None = None
+        self.held: Delivery | None = None
         self.waiter: gevent.Greenlet | None = None
         self.ended = False
 
@@ -86,45 +87,45 @@ class _DequeueCall:
         self.ended = True
         if self.waiter is not None:
             self.waiter.kill(block=False)
-        self.put_back()
+        self.abandon()
 
-    def put_back(self) -> None:
-        """Nack the held record, if any (at most once)."""
+    def abandon(self) -> None:
+        """The held record was shown and the stream ended without an ack: a failed delivery (at most once)."""
         held, self.held = self.held, None
         if held is not None:
-            self.service.release(held)
+            held.abandon()
 
-    def take(self) -> Reserved:
-        """The held record, now the caller's to remove or put back."""
+    def take(self) -> Delivery:
+        """The held delivery, now the caller's to end."""
         held, self.held = self.held, None
         assert held is not None, "no record is held"
         return held
 
-    def reserve(self, name: str, wait: float | None) -> Reserved | Failure | None:
+    def reserve(self, name: str, wait: float | None) -> Delivery | Failure | None:
         """Reserve a record of ``name`` (held by this call), waiting up to ``wait`` seconds (None: without
         limit). The wait runs in its own greenlet so that the end of the call interrupts it."""
         outcome = self.service.reserve(name, 0)
         if outcome is None and wait != 0 and not self.ended:
             outcome = self._wait(name, wait)
-        if isinstance(outcome, Reserved):
-            self.held = outcome
+        if isinstance(outcome, Delivery):
             if self.ended:
-                self.put_back()
+                outcome.put_back()  # never shown
                 return None
+            self.held = outcome
         return outcome
 
-    def _wait(self, name: str, wait: float | None) -> Reserved | Failure | None:
+    def _wait(self, name: str, wait: float | None) -> Delivery | Failure | None:
         waiter = self.waiter = gevent.spawn(self.service.reserve, name, wait)
         try:
             outcome = waiter.get()  # re-raises NotLeader, NodeStopped, OutcomeUnknown
         except BaseException:
             waiter.kill()
-            if isinstance(waiter.value, Reserved):
-                self.service.release(waiter.value)
+            if isinstance(waiter.value, Delivery):
+                waiter.value.put_back()
             raise
         finally:
             self.waiter = None
-        return outcome if isinstance(outcome, Reserved | Failure) else None  # GreenletExit: the call ended
+        return outcome if isinstance(outcome, Delivery | Failure) else None  # GreenletExit: the call ended
 
 
 class TaskFluxServicer(pb_grpc.TaskFluxServiceServicer):
@@ -252,7 +253,7 @@ class TaskFluxServicer(pb_grpc.TaskFluxServiceServicer):
         try:
             yield from self._dequeue_rounds(requests, context, call)
         finally:
-            call.put_back()
+            call.abandon()
 
     def _dequeue_rounds(
         self, requests: Iterator[pb.DequeueRequest], context: grpc.ServicerContext, call: _DequeueCall
@@ -269,7 +270,7 @@ class TaskFluxServicer(pb_grpc.TaskFluxServiceServicer):
                 continue
             except (OutcomeUnknown, NodeStopped) as error:
                 _abort_ended(context, error)
-            if not isinstance(outcome, Reserved):
+            if not isinstance(outcome, Delivery):
                 yield NO_RECORD if outcome is None else pb.DequeueResponse(error=messages.error(outcome, name))
                 continue
             yield pb.DequeueResponse(success=pb.DequeueResponse.DequeueResponseData(
@@ -293,12 +294,12 @@ class TaskFluxServicer(pb_grpc.TaskFluxServiceServicer):
         return timeout_ms / 1000
 
     def _settle(self, call: _DequeueCall, ack: bool, name: str, context: grpc.ServicerContext) -> pb.DequeueResponse:
-        """Ack (remove for good, once committed) or nack (put back) the held record."""
+        """Ack (remove for good, once committed) or nack (a failed delivery, logged) the held record."""
         if not ack:
-            call.put_back()
+            call.take().fail()
             return NO_RECORD
         try:
-            result = self.service.remove(call.take())  # puts the record back itself when it cannot commit
+            result = call.take().ack()  # puts the record back itself when it cannot commit
         except NotLeader as error:
             return pb.DequeueResponse(not_leader=messages.not_leader(error.leader_id))
         except (OutcomeUnknown, NodeStopped) as error:
@@ -357,7 +358,8 @@ class GrpcServer:
             maximum_concurrent_rpcs=workers,
             interceptors=interceptors,
         )
-        servicer = TaskFluxServicer(service, settings.max_payload_size)
+        counted = service.for_interface(None if metrics is None else metrics.interface("grpc"))
+        servicer = TaskFluxServicer(counted, settings.max_payload_size)
         pb_grpc.add_TaskFluxServiceServicer_to_server(servicer, self._server)
 
     @property

@@ -44,13 +44,13 @@ class RestApi(OriginalRoutes, ResourceRoutes, HealthRoutes):
         *,
         max_payload_size: int,
     ) -> None:
-        self.service = service
+        self.node_metrics = metrics
+        self.metrics = None if metrics is None else metrics.interface("rest")
+        self.service = service.for_interface(self.metrics)  # counts this interface's records
         self.node: Node = service.node
         self.leases = leases
         self.cluster = cluster
         self.leader_address = leader_address
-        self.node_metrics = metrics
-        self.metrics = None if metrics is None else metrics.interface("rest")
         self.max_payload = max_payload_size
         self.app = bottle.Bottle()
         self.app.router.add_filter("queue", lambda _conf: (r".*?", None, None))  # "" is the default queue
@@ -59,11 +59,6 @@ class RestApi(OriginalRoutes, ResourceRoutes, HealthRoutes):
         self._routes()
 
     # --- plumbing ---------------------------------------------------------------------------------
-
-    def _count(self, records: str) -> None:
-        """Count one record event (``enqueued``, ``dequeued``, ``acked``, ``nacked``) of this interface."""
-        if self.metrics is not None:
-            getattr(self.metrics, records)()
 
     def add_route(self, method: str, path: str, handler: Callable[..., Any]) -> None:
         """Serve ``handler`` at ``path`` like the API's own routes (errors, metrics): for routes kept apart."""
@@ -135,13 +130,17 @@ class RestApi(OriginalRoutes, ResourceRoutes, HealthRoutes):
         route("POST", "/commands/v1/dequeue", self.original_dequeue)
         route("POST", "/commands/v1/count", self.original_count)
         route("GET", "/api/v1/queues", self.list_queues)
+        route("GET", "/api/v1/queues/<name:queue>/records", self.peek)  # before the queue's route: names may hold "/"
         route("PUT", "/api/v1/queues/<name:queue>", self.create_queue)
         route("GET", "/api/v1/queues/<name:queue>", self.get_queue)
         route("DELETE", "/api/v1/queues/<name:queue>", self.delete_queue)
         route("POST", "/api/v1/queues/<name:queue>/records", self.add_record)
+        route("POST", "/api/v1/queues/<name:queue>/records/batch", self.add_records)
         route("POST", "/api/v1/queues/<name:queue>/dequeue", self.dequeue)
         route("POST", "/api/v1/leases/<token>/ack", self.ack)
         route("POST", "/api/v1/leases/<token>/nack", self.nack)
+        route("POST", "/api/v1/leases/<token>/release", self.release)
+        route("POST", "/api/v1/leases/<token>/extend", self.extend)
         route("GET", "/api/v1/cluster", self.get_cluster)
         route("GET", "/api/v1/openapi.json", self.openapi, counted=False)
         route("GET", "/health/live", self.live, counted=False)

@@ -24,4 +24,3 @@ class RestParts:
     max_payload: int
     service_error: Callable[[NotLeader | NodeStopped | OutcomeUnknown], ApiError]
     not_leader_error: Callable[[int], ApiError]
-    _count: Callable[[str], None]

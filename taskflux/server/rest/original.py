@@ -11,7 +11,7 @@ import bottle
 
 from taskflux.domain.errors import INT64_MAX, INT64_MIN
 from taskflux.domain.names import is_valid_queue_name
-from taskflux.domain.results import Failure, PolicyViolation, RecordAdded, Result
+from taskflux.domain.results import Failure, PolicyViolation, Result
 from taskflux.server import metrics as outcomes
 from taskflux.server.node import NotLeader, OutcomeUnknown
 from taskflux.server.rest.base import RestParts
@@ -120,8 +120,6 @@ class OriginalRoutes(RestParts):
             raise error(413, "payload_too_large", f"the payload exceeds max_payload_size ({self.max_payload} bytes)")
         def run() -> dict[str, Any]:
             result = self.service.enqueue(name, key, data)
-            if isinstance(result, RecordAdded):
-                self._count("enqueued")
             return self._original_result(result, {"type": "enqueue", "ok": True})
 
         return self._original(run)
@@ -132,27 +130,25 @@ class OriginalRoutes(RestParts):
             return self._envelope(None, 400, ORIGINAL_INVALID_NAME)
 
         def run() -> dict[str, Any] | bottle.HTTPResponse:
-            reserved = self.service.reserve(name, 0)
-            if reserved is None:
+            delivery = self.service.reserve(name, 0)
+            if delivery is None:
                 note_outcome(outcomes.EMPTY)
                 return {"type": "dequeue", "ok": False}
-            if isinstance(reserved, Failure):
-                return self._original_result(reserved, {})
-            record = reserved.record
+            if isinstance(delivery, Failure):
+                return self._original_result(delivery, {})
+            record = delivery.record
             taken = {"type": "dequeue", "ok": True, "queue": name, "id": record.id, "priority": record.priority,
                      "data": base64.b64encode(record.payload).decode("ascii")}
             try:
-                result = self.service.remove_before_showing(reserved)
+                result = delivery.ack_before_showing()
             except NotLeader:
                 # Taken, but its removal lost leadership (the record is back in the queue): the original's
                 # answer for this case is "unknown error" with the leader's id.
                 note_outcome(outcomes.NOT_LEADER)
                 return self._envelope(None, 400, ORIGINAL_UNKNOWN, self._known_leader())
-            self._count("dequeued")
             if result is None:
                 note_outcome(outcomes.TIMEOUT)
                 return taken  # removal unconfirmed: shown anyway, at worst delivered twice, never lost
-            self._count("acked")
             return self._original_result(result, taken)
 
         return self._original(run)

@@ -9,6 +9,7 @@ from typing import Any
 import bottle
 
 from taskflux.domain.errors import ErrorCode, Implementation, PolicyCode
+from taskflux.domain.policies import DeliveryPolicies
 from taskflux.domain.queue import Queue
 from taskflux.domain.records import Record
 from taskflux.domain.results import Failure, PolicyViolation, Result
@@ -32,6 +33,8 @@ FAILURE_STATUS: dict[ErrorCode, tuple[int, str, str | None]] = {
     ErrorCode.INVALID_MAX_PAYLOAD_SIZE: (400, "invalid_max_payload_size", "max_payload_size"),
     ErrorCode.PRIORITY_RANGE_NOT_SPECIFIED: (400, "priority_range_required", "priority_range"),
     ErrorCode.UNKNOWN_PRIORITY_QUEUE_CODE: (400, "invalid_implementation", "implementation"),
+    ErrorCode.INVALID_QUEUE_POLICY: (400, "invalid_queue_policy", None),
+    ErrorCode.INVALID_RECORD: (400, "invalid_record", None),
 }
 
 
@@ -44,11 +47,26 @@ def queue_json(queue: Queue) -> dict[str, Any]:
         "name": queue.name,
         "implementation": IMPLEMENTATION_NAMES.get(queue.implementation, str(queue.implementation)),
         "count": queue.count,
+        "delayed": queue.delayed_count,
+        "reserved": queue.reserved_count,
         "policies": {
             "max_queue_size": policies.max_queue_size,
             "max_payload_size": policies.max_payload_size,
             "priority_range": list(policies.priority_range) if policies.priority_range is not None else None,
+            **delivery_json(policies.delivery),
         },
+    }
+
+
+def delivery_json(delivery: DeliveryPolicies) -> dict[str, Any]:
+    return {
+        "max_deliveries": delivery.max_deliveries,
+        "dead_letter_queue": delivery.dead_letter_queue,
+        "retry_delay_ms": delivery.retry_delay_ms,
+        "retry_backoff": delivery.retry_backoff.name.lower(),
+        "retry_max_delay_ms": delivery.retry_max_delay_ms,
+        "dedup_window_ms": delivery.dedup_window_ms,
+        "dedup_max_keys": delivery.dedup_max_keys,
     }
 
 
@@ -57,12 +75,16 @@ def record_json(record: Record) -> dict[str, Any]:
         text: str | None = record.payload.decode("utf-8")
     except UnicodeDecodeError:
         text = None
-    return {
+    body: dict[str, Any] = {
         "id": record.id,
         "priority": record.priority,
         "payload": text,
         "payload_base64": base64.b64encode(record.payload).decode("ascii"),
+        "failed_deliveries": record.failed_deliveries,
     }
+    if record.origin is not None:
+        body["origin"] = {"queue": record.origin.queue, "id": record.origin.record_id}
+    return body
 
 
 def failure_error(failure: Failure) -> ApiError:
