@@ -9,7 +9,15 @@
                 print(record.priority, record.payload)
 """
 
-from taskflux.client.client import ClusterMetadata, DequeuedRecord, QueueSummary, TaskFluxClient
+from taskflux.client.client import (
+    ClusterMetadata,
+    DequeuedBatch,
+    DequeuedRecord,
+    NewRecord,
+    PeekedRecord,
+    QueueSummary,
+    TaskFluxClient,
+)
 from taskflux.client.errors import (
     ERROR_CLASSES,
     POLICY_CLASSES,
@@ -19,6 +27,8 @@ from taskflux.client.errors import (
     InvalidMaxQueueSize,
     InvalidPriorityRange,
     InvalidQueueName,
+    InvalidQueuePolicy,
+    InvalidRecord,
     MaxPayloadSizeExceeded,
     MaxQueueSizeExceeded,
     NotLeaderError,
@@ -41,6 +51,7 @@ __all__ = [
     "ERROR_CLASSES",
     "POLICY_CLASSES",
     "ClusterMetadata",
+    "DequeuedBatch",
     "DequeuedRecord",
     "GenericPolicyViolation",
     "HandshakeRefused",
@@ -48,10 +59,14 @@ __all__ = [
     "InvalidMaxQueueSize",
     "InvalidPriorityRange",
     "InvalidQueueName",
+    "InvalidQueuePolicy",
+    "InvalidRecord",
     "MaxPayloadSizeExceeded",
     "MaxQueueSizeExceeded",
+    "NewRecord",
     "NotLeaderError",
     "OutcomeUnknown",
+    "PeekedRecord",
     "PolicyViolation",
     "PriorityOutOfRange",
     "PriorityRangeNotSpecified",

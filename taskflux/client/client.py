@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NoReturn, TypeVar
@@ -33,10 +34,13 @@ from taskflux.client.errors import (
     server_error,
 )
 from taskflux.domain.errors import INT32_MAX, INT64_MAX, INT64_MIN, Implementation
+from taskflux.domain.policies import DEFAULT_DELIVERY, Backoff
+from taskflux.domain.records import Record
 from taskflux.values import parse_endpoint
 from taskflux.wire.client_protocol import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     Ack,
+    AddedResponse,
     ClusterMetadataRequest,
     ClusterMetadataResponse,
     CommandErrorResponse,
@@ -45,10 +49,14 @@ from taskflux.wire.client_protocol import (
     CountCommand,
     CountResponse,
     CreateQueueCommand,
+    CreateQueueWithPoliciesCommand,
     DeleteQueueCommand,
     DequeueCommand,
+    DequeueManyCommand,
     DequeueResponse,
     EnqueueCommand,
+    EnqueueItem,
+    EnqueueManyCommand,
     ErrorResponse,
     ListQueuesCommand,
     ListQueuesResponse,
@@ -56,7 +64,9 @@ from taskflux.wire.client_protocol import (
     NotLeader,
     Ok,
     Packet,
+    PeekCommand,
     PolicyViolationResponse,
+    RecordsResponse,
     encode,
     parse_queue_metadata,
 )
@@ -68,6 +78,7 @@ _ACK = encode(Ack())
 _NACK = encode(Nack())
 _METADATA_REQUEST = encode(ClusterMetadataRequest())
 _MAX_TIMEOUT_MS = 2**32 - 2  # the largest wait the server honours as a wait (docs/client-protocol.md §10.4)
+MAX_BATCH = 1000  # records in one enqueue_many, dequeue_many or peek
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +91,30 @@ class QueueSummary:
     max_payload_size: int | None
     priority_range: tuple[int, int] | None
     metadata: dict[str, str]
+    delayed: int | None = None  # None: the server speaks protocol 1.0 and does not say
+    reserved: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    """A record for :meth:`TaskFluxClient.enqueue_many`: ``key`` (default: a fresh random one) makes its enqueue
+    idempotent; ``delay`` (seconds) or ``not_before`` (a Unix time) keeps it from consumers until then."""
+
+    priority: int
+    payload: bytes
+    key: bytes | str | None = None
+    delay: float = 0.0
+    not_before: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PeekedRecord:
+    """A record seen by :meth:`TaskFluxClient.peek`, left in its queue."""
+
+    id: int
+    priority: int
+    payload: bytes
+    failed_deliveries: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,69 +138,65 @@ class _Retry(Exception):
     """The attempt failed in a way that is safe to retry (the command cannot have taken effect, or is a read)."""
 
 
-class DequeuedRecord:
-    """A record handed out by :meth:`TaskFluxClient.dequeue`. It stays reserved for this client until
-    :meth:`ack` (removed for good) or :meth:`nack` (put back); it holds its own connection until then. A record
-    never settled is put back by the server when that connection closes."""
+class _Held:
+    """Records handed out on one connection, reserved for this client until :meth:`ack` (removed for good) or
+    :meth:`nack` (a failed delivery: they come back after their queue's retry delay, or go to its dead-letter
+    queue); the connection is theirs until then. Records never settled are returned by the server when that
+    connection closes (a failed delivery too)."""
 
-    __slots__ = ("_client", "_connection", "_settled", "id", "payload", "priority", "queue")
+    __slots__ = ("_client", "_connection", "_settled")
 
-    def __init__(self, client: TaskFluxClient, connection: Connection, queue: str, record_id: int, priority: int,
-                 payload: bytes) -> None:
+    def __init__(self, client: TaskFluxClient, connection: Connection) -> None:
         self._client = client
         self._connection: Connection | None = connection
         self._settled = False
-        self.queue = queue
-        self.id = record_id
-        self.priority = priority
-        self.payload = payload
-
-    def __repr__(self) -> str:
-        return f"DequeuedRecord(queue={self.queue!r}, id={self.id}, priority={self.priority}, payload={self.payload!r})"
 
     @property
     def settled(self) -> bool:
         """True once acked or nacked (successfully or not)."""
         return self._settled
 
+    def _describe(self) -> str:
+        raise NotImplementedError
+
     def _take_connection(self, what: str) -> Connection:
         if self._settled or self._connection is None:
-            raise TaskFluxError(f"record {self.id} of queue {self.queue!r} was already acked or nacked; cannot {what}")
+            raise TaskFluxError(f"{self._describe()} was already acked or nacked; cannot {what}")
         self._settled = True
         connection, self._connection = self._connection, None
         return connection
 
     def ack(self, timeout: float | None = None) -> None:
-        """Remove the record for good (committed on a majority before this returns).
+        """Remove for good (committed on a majority before this returns).
 
         Raises :class:`TaskFluxConnectionError` if the Ack could not be sent and :class:`NotLeaderError` if the
-        node lost its leadership (in both cases the record was not removed and will be delivered again), and
+        node lost its leadership (in both cases nothing was removed and will be delivered again), and
         :class:`OutcomeUnknown` if the Ack was sent but its answer was lost."""
         connection = self._take_connection("ack")
         deadline = time.monotonic() + (self._client.timeout if timeout is None else timeout)
         try:
             connection.send(_ACK, deadline)
         except SendFailed as exc:
-            raise TaskFluxConnectionError(f"ack of record {self.id} not sent ({exc}); it will be delivered again") \
-                from exc
+            raise TaskFluxConnectionError(f"ack of {self._describe()} not sent ({exc}); it will be delivered "
+                                          "again") from exc
         try:
             answer = connection.receive(deadline)
         except (ReceiveFailed, TaskFluxProtocolError) as exc:
             connection.close()
-            raise OutcomeUnknown(f"ack of record {self.id} sent but its answer was lost ({exc}): the record may "
-                                 "be delivered again") from exc
+            raise OutcomeUnknown(f"ack of {self._describe()} sent but its answer was lost ({exc}): it may be "
+                                 "delivered again") from exc
         if isinstance(answer, Ok):
             self._client._give_back(connection)
             return
         connection.close()
         if isinstance(answer, NotLeader):
             raise NotLeaderError(answer.leader_id)
-        raise OutcomeUnknown(f"unexpected answer to the ack of record {self.id}: {answer}")
+        raise OutcomeUnknown(f"unexpected answer to the ack of {self._describe()}: {answer}")
 
     def nack(self, timeout: float | None = None) -> None:
-        """Put the record back into its queue (same id and priority, behind records of equal priority). If the
-        Nack cannot be completed the connection is closed, which makes the server put the record back too, so
-        this never raises for connection failures."""
+        """Give back: a failed delivery (the record comes back after its queue's retry delay, behind records of
+        equal priority, or moves to its dead-letter queue). If the Nack cannot be completed the connection is
+        closed, which makes the server return the records too, so this never raises for connection failures."""
         connection = self._take_connection("nack")
         deadline = time.monotonic() + (self._client.timeout if timeout is None else timeout)
         try:
@@ -178,6 +209,48 @@ class DequeuedRecord:
             self._client._give_back(connection)
         else:
             connection.close()
+
+
+class DequeuedRecord(_Held):
+    """A record handed out by :meth:`TaskFluxClient.dequeue`: ack or nack it (see :class:`_Held`).
+    ``failed_deliveries`` counts its earlier deliveries that ended without an ack (0 on a 1.0 server)."""
+
+    __slots__ = ("failed_deliveries", "id", "payload", "priority", "queue")
+
+    def __init__(self, client: TaskFluxClient, connection: Connection, queue: str, record_id: int, priority: int,
+                 payload: bytes, failed_deliveries: int = 0) -> None:
+        super().__init__(client, connection)
+        self.queue = queue
+        self.id = record_id
+        self.priority = priority
+        self.payload = payload
+        self.failed_deliveries = failed_deliveries
+
+    def __repr__(self) -> str:
+        return f"DequeuedRecord(queue={self.queue!r}, id={self.id}, priority={self.priority}, payload={self.payload!r})"
+
+    def _describe(self) -> str:
+        return f"record {self.id} of queue {self.queue!r}"
+
+
+class DequeuedBatch(_Held):
+    """Records handed out together by :meth:`TaskFluxClient.dequeue_many`: acked or nacked together."""
+
+    __slots__ = ("queue", "records")
+
+    def __init__(self, client: TaskFluxClient, connection: Connection, queue: str, records: Sequence[Record]) -> None:
+        super().__init__(client, connection)
+        self.queue = queue
+        self.records: tuple[PeekedRecord, ...] = tuple(_peeked(record) for record in records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[PeekedRecord]:
+        return iter(self.records)
+
+    def _describe(self) -> str:
+        return f"{len(self.records)} records of queue {self.queue!r}"
 
 
 class TaskFluxClient:
@@ -220,6 +293,7 @@ class TaskFluxClient:
         self._leader_id: int | None = None
         self._random = random.Random()
         self._closed = False
+        self._original_endpoints: set[str] = set()  # nodes that speak protocol 1.0 only
 
     # --- lifecycle -----------------------------------------------------------------------------------------------
 
@@ -241,17 +315,65 @@ class TaskFluxClient:
 
     # --- operations ----------------------------------------------------------------------------------------------
 
-    def enqueue(self, queue: str, priority: int, payload: bytes) -> None:
-        """Add ``payload`` to ``queue`` with ``priority`` (Int64; smaller is more urgent). Returns once the record
-        is durable on a majority. Raises :class:`QueueDoesNotExist`, a :class:`PolicyViolation`, or
-        :class:`OutcomeUnknown` when the Ack was sent but the final answer was lost (never retried blindly)."""
-        _check_int(priority, INT64_MIN, INT64_MAX, "priority")
-        if not isinstance(payload, bytes | bytearray | memoryview):
-            raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-        if len(payload) > self._max_payload_bytes:
-            # The server would close the connection on it (its global payload limit), which looks like a failure.
-            raise ValueError(f"payload of {len(payload)} bytes exceeds max_payload_bytes={self._max_payload_bytes}")
-        request = encode(CommandRequest(EnqueueCommand(_wire_name(queue), priority, bytes(payload))))
+    def enqueue(self, queue: str, priority: int, payload: bytes, *, key: bytes | str | None = None,
+                delay: float = 0.0, not_before: float | None = None) -> int | None:
+        """Add ``payload`` to ``queue`` with ``priority`` (Int64; smaller is more urgent) and return its id once the
+        record is durable on a majority. Raises :class:`QueueDoesNotExist` or a :class:`PolicyViolation`.
+
+        Exactly once: the enqueue carries an idempotency key (``key``, or a fresh random one), and an attempt whose
+        outcome is unknown (the answer lost, a leader change, a commit timeout) is retried with the same key until
+        the client's timeout: the queue remembers the key (its ``dedup_window``) and answers a retry with the first
+        enqueue's id instead of adding the record again. If the time runs out while the outcome is unknown,
+        :class:`OutcomeUnknown` carries the key: enqueue again with it to settle the matter. ``delay`` (seconds) or
+        ``not_before`` (a Unix time) keeps the record from consumers until then.
+
+        On a server that speaks only protocol 1.0 the original two-phase enqueue is used: no id (None), no key,
+        no delay, and a lost answer raises :class:`OutcomeUnknown`."""
+        item = NewRecord(priority, payload, key, delay, not_before)
+        if not self._extended():
+            if key is not None or delay or not_before is not None:
+                raise TaskFluxError("keys and delays need a server that speaks protocol 1.1")
+            self._enqueue_original(queue, priority, self._payload(payload))
+            return None
+        return self.enqueue_many(queue, [item])[0]
+
+    def enqueue_many(self, queue: str, records: Iterable[NewRecord | tuple[int, bytes]]) -> list[int]:
+        """Add up to 1000 records at once, all or nothing (one log entry), exactly once like :meth:`enqueue`; their
+        ids in order (a record whose key the queue already knew gets the first enqueue's id). Needs a server that
+        speaks protocol 1.1. Their payloads together count against the server's payload limit."""
+        items = [_item(record if isinstance(record, NewRecord) else NewRecord(*record), self._max_payload_bytes)
+                 for record in records]
+        if not 1 <= len(items) <= MAX_BATCH:
+            raise ValueError(f"enqueue 1-{MAX_BATCH} records at once, not {len(items)}")
+        request = encode(CommandRequest(EnqueueManyCommand(_wire_name(queue), tuple(items))))
+        sent = False
+
+        def attempt(connection: Connection, deadline: float) -> list[int]:
+            nonlocal sent
+            self._require_extension(connection, "enqueue_many")
+            sent = True
+            answer = self._request(connection, request, deadline, idempotent=True)  # the keys make retries safe
+            if isinstance(answer, ErrorResponse):
+                raise server_error(answer.code, answer.message)
+            if isinstance(answer, CommandResponse):
+                if isinstance(answer.response, AddedResponse) and len(answer.response.records) == len(items):
+                    return [record_id for record_id, _ in answer.response.records]
+                _raise_command_error(answer)
+            raise self._unexpected(connection, answer, "enqueue")
+
+        try:
+            return self._run(attempt, self._deadline())
+        except (TaskFluxTimeoutError, TaskFluxConnectionError) as exc:
+            if not sent:
+                raise
+            keys = [item.key for item in items]
+            raise OutcomeUnknown(f"enqueue: no answer within {self.timeout} s ({exc}); enqueue again with the same "
+                                 f"key(s) to settle it: {keys[:3]!r}{' ...' if len(keys) > 3 else ''}",
+                                 keys=keys) from exc
+
+    def _enqueue_original(self, queue: str, priority: int, payload: bytes) -> None:
+        """The original's two-phase enqueue (protocol 1.0): a lost final answer is OutcomeUnknown."""
+        request = encode(CommandRequest(EnqueueCommand(_wire_name(queue), priority, payload)))
 
         def attempt(connection: Connection, deadline: float) -> None:
             first = self._request(connection, request, deadline, idempotent=True)
@@ -276,30 +398,77 @@ class TaskFluxClient:
 
         self._run(attempt, self._deadline())
 
+    def _payload(self, payload: bytes) -> bytes:
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
+        if len(payload) > self._max_payload_bytes:
+            # The server would close the connection on it (its global payload limit), which looks like a failure.
+            raise ValueError(f"payload of {len(payload)} bytes exceeds max_payload_bytes={self._max_payload_bytes}")
+        return bytes(payload)
+
     def dequeue(self, queue: str = "", wait: float = 0.0) -> DequeuedRecord | None:
         """Take the most urgent record of ``queue``, waiting up to ``wait`` seconds for one; None if none came.
         The record must be :meth:`~DequeuedRecord.ack`-ed or :meth:`~DequeuedRecord.nack`-ed (see
         :meth:`consume`). Safe to retry: a record whose delivery failed is put back by the server."""
-        if wait < 0:
-            raise ValueError(f"wait must not be negative, got {wait}")
-        timeout_ms = min(round(wait * 1000), _MAX_TIMEOUT_MS)
+        timeout_ms = _timeout_ms(wait)
         name = _wire_name(queue)
-        request = encode(CommandRequest(DequeueCommand(name, timeout_ms)))
+        original = encode(CommandRequest(DequeueCommand(name, timeout_ms)))
+        extended = encode(CommandRequest(DequeueManyCommand(name, timeout_ms, 1)))
 
         def attempt(connection: Connection, deadline: float) -> DequeuedRecord | None:
-            answer = self._request(connection, request, deadline, idempotent=True)
+            answer = self._request(connection, extended if connection.extended else original, deadline,
+                                   idempotent=True)
             if isinstance(answer, CommandResponse):
                 response = answer.response
-                if isinstance(response, DequeueResponse):
-                    if response.record is None:
+                if isinstance(response, DequeueResponse | RecordsResponse):
+                    records = (response.record,) if isinstance(response, DequeueResponse) else response.records
+                    if not records or records[0] is None:
                         return None
-                    record = response.record
+                    record = records[0]
                     self._connection = None  # the record owns the connection until it is settled
-                    return DequeuedRecord(self, connection, queue, record.id, record.priority, record.payload)
+                    return DequeuedRecord(self, connection, queue, record.id, record.priority, record.payload,
+                                          record.failed_deliveries)
                 _raise_command_error(answer)
             raise self._unexpected(connection, answer, "dequeue")
 
         return self._run(attempt, self._deadline(extra=timeout_ms / 1000))
+
+    def dequeue_many(self, queue: str = "", max_records: int = 100, wait: float = 0.0) -> DequeuedBatch | None:
+        """Take up to ``max_records`` (1-1000) records of ``queue`` in dequeue order, waiting up to ``wait`` seconds
+        for the first; None if none came. Ack or nack them together. Needs protocol 1.1."""
+        _check_int(max_records, 1, MAX_BATCH, "max_records")
+        timeout_ms = _timeout_ms(wait)
+        request = encode(CommandRequest(DequeueManyCommand(_wire_name(queue), timeout_ms, max_records)))
+
+        def attempt(connection: Connection, deadline: float) -> DequeuedBatch | None:
+            self._require_extension(connection, "dequeue_many")
+            answer = self._request(connection, request, deadline, idempotent=True)
+            if isinstance(answer, CommandResponse):
+                if isinstance(answer.response, RecordsResponse):
+                    if not answer.response.records:
+                        return None
+                    self._connection = None  # the batch owns the connection until it is settled
+                    return DequeuedBatch(self, connection, queue, answer.response.records)
+                _raise_command_error(answer)
+            raise self._unexpected(connection, answer, "dequeue")
+
+        return self._run(attempt, self._deadline(extra=timeout_ms / 1000))
+
+    def peek(self, queue: str = "", limit: int = 10) -> list[PeekedRecord]:
+        """The next ``limit`` (1-1000) ready records of ``queue`` in dequeue order, left in place. Needs 1.1."""
+        _check_int(limit, 1, MAX_BATCH, "limit")
+        request = encode(CommandRequest(PeekCommand(_wire_name(queue), limit)))
+
+        def attempt(connection: Connection, deadline: float) -> list[PeekedRecord]:
+            self._require_extension(connection, "peek")
+            answer = self._request(connection, request, deadline, idempotent=True)
+            if isinstance(answer, CommandResponse):
+                if isinstance(answer.response, RecordsResponse):
+                    return [_peeked(record) for record in answer.response.records]
+                _raise_command_error(answer)
+            raise self._unexpected(connection, answer, "peek")
+
+        return self._run(attempt, self._deadline())
 
     @contextmanager
     def consume(self, queue: str = "", wait: float = 0.0) -> Iterator[DequeuedRecord | None]:
@@ -339,10 +508,22 @@ class TaskFluxClient:
         max_queue_size: int | None = None,
         max_payload_size: int | None = None,
         priority_range: tuple[int, int] | None = None,
+        *,
+        max_deliveries: int | None = None,
+        dead_letter_queue: str | None = None,
+        retry_delay: float = DEFAULT_DELIVERY.retry_delay_ms / 1000,
+        retry_backoff: str = "fixed",
+        retry_max_delay: float = DEFAULT_DELIVERY.retry_max_delay_ms / 1000,
+        dedup_window: float = DEFAULT_DELIVERY.dedup_window_ms / 1000,
+        dedup_max_keys: int = DEFAULT_DELIVERY.dedup_max_keys,
     ) -> None:
-        """Create queue ``name`` with its structure ("h4" heap or "qa" queue array, which needs a priority range)
-        and optional limits. Raises :class:`QueueAlreadyExists`, a validation error, or :class:`OutcomeUnknown`
-        if the answer was lost after the request was sent."""
+        """Create queue ``name`` with its structure ("h4" heap or "qa" queue array, which needs a priority range),
+        optional limits, and delivery policies: a record whose failed deliveries reach ``max_deliveries`` moves to
+        ``dead_letter_queue`` (an existing queue; both or neither); a nacked record waits ``retry_delay`` seconds
+        ("exponential" backoff doubles it per failure, up to ``retry_max_delay``); idempotency keys are remembered
+        for ``dedup_window`` seconds, at most ``dedup_max_keys`` of them. Delivery policies need protocol 1.1.
+        Raises :class:`QueueAlreadyExists`, a validation error, or :class:`OutcomeUnknown` if the answer was lost
+        after the request was sent."""
         code = _implementation(implementation)
         for value, what in ((max_queue_size, "max_queue_size"), (max_payload_size, "max_payload_size")):
             if value is not None:
@@ -352,8 +533,21 @@ class TaskFluxClient:
             _check_int(low, INT64_MIN, INT64_MAX, "priority range minimum")
             _check_int(high, INT64_MIN, INT64_MAX, "priority range maximum")
             priority_range = (low, high)
-        command = CreateQueueCommand(_wire_name(name), code, max_queue_size, max_payload_size, priority_range)
-        self._run_ok(encode(CommandRequest(command)), "create the queue", QueueAlreadyExists)
+        if retry_backoff not in ("fixed", "exponential"):
+            raise ValueError(f"retry_backoff is 'fixed' or 'exponential', not {retry_backoff!r}")
+        policies = CreateQueueWithPoliciesCommand(
+            _wire_name(name), code, max_queue_size, max_payload_size, priority_range, max_deliveries,
+            None if dead_letter_queue is None else _wire_name(dead_letter_queue), _ms(retry_delay),
+            Backoff[retry_backoff.upper()], _ms(retry_max_delay), _ms(dedup_window), dedup_max_keys)
+        with_policies = (policies.max_deliveries, policies.dead_letter_queue, policies.retry_delay_ms,
+                         policies.retry_backoff, policies.retry_max_delay_ms, policies.dedup_window_ms,
+                         policies.dedup_max_keys) != (None, None, DEFAULT_DELIVERY.retry_delay_ms, Backoff.FIXED,
+                                                      DEFAULT_DELIVERY.retry_max_delay_ms,
+                                                      DEFAULT_DELIVERY.dedup_window_ms, DEFAULT_DELIVERY.dedup_max_keys)
+        command = (policies if with_policies else
+                   CreateQueueCommand(_wire_name(name), code, max_queue_size, max_payload_size, priority_range))
+        self._run_ok(encode(CommandRequest(command)), "create the queue", QueueAlreadyExists,
+                     needs_extension=with_policies)
 
     def delete_queue(self, name: str) -> None:
         """Delete queue ``name`` and all its records. Raises :class:`QueueDoesNotExist` or :class:`OutcomeUnknown`
@@ -402,6 +596,17 @@ class TaskFluxClient:
                 continue
             self._connection = connection
             return ClusterMetadata(metadata.endpoints, metadata.leader_id, metadata.responding_id)
+
+    # --- protocol versions ---------------------------------------------------------------------------------------
+
+    def _extended(self) -> bool:
+        """Whether the leader speaks protocol 1.1 (connects to find out)."""
+        return self._run(lambda connection, _deadline: connection.extended, self._deadline())
+
+    @staticmethod
+    def _require_extension(connection: Connection, what: str) -> None:
+        if not connection.extended:
+            raise TaskFluxError(f"{what} needs a server that speaks protocol 1.1 ({connection.endpoint} speaks 1.0)")
 
     # --- the retry loop ------------------------------------------------------------------------------------------
 
@@ -486,13 +691,16 @@ class TaskFluxClient:
             raise _NotLeader(answer.leader_id)
         return answer
 
-    def _run_ok(self, request: bytes, what: str, done_already: type[ServerError]) -> None:
+    def _run_ok(self, request: bytes, what: str, done_already: type[ServerError], needs_extension: bool = False
+                ) -> None:
         """A non-idempotent command whose success answer is Ok (CreateQueue, DeleteQueue). ``done_already`` is
         the error a retry gets if an earlier attempt did take effect: after a NotLeader it is ambiguous."""
         refused_by_non_leader = False
 
         def attempt(connection: Connection, deadline: float) -> None:
             nonlocal refused_by_non_leader
+            if needs_extension:
+                self._require_extension(connection, what)
             if not connection.is_alive():
                 raise _Retry(f"{connection.endpoint} closed the idle connection")
             try:
@@ -548,7 +756,7 @@ class TaskFluxClient:
             if remaining(deadline) <= 0:
                 break
             try:
-                connection = Connection.open(endpoint, deadline, self._max_payload_bytes)
+                connection = self._open(endpoint, deadline)
             except ConnectFailed as exc:
                 last = _more_telling(last, exc, deadline)
                 continue
@@ -574,6 +782,14 @@ class TaskFluxClient:
             last = ConnectFailed("no time left to connect")
         raise last
 
+    def _open(self, endpoint: str, deadline: float) -> Connection:
+        """A new connection to ``endpoint``; an endpoint that refused protocol 1.1 is not asked again."""
+        connection = Connection.open(endpoint, deadline, self._max_payload_bytes,
+                                     try_extension=endpoint not in self._original_endpoints)
+        if not connection.extended:
+            self._original_endpoints.add(endpoint)
+        return connection
+
     def _fetch_metadata(self, connection: Connection, deadline: float) -> ClusterMetadataResponse:
         connection.send(_METADATA_REQUEST, deadline)
         answer = connection.receive(deadline)
@@ -589,7 +805,7 @@ class TaskFluxClient:
         last: ConnectFailed | None = None
         for endpoint in self._candidates():
             try:
-                return Connection.open(endpoint, deadline, self._max_payload_bytes)
+                return self._open(endpoint, deadline)
             except ConnectFailed as exc:
                 last = exc
         assert last is not None
@@ -691,4 +907,45 @@ def _summary(name: str, count: int, metadata: dict[str, str]) -> QueueSummary:
         limits = parse_queue_metadata(metadata)
     except ValueError as exc:
         raise TaskFluxProtocolError(f"queue {name!r}: {exc}") from exc
-    return QueueSummary(name, count, limits.max_queue_size, limits.max_payload_size, limits.priority_range, metadata)
+    delayed, reserved = metadata.get("delayed"), metadata.get("reserved")
+    return QueueSummary(name, count, limits.max_queue_size, limits.max_payload_size, limits.priority_range, metadata,
+                        None if delayed is None else _int_metadata(name, delayed),
+                        None if reserved is None else _int_metadata(name, reserved))
+
+
+def _int_metadata(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise TaskFluxProtocolError(f"queue {name!r}: malformed count {value!r}") from None
+
+
+def _peeked(record: Record) -> PeekedRecord:
+    return PeekedRecord(record.id, record.priority, record.payload, record.failed_deliveries)
+
+
+def _timeout_ms(wait: float) -> int:
+    if wait < 0:
+        raise ValueError(f"wait must not be negative, got {wait}")
+    return min(round(wait * 1000), _MAX_TIMEOUT_MS)
+
+
+def _ms(seconds: float) -> int:
+    if seconds < 0:
+        raise ValueError(f"a duration must not be negative, got {seconds}")
+    return round(seconds * 1000)
+
+
+def _item(record: NewRecord, max_payload_bytes: int) -> EnqueueItem:
+    """The wire item of a record: its key (a fresh random one when none is given) and its due time."""
+    _check_int(record.priority, INT64_MIN, INT64_MAX, "priority")
+    if not isinstance(record.payload, bytes | bytearray | memoryview):
+        raise TypeError(f"payload must be bytes, not {type(record.payload).__name__}")
+    if len(record.payload) > max_payload_bytes:
+        raise ValueError(f"payload of {len(record.payload)} bytes exceeds max_payload_bytes={max_payload_bytes}")
+    key = record.key if record.key is not None else uuid.uuid4().hex
+    raw_key = key.encode("utf-8") if isinstance(key, str) else bytes(key)
+    if not 1 <= len(raw_key) <= 128:
+        raise ValueError(f"an idempotency key has 1-128 bytes, not {len(raw_key)}")
+    not_before = 0 if record.not_before is None else round(record.not_before * 1000)
+    return EnqueueItem(record.priority, bytes(record.payload), raw_key, _ms(record.delay), not_before)

@@ -10,6 +10,7 @@ import time
 from taskflux.client.errors import HandshakeRefused, TaskFluxProtocolError
 from taskflux.values import parse_endpoint
 from taskflux.wire.client_protocol import (
+    ORIGINAL_VERSION,
     AuthorizationRequest,
     AuthorizationResponse,
     BootstrapRequest,
@@ -23,6 +24,7 @@ from taskflux.wire.primitives import ProtocolError
 
 _RECV_BYTES = 256 * 1024
 _HANDSHAKE = encode(AuthorizationRequest()) + encode(BootstrapRequest())
+_ORIGINAL_HANDSHAKE = encode(AuthorizationRequest()) + encode(BootstrapRequest(*ORIGINAL_VERSION))
 
 
 class SendFailed(Exception):
@@ -53,10 +55,24 @@ class Connection:
         self.endpoint = endpoint
         self._sock: socket.socket | None = sock
         self._decoder = PacketDecoder(Direction.SERVER_TO_CLIENT, max_payload_bytes=max_payload_bytes)
+        self.extended = True  # the server accepted protocol 1.1: the extension's commands may be sent
 
     @classmethod
-    def open(cls, endpoint: str, deadline: float, max_payload_bytes: int) -> Connection:
-        """Connect and perform the handshake (authorization "none", version 1.0.0)."""
+    def open(cls, endpoint: str, deadline: float, max_payload_bytes: int, try_extension: bool = True) -> Connection:
+        """Connect and perform the handshake (authorization "none", version 1.1.0; on a server that refuses 1.1,
+        or without ``try_extension``, with 1.0.0: ``extended`` is then False)."""
+        try:
+            if try_extension:
+                return cls._open(endpoint, deadline, max_payload_bytes, _HANDSHAKE)
+        except HandshakeRefused as refused:
+            if not refused.version:
+                raise
+        connection = cls._open(endpoint, deadline, max_payload_bytes, _ORIGINAL_HANDSHAKE)
+        connection.extended = False
+        return connection
+
+    @classmethod
+    def _open(cls, endpoint: str, deadline: float, max_payload_bytes: int, handshake: bytes) -> Connection:
         host, port = parse_endpoint(endpoint)
         timeout = remaining(deadline)
         if timeout <= 0:
@@ -68,7 +84,7 @@ class Connection:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = cls(endpoint, sock, max_payload_bytes)
         try:
-            conn.send(_HANDSHAKE, deadline)
+            conn.send(handshake, deadline)
             authorization = conn.receive(deadline)
             if not isinstance(authorization, AuthorizationResponse):
                 raise TaskFluxProtocolError(f"{endpoint}: expected an authorization response, got {authorization}")
@@ -78,7 +94,7 @@ class Connection:
             if not isinstance(bootstrap, BootstrapResponse):
                 raise TaskFluxProtocolError(f"{endpoint}: expected a bootstrap response, got {bootstrap}")
             if not bootstrap.success:
-                raise HandshakeRefused(f"{endpoint} refused protocol version 1.0.0: {bootstrap.reason}")
+                raise HandshakeRefused(f"{endpoint} refused the protocol version: {bootstrap.reason}", version=True)
         except (SendFailed, ReceiveFailed) as exc:
             conn.close()
             raise ConnectFailed(f"handshake with {exc}") from exc

@@ -88,11 +88,26 @@ class UnknownPriorityQueueCode(ServerError):
     description = "unknown queue implementation code"
 
 
+class InvalidQueuePolicy(ServerError):
+    """A delivery policy (retries, dead letters, idempotency window) is invalid, or its dead-letter queue is missing."""
+
+    code = ErrorCode.INVALID_QUEUE_POLICY
+    description = "invalid delivery policy"
+
+
+class InvalidRecord(ServerError):
+    """A record's key, delay or batch size is invalid."""
+
+    code = ErrorCode.INVALID_RECORD
+    description = "invalid record, key, delay or batch"
+
+
 ERROR_CLASSES: dict[int, type[ServerError]] = {
     cls.code: cls
     for cls in (
         UnknownServerError, InvalidQueueName, QueueDoesNotExist, QueueAlreadyExists, InvalidPriorityRange,
         InvalidMaxQueueSize, InvalidMaxPayloadSize, PriorityRangeNotSpecified, UnknownPriorityQueueCode,
+        InvalidQueuePolicy, InvalidRecord,
     )
 }
 """Error code → exception class. A code missing here raises a plain :class:`ServerError` carrying the code."""
@@ -201,7 +216,12 @@ class TaskFluxTimeoutError(TaskFluxConnectionError, TimeoutError):
 class OutcomeUnknown(TaskFluxError):
     """The request may or may not have taken effect: it was fully sent (for an enqueue: its Ack was sent) and then
     the answer was lost (connection closed, timeout, garbage). The client never retries such a request blindly:
-    check the state (count, list) or accept a possible duplicate before retrying."""
+    check the state (count, list) or accept a possible duplicate before retrying. An enqueue that carried
+    idempotency keys has them in ``keys``: enqueue again with them to settle it without a duplicate."""
+
+    def __init__(self, message: str = "", keys: list[bytes] | None = None) -> None:
+        super().__init__(message)
+        self.keys = keys or []
 
 
 class TaskFluxProtocolError(TaskFluxError):
@@ -209,4 +229,8 @@ class TaskFluxProtocolError(TaskFluxError):
 
 
 class HandshakeRefused(TaskFluxProtocolError):
-    """The server refused the authorization or the protocol version."""
+    """The server refused the authorization or (``version``) the protocol version."""
+
+    def __init__(self, message: str, version: bool = False) -> None:
+        super().__init__(message)
+        self.version = version

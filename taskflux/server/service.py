@@ -268,28 +268,34 @@ class QueueService:
     def ack_all(self, deliveries: Sequence[Delivery]) -> Result:
         """Ack several deliveries of one queue in one log entry (RecordsRemoved once committed). If the removal
         cannot be known to have committed, every record is put back first and the exception re-raised."""
-        if len(deliveries) == 1:
-            result = deliveries[0].ack()
-            return RecordsRemoved(int(result.found)) if isinstance(result, RecordRemoved) else result
-        if not 1 <= len(deliveries) <= MAX_BATCH_IDS or len({id(d.queue) for d in deliveries}) != 1:
-            raise ValueError("ack 1-10000 deliveries of one queue at once")
+        result = AsyncResult()
+        self.start_ack_all(deliveries, result)
+        try:
+            outcome = result.get()
+        except BaseException:
+            for delivery in deliveries:
+                delivery._release()  # once only: the removal's failure may have put them back already
+            raise
+        return RecordsRemoved(int(outcome.found)) if isinstance(outcome, RecordRemoved) else outcome
+
+    def start_ack_all(self, deliveries: Sequence[Delivery], reply: Reply) -> None:
+        """``ack_all`` without waiting: the outcome goes to ``reply`` (RecordRemoved for one delivery, RecordsRemoved
+        for several); the records are put back first when the removal cannot be known to have committed."""
+        _check_batch(deliveries)
         queue = deliveries[0].queue
         for delivery in deliveries:
             delivery.claim()
-        result = AsyncResult()
+        command: RemoveRecord | RemoveRecords
+        if len(deliveries) == 1:  # the original's entry, for the original's flows
+            command = RemoveRecord(queue.name, queue.incarnation, deliveries[0].record.id)
+        else:
+            command = RemoveRecords(queue.name, queue.incarnation, tuple(d.record.id for d in deliveries))
         try:
-            self.node.propose(RemoveRecords(queue.name, queue.incarnation, tuple(d.record.id for d in deliveries)),
-                              result)
-            outcome = result.get()
+            self.node.propose(command, _Removal(self, tuple(deliveries), reply))
         except BaseException:
             for delivery in deliveries:
                 delivery._release()
             raise
-        if isinstance(outcome, Failure) and outcome.code is ErrorCode.QUEUE_DOES_NOT_EXIST:
-            outcome = RecordsRemoved(len(deliveries))  # the queue is gone, and its records with it
-        if isinstance(outcome, RecordsRemoved) and self.counters is not None:
-            self.counters.acked(len(deliveries))
-        return outcome
 
     def ack_all_before_showing(self, deliveries: Sequence[Delivery]) -> Result | None:
         """``Delivery.ack_before_showing`` for several deliveries of one queue, in one log entry."""
@@ -310,8 +316,7 @@ class QueueService:
         records are then back uncounted)."""
         if not (delay_ms == POLICY_DELAY or 0 <= delay_ms <= MAX_DELAY_MS):
             raise ValueError(f"a retry delay is 0-{MAX_DELAY_MS} ms, not {delay_ms}")
-        if not 1 <= len(deliveries) <= MAX_BATCH_IDS or len({id(d.queue) for d in deliveries}) != 1:
-            raise ValueError("end 1-10000 deliveries of one queue at once")
+        _check_batch(deliveries)
         queue = deliveries[0].queue
         for delivery in deliveries:
             delivery.claim()
@@ -363,14 +368,7 @@ class Delivery:
     def start_ack(self, reply: Reply) -> None:
         """``ack`` without waiting: the outcome goes to ``reply``; the record is put back first when the
         removal cannot be known to have committed."""
-        self.claim()
-        queue = self.queue
-        try:
-            removal = RemoveRecord(queue.name, queue.incarnation, self.record.id)
-            self.service.node.propose(removal, _Removal(self, reply))
-        except BaseException:
-            self._release()
-            raise
+        self.service.start_ack_all((self,), reply)
 
     def ack_before_showing(self) -> Result | None:
         """An immediate dequeue's removal, for a record about to be shown to a client that has no way to
@@ -425,25 +423,28 @@ class _Counted:
 
 
 class _Removal:
-    """The outcome of an ack on its way to the requester's reply: the record is put back first when the
-    removal failed; a queue deleted meanwhile counts as removed (the record is gone either way)."""
+    """The outcome of acks on their way to the requester's reply: the records are put back first when the removal
+    failed; a queue deleted meanwhile counts as removed (the records are gone either way)."""
 
-    __slots__ = ("delivery", "reply")
+    __slots__ = ("deliveries", "reply", "service")
 
-    def __init__(self, delivery: Delivery, reply: Reply) -> None:
-        self.delivery = delivery
+    def __init__(self, service: QueueService, deliveries: tuple[Delivery, ...], reply: Reply) -> None:
+        self.service = service
+        self.deliveries = deliveries
         self.reply = reply
 
     def set(self, result: Result) -> None:
+        count = len(self.deliveries)
         if isinstance(result, Failure) and result.code is ErrorCode.QUEUE_DOES_NOT_EXIST:
-            result = RecordRemoved(True)
-        counters = self.delivery.service.counters
-        if counters is not None and isinstance(result, RecordRemoved):
-            counters.acked()
+            result = RecordRemoved(True) if count == 1 else RecordsRemoved(count)
+        counters = self.service.counters
+        if counters is not None and isinstance(result, RecordRemoved | RecordsRemoved):
+            counters.acked(count)
         self.reply.set(result)
 
     def set_exception(self, error: BaseException) -> None:
-        self.delivery._release()
+        for delivery in self.deliveries:
+            delivery._release()
         self.reply.set_exception(error)
 
 
@@ -472,6 +473,11 @@ class _Returned:
             delivery._release()
         if self.reply is not None:
             self.reply.set(RecordsReturned((RELEASED,) * len(self.deliveries)))
+
+
+def _check_batch(deliveries: Sequence[Delivery]) -> None:
+    if not 1 <= len(deliveries) <= MAX_BATCH_IDS or len({id(d.queue) for d in deliveries}) != 1:
+        raise ValueError(f"end 1-{MAX_BATCH_IDS} deliveries of one queue at once")
 
 
 def _before_showing(ack: Callable[[], Result], deliveries: Sequence[Delivery]) -> Result | None:

@@ -33,13 +33,14 @@ from taskflux.config import format_endpoint
 from taskflux.domain.commands import POLICY_DELAY, CreateQueue
 from taskflux.domain.errors import ErrorCode
 from taskflux.domain.names import is_valid_queue_name
-from taskflux.domain.results import Failure, PolicyViolation, Result
+from taskflux.domain.policies import Backoff, DeliveryPolicies, invalid_policy
+from taskflux.domain.results import Failure, PolicyViolation, RecordsAdded, Result
 from taskflux.server import metrics as outcomes
 from taskflux.server.connections import Connection, ConnectionTable, EvictionPolicy, oldest_unused, shut_down
 from taskflux.server.metrics import InterfaceMetrics, NodeMetrics
 from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown
 from taskflux.server.peers import PeerNetwork
-from taskflux.server.service import QueueService
+from taskflux.server.service import QueueService, RecordIn
 from taskflux.wire import client_protocol as wire
 from taskflux.wire.primitives import ProtocolError
 
@@ -60,7 +61,7 @@ PACKET_WORK = 128
 # stream of them costs the node a bounded share of a core instead of whatever the client can send.
 IGNORED_WORK_PER_SECOND = 256 * 1024
 IGNORED_BURST = 64 * 1024
-UNSUPPORTED_VERSION = "client version not supported: this server speaks 1.0"
+UNSUPPORTED_VERSION = "client version not supported: this server speaks 1.1"
 
 OK = wire.encode(wire.Ok())
 AUTHORIZED = wire.encode(wire.AuthorizationResponse(True))
@@ -77,6 +78,10 @@ COMMAND_NAMES: dict[type, str] = {
     wire.CreateQueueCommand: "create_queue",
     wire.DeleteQueueCommand: "delete_queue",
     wire.ListQueuesCommand: "list_queues",
+    wire.EnqueueManyCommand: "enqueue_many",
+    wire.DequeueManyCommand: "dequeue_many",
+    wire.PeekCommand: "peek",
+    wire.CreateQueueWithPoliciesCommand: "create_queue",
 }
 
 
@@ -242,7 +247,12 @@ class Session:
             wire.CreateQueueCommand: self.create_queue,
             wire.DeleteQueueCommand: self.delete_queue,
             wire.ListQueuesCommand: self.list_queues,
+            wire.EnqueueManyCommand: self.enqueue_many,
+            wire.DequeueManyCommand: self.dequeue_many,
+            wire.PeekCommand: self.peek,
+            wire.CreateQueueWithPoliciesCommand: self.create_queue_with_policies,
         }
+        self.extended = False  # the client announced 1.1: it may use the extension (docs/client-protocol.md §13)
 
     # --- I/O --------------------------------------------------------------------------------------
 
@@ -352,6 +362,9 @@ class Session:
         """Run one command's whole flow; with metrics, count its outcome and time it."""
         metrics = self.metrics
         started = self._started = time.perf_counter() if metrics is not None else 0.0
+        if not self.extended and isinstance(command, wire.EXTENSION_COMMANDS):
+            # An original (1.0) client never sends these: to it they are unknown markers (docs/client-protocol.md §5).
+            raise ClientGone(f"an extension command ({type(command).__name__}) from a 1.0 client")
         self._command_name = COMMAND_NAMES[type(command)]
         outcome = outcomes.INTERNAL_ERROR
         try:
@@ -387,6 +400,7 @@ class Session:
             self.write(wire.encode(wire.BootstrapResponse(False, UNSUPPORTED_VERSION)))
             raise ClientGone(f"unsupported client version {second.major}.{second.minor}.{second.patch}")
         self.write(BOOTSTRAPPED)
+        self.extended = wire.knows_extension(second.minor)
         self.place.requests = 1  # the handshake is complete: no longer evictable; the idle timeout applies
         self._wait_seconds = self._idle_timeout
         self._wait_reason = "activity"
@@ -540,23 +554,103 @@ class Session:
         return outcomes.OK
 
     def create_queue(self, command: wire.CreateQueueCommand) -> str:
-        create = CreateQueue.of(command.queue, command.implementation, command.max_queue_size,
-                                command.max_payload_size, command.priority_range)
+        return self._create(create_command(command))
+
+    def _create(self, create: CreateQueue | Failure) -> str:
+        if isinstance(create, Failure):
+            return self._invalid(create)
         invalid = create.validate()
-        if invalid is not None:  # validation ("mapping") errors are ErrorResponse packets (docs/client-protocol.md §8)
-            self.write(wire.encode(wire.ErrorResponse(invalid.code)))
-            return outcomes.ERROR
+        if invalid is not None:
+            return self._invalid(invalid)
         return self.answer(self.service.create_queue(create))
+
+    def _invalid(self, failure: Failure) -> str:
+        """Validation ("mapping") errors are ErrorResponse packets (docs/client-protocol.md §8)."""
+        self.write(wire.encode(wire.ErrorResponse(failure.code)))
+        return outcomes.ERROR
 
     def delete_queue(self, command: wire.DeleteQueueCommand) -> str:
         return self.answer(self.service.delete_queue(command.queue))
 
     def list_queues(self, command: wire.ListQueuesCommand) -> str:
+        metadata = wire.extended_metadata if self.extended else wire.original_metadata
         self.respond(wire.ListQueuesResponse(tuple(
-            wire.QueueInfo(queue.name, queue.count, wire.queue_metadata(queue.policies))
-            for queue in self.service.list_queues()
+            wire.QueueInfo(queue.name, queue.count, metadata(queue)) for queue in self.service.list_queues()
         )))
         return outcomes.OK
+
+    # --- the extension (docs/client-protocol.md §13) ---------------------------------------------------
+
+    def enqueue_many(self, command: wire.EnqueueManyCommand) -> str:
+        """One phase: the records are added (all or none) and the ids answered once committed. A record with a key
+        the queue remembers adds nothing and answers the first enqueue's id, so a client retries safely."""
+        if not is_valid_queue_name(command.queue):
+            self.error(ErrorCode.INVALID_QUEUE_NAME)
+            return outcomes.ERROR
+        records = [RecordIn(item.priority, item.payload, item.key or None, item.delay_ms, item.not_before_ms)
+                   for item in command.items]
+        if any(not record.delay_ms >= 0 or record.not_before_ms < 0 for record in records) or not records:
+            self.error(ErrorCode.INVALID_RECORD)
+            return outcomes.ERROR
+        result = self.service.add_records(command.queue, records)
+        if isinstance(result, RecordsAdded):
+            self.respond(wire.AddedResponse(tuple(zip(result.record_ids, (not added for added in result.added),
+                                                      strict=True))))
+            return outcomes.OK
+        return self.answer(result)
+
+    def dequeue_many(self, command: wire.DequeueManyCommand) -> str:
+        """Up to ``max_records`` records (waiting for the first), then the client's Ack (all removed) or Nack
+        (each a failed delivery), as for one record."""
+        if not 1 <= command.max_records <= wire.MAX_BATCH:
+            self.error(ErrorCode.INVALID_RECORD)
+            return outcomes.ERROR
+        taken = self.service.reserve_many(command.queue, command.max_records, command.timeout_ms / 1000)
+        if isinstance(taken, Failure):
+            self.error(taken.code)
+            return outcomes.ERROR
+        if not taken:
+            self.respond(wire.RecordsResponse(()))
+            return outcomes.EMPTY
+        try:
+            self.respond(wire.RecordsResponse(tuple(delivery.record for delivery in taken)))
+            decision = self.read()
+        except ClientGone:
+            self.service.start_fail_all(taken, POLICY_DELAY, None)  # the consumer is gone with the records
+            raise
+        if isinstance(decision, wire.Nack):
+            self.service.start_fail_all(taken, POLICY_DELAY, self.expect_answer(outcomes.NACK))
+            return PENDING
+        if not isinstance(decision, wire.Ack):
+            self.service.start_fail_all(taken, POLICY_DELAY, None)
+            raise ClientGone(f"expected Ack or Nack after a dequeue, got {type(decision).__name__}")
+        self.service.start_ack_all(taken, self.expect_answer())
+        return PENDING
+
+    def peek(self, command: wire.PeekCommand) -> str:
+        records = self.service.peek(command.queue, command.limit)
+        if isinstance(records, Failure):
+            self.error(records.code)
+            return outcomes.ERROR
+        self.respond(wire.RecordsResponse(tuple(records)))
+        return outcomes.OK
+
+    def create_queue_with_policies(self, command: wire.CreateQueueWithPoliciesCommand) -> str:
+        return self._create(create_command(command))
+
+
+def create_command(command: wire.CreateQueueCommand | wire.CreateQueueWithPoliciesCommand) -> CreateQueue | Failure:
+    """The CreateQueue a request asks for (invalid values kept, for ``CreateQueue.validate`` to refuse), or the
+    failure of a retry backoff code that is neither 0 (fixed) nor 1 (exponential)."""
+    delivery = DeliveryPolicies()
+    if isinstance(command, wire.CreateQueueWithPoliciesCommand):
+        if command.retry_backoff not in (Backoff.FIXED, Backoff.EXPONENTIAL):
+            return invalid_policy(f"unknown retry backoff {command.retry_backoff}")
+        delivery = DeliveryPolicies(command.max_deliveries, command.dead_letter_queue, command.retry_delay_ms,
+                                    Backoff(command.retry_backoff), command.retry_max_delay_ms,
+                                    command.dedup_window_ms, command.dedup_max_keys)
+    return CreateQueue.of(command.queue, command.implementation, command.max_queue_size, command.max_payload_size,
+                          command.priority_range, delivery)
 
 
 def final_answer(result: Result) -> tuple[str, bytes]:

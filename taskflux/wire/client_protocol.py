@@ -18,6 +18,7 @@ from typing import Any
 
 from taskflux.domain.errors import ErrorCode, PolicyCode
 from taskflux.domain.policies import QueuePolicies
+from taskflux.domain.queue import Queue
 from taskflux.domain.records import Record
 from taskflux.wire.primitives import (
     I32,
@@ -39,16 +40,25 @@ DEFAULT_MAX_IGNORED_PACKET_BYTES = 4 * 1024
 
 AUTH_METHOD_NONE = 0x4E
 """The only authorization method ("none", ``N``)."""
-CLIENT_VERSION = (1, 0, 0)
-"""The version a TaskFlux client announces in its BootstrapRequest."""
-SERVER_VERSION = (1, 0)
+CLIENT_VERSION = (1, 1, 0)
+"""The version a TaskFlux client announces in its BootstrapRequest: 1.1 knows the extension (§13)."""
+ORIGINAL_VERSION = (1, 0, 0)
+"""The original protocol's version (a TaskFlux client falls back to it when a server refuses 1.1)."""
+SERVER_VERSION = (1, 1)
 """Major and minor version of the protocol the server speaks."""
+EXTENSION_MINOR = 1
+"""The minor version from which a client knows the extension's commands and responses (§13)."""
 
 
 def is_supported_version(major: int, minor: int) -> bool:
     """The server's bootstrap rule (docs/client-protocol.md §10.1): same major, client minor not above the
     server's; patch ignored."""
     return major == SERVER_VERSION[0] and minor <= SERVER_VERSION[1]
+
+
+def knows_extension(minor: int) -> bool:
+    """Whether a client that announced this minor version may use the extension (§13)."""
+    return minor >= EXTENSION_MINOR
 
 
 class Direction(Enum):
@@ -90,6 +100,10 @@ class CommandMarker:
     CREATE_QUEUE = 0x51
     DELETE_QUEUE = 0x52
     LIST_QUEUES = 0x4C
+    ENQUEUE_MANY = 0x65  # the extension (§13) from here on
+    DEQUEUE_MANY = 0x64
+    PEEK = 0x70
+    CREATE_QUEUE_WITH_POLICIES = 0x71
 
 
 class ResponseMarker:
@@ -100,6 +114,8 @@ class ResponseMarker:
     ERROR = 0x65
     LIST_QUEUES = 0x6C
     POLICY_VIOLATION = 0x70
+    ADDED = 0x61  # the extension (§13) from here on
+    RECORDS = 0x72
 
 
 # --- commands (§2.1) ---------------------------------------------------------------------------------------------
@@ -152,7 +168,69 @@ class ListQueuesCommand:
     """List every queue with its count and metadata."""
 
 
-Command = EnqueueCommand | DequeueCommand | CountCommand | CreateQueueCommand | DeleteQueueCommand | ListQueuesCommand
+@dataclass(frozen=True, slots=True)
+class EnqueueItem:
+    """One record of an EnqueueMany: ``key`` (empty: none) makes its enqueue idempotent; ``delay_ms`` and
+    ``not_before_ms`` (ms since the epoch, 0: none) keep it from consumers until then."""
+
+    priority: int
+    payload: bytes
+    key: bytes = b""
+    delay_ms: int = 0
+    not_before_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueManyCommand:
+    """Extension: enqueue records at once, all or nothing, in one phase (no Ack step)."""
+
+    queue: str
+    items: tuple[EnqueueItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DequeueManyCommand:
+    """Extension: take up to ``max_records`` records of ``queue``, waiting up to ``timeout_ms`` for the first."""
+
+    queue: str
+    timeout_ms: int = 0
+    max_records: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PeekCommand:
+    """Extension: the next ``limit`` ready records of ``queue``, left in place."""
+
+    queue: str
+    limit: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CreateQueueWithPoliciesCommand:
+    """Extension: CreateQueue with the delivery policies (docs/state-machine.md). ``max_deliveries`` None = none;
+    ``retry_backoff`` 0 = fixed, 1 = exponential."""
+
+    queue: str
+    implementation: int = 1
+    max_queue_size: int | None = None
+    max_payload_size: int | None = None
+    priority_range: tuple[int, int] | None = None
+    max_deliveries: int | None = None
+    dead_letter_queue: str | None = None
+    retry_delay_ms: int = 0
+    retry_backoff: int = 0
+    retry_max_delay_ms: int = 0
+    dedup_window_ms: int = 0
+    dedup_max_keys: int = 0
+
+
+Command = (
+    EnqueueCommand | DequeueCommand | CountCommand | CreateQueueCommand | DeleteQueueCommand | ListQueuesCommand
+    | EnqueueManyCommand | DequeueManyCommand | PeekCommand | CreateQueueWithPoliciesCommand
+)
+EXTENSION_COMMANDS: tuple[type, ...] = (
+    EnqueueManyCommand, DequeueManyCommand, PeekCommand, CreateQueueWithPoliciesCommand)
+"""Commands only a client that announced 1.1 may send."""
 
 
 # --- responses (§2.2) --------------------------------------------------------------------------------------------
@@ -209,7 +287,25 @@ class PolicyViolationResponse:
     message: str = ""
 
 
-Response = CountResponse | DequeueResponse | CommandErrorResponse | ListQueuesResponse | PolicyViolationResponse
+@dataclass(frozen=True, slots=True)
+class AddedResponse:
+    """Extension: answer to EnqueueMany, per record in order: its id, and whether its key was known (then nothing
+    was added and the id is the first enqueue's)."""
+
+    records: tuple[tuple[int, bool], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsResponse:
+    """Extension: answer to DequeueMany and Peek (empty: none); each record carries its failed deliveries."""
+
+    records: tuple[Record, ...]
+
+
+Response = (
+    CountResponse | DequeueResponse | CommandErrorResponse | ListQueuesResponse | PolicyViolationResponse
+    | AddedResponse | RecordsResponse
+)
 
 
 # --- packets (§1.4) ----------------------------------------------------------------------------------------------
@@ -333,6 +429,32 @@ def queue_metadata(policies: QueuePolicies) -> dict[str, str]:
     return metadata
 
 
+METADATA_DELAYED = "delayed"
+METADATA_RESERVED = "reserved"
+METADATA_DELIVERY = ("max-deliveries", "dead-letter-queue", "retry-delay-ms", "retry-backoff", "retry-max-delay-ms",
+                     "dedup-window-ms", "dedup-max-keys")
+
+
+def original_metadata(queue: Queue) -> dict[str, str]:
+    """ListQueues metadata for an original (1.0) client: the limits only."""
+    return queue_metadata(queue.policies)
+
+
+def extended_metadata(queue: Queue) -> dict[str, str]:
+    """ListQueues metadata for a 1.1 client: the limits, the delayed and reserved counts, the delivery policies
+    (``max-deliveries`` and ``dead-letter-queue`` only when set; ``retry-backoff`` is ``fixed`` or ``exponential``)."""
+    metadata = queue_metadata(queue.policies)
+    delivery = queue.policies.delivery
+    metadata[METADATA_DELAYED] = str(queue.delayed_count)
+    metadata[METADATA_RESERVED] = str(queue.reserved_count)
+    values = (delivery.max_deliveries, delivery.dead_letter_queue, delivery.retry_delay_ms,
+              delivery.retry_backoff.name.lower(), delivery.retry_max_delay_ms, delivery.dedup_window_ms,
+              delivery.dedup_max_keys)
+    metadata.update((key, str(value)) for key, value in zip(METADATA_DELIVERY, values, strict=True)
+                    if value is not None)
+    return metadata
+
+
 def parse_queue_metadata(metadata: Mapping[str, str]) -> QueuePolicies:
     """The limits described by a ListQueues metadata dict. Unknown keys are ignored; a malformed value of a known
     key raises ValueError."""
@@ -368,6 +490,14 @@ _I32_I32 = struct.Struct(">ii")
 _I32_3 = struct.Struct(">iii")
 _I64_I64 = struct.Struct(">qq")
 _ID_PRIORITY_LEN = struct.Struct(">Qqi")
+_ITEM_HEAD = struct.Struct(">qi")  # priority | payload length
+_ITEM_TIMES = struct.Struct(">qq")  # delay ms | not-before ms
+_ADDED = struct.Struct(">Q?")
+_RECORD_HEAD = struct.Struct(">Qqii")  # id | priority | failed deliveries | payload length
+_DELIVERY_TAIL = struct.Struct(">qBqqi")
+MAX_BATCH = 1000
+"""Records in one EnqueueMany, DequeueMany or Peek."""
+MAX_KEY_BYTES = 128
 
 _SINGLE_BYTE: dict[type, bytes] = {
     AuthorizationRequest: bytes([Marker.AUTHORIZATION_REQUEST, AUTH_METHOD_NONE]),
@@ -406,6 +536,30 @@ def _encode_command(command: Command) -> bytes:
         return b"CR" + encode_queue_name(command.queue)
     if kind is ListQueuesCommand:
         return b"CL"
+    if kind is EnqueueManyCommand:
+        assert isinstance(command, EnqueueManyCommand)
+        parts = [b"Ce", encode_queue_name(command.queue), I32.pack(len(command.items))]
+        for item in command.items:
+            parts += (_ITEM_HEAD.pack(item.priority, len(item.payload)), item.payload, I32.pack(len(item.key)),
+                      item.key, _ITEM_TIMES.pack(item.delay_ms, item.not_before_ms))
+        return b"".join(parts)
+    if kind is DequeueManyCommand:
+        assert isinstance(command, DequeueManyCommand)
+        return b"Cd" + encode_queue_name(command.queue) + U32.pack(command.timeout_ms) + I32.pack(command.max_records)
+    if kind is PeekCommand:
+        assert isinstance(command, PeekCommand)
+        return b"Cp" + encode_queue_name(command.queue) + I32.pack(command.limit)
+    if kind is CreateQueueWithPoliciesCommand:
+        assert isinstance(command, CreateQueueWithPoliciesCommand)
+        base = _encode_command(CreateQueueCommand(command.queue, command.implementation, command.max_queue_size,
+                                                  command.max_payload_size, command.priority_range))
+        dead_letters = command.dead_letter_queue
+        return b"".join((
+            b"Cq", base[2:], encode_optional_i32(command.max_deliveries),
+            b"\x00" if dead_letters is None else b"\x01" + encode_queue_name(dead_letters),
+            _DELIVERY_TAIL.pack(command.retry_delay_ms, command.retry_backoff, command.retry_max_delay_ms,
+                                command.dedup_window_ms, command.dedup_max_keys),
+        ))
     raise TypeError(f"not a command: {command!r}")
 
 
@@ -443,6 +597,17 @@ def _encode_response(response: Response) -> bytes:
     if kind is PolicyViolationResponse:
         assert isinstance(response, PolicyViolationResponse)
         return b"cp" + _encode_policy(response)
+    if kind is AddedResponse:
+        assert isinstance(response, AddedResponse)
+        return b"".join((b"ca", I32.pack(len(response.records)),
+                         *(_ADDED.pack(record_id, duplicate) for record_id, duplicate in response.records)))
+    if kind is RecordsResponse:
+        assert isinstance(response, RecordsResponse)
+        parts = [b"cr", I32.pack(len(response.records))]
+        for record in response.records:
+            parts += (_RECORD_HEAD.pack(record.id, record.priority, record.failed_deliveries, len(record.payload)),
+                      record.payload)
+        return b"".join(parts)
     raise TypeError(f"not a response: {response!r}")
 
 
@@ -505,8 +670,12 @@ def encode(packet: Packet) -> bytes:
 
 ENQUEUE_OVERHEAD_BYTES = len(encode(CommandRequest(EnqueueCommand("q" * 255, 0, b""))))
 """Bytes of an Enqueue around its payload, with the longest queue name."""
-LARGEST_CREATE_QUEUE_BYTES = len(encode(CommandRequest(CreateQueueCommand("q" * 255, 1, 0, 0, (0, 0)))))
-"""Bytes of a CreateQueue with the longest queue name and every optional field present."""
+LARGEST_CREATE_QUEUE_BYTES = len(encode(CommandRequest(CreateQueueWithPoliciesCommand(
+    "q" * 255, 1, 0, 0, (0, 0), 1, "q" * 255))))
+"""Bytes of a CreateQueue (with policies) with the longest queue names and every optional field present."""
+ENQUEUE_MANY_OVERHEAD_BYTES = len(encode(CommandRequest(EnqueueManyCommand(
+    "q" * 255, (EnqueueItem(0, b"", b"k" * MAX_KEY_BYTES),) * MAX_BATCH))))
+"""Bytes of the largest EnqueueMany around its payloads: a batch's payloads together fit in one payload's limit."""
 
 
 # --- decoding ----------------------------------------------------------------------------------------------------
@@ -577,7 +746,37 @@ class _Parser:
             return CommandRequest(DeleteQueueCommand(r.queue_name()))
         if marker == CommandMarker.LIST_QUEUES:
             return CommandRequest(ListQueuesCommand())
+        if marker == CommandMarker.ENQUEUE_MANY:
+            queue = r.queue_name()
+            count = r.length("batch", MAX_BATCH)
+            return CommandRequest(EnqueueManyCommand(queue, tuple(r.items(count, self.enqueue_item))))
+        if marker == CommandMarker.DEQUEUE_MANY:
+            queue = r.queue_name()
+            timeout_ms = r.u32()
+            return CommandRequest(DequeueManyCommand(queue, timeout_ms, r.i32()))
+        if marker == CommandMarker.PEEK:
+            queue = r.queue_name()
+            return CommandRequest(PeekCommand(queue, r.i32()))
+        if marker == CommandMarker.CREATE_QUEUE_WITH_POLICIES:
+            return CommandRequest(self.create_queue_with_policies(r))
         raise ProtocolError(f"unknown command marker 0x{marker:02x}")
+
+    def enqueue_item(self, r: Reader) -> EnqueueItem:
+        priority = r.i64()
+        payload = r.buffer(self.max_payload_bytes)
+        key = r.buffer(MAX_KEY_BYTES, "idempotency key")
+        return EnqueueItem(priority, payload, key, r.i64(), r.i64())
+
+    def create_queue_with_policies(self, r: Reader) -> CreateQueueWithPoliciesCommand:
+        queue = r.queue_name()
+        implementation = r.i32()
+        max_queue_size = r.optional_i32()
+        max_payload_size = r.optional_i32()
+        priority_range = (r.i64(), r.i64()) if r.bool() else None
+        max_deliveries = r.optional_i32()
+        dead_letters = r.queue_name() if r.bool() else None
+        return CreateQueueWithPoliciesCommand(queue, implementation, max_queue_size, max_payload_size, priority_range,
+                                              max_deliveries, dead_letters, r.i64(), r.u8(), r.i64(), r.i64(), r.i32())
 
     def command_response(self, r: Reader) -> Packet:
         marker = r.u8()
@@ -597,7 +796,19 @@ class _Parser:
             return CommandResponse(ListQueuesResponse(tuple(r.items(count, self.queue_info))))
         if marker == ResponseMarker.POLICY_VIOLATION:
             return CommandResponse(self.policy_violation(r))
+        if marker == ResponseMarker.ADDED:
+            count = r.length("added records", MAX_BATCH)
+            return CommandResponse(AddedResponse(tuple(r.items(count, lambda item: (item.u64(), item.bool())))))
+        if marker == ResponseMarker.RECORDS:
+            count = r.length("records", MAX_BATCH)
+            return CommandResponse(RecordsResponse(tuple(r.items(count, self.record))))
         raise ProtocolError(f"unknown response marker 0x{marker:02x}")
+
+    def record(self, r: Reader) -> Record:
+        record_id = r.u64()
+        priority = r.i64()
+        failed_deliveries = r.i32()
+        return Record(record_id, priority, r.buffer(self.max_payload_bytes), failed_deliveries)
 
     def queue_info(self, r: Reader) -> QueueInfo:
         name = r.queue_name()
@@ -670,7 +881,7 @@ UNLIMITED = 2**63
 def client_packet_limit(max_payload_bytes: int) -> int:
     """The largest packet a client sends when payloads are at most ``max_payload_bytes``: an Enqueue into a
     255-byte queue name (or a CreateQueue with every field present, should that be larger)."""
-    return max(ENQUEUE_OVERHEAD_BYTES + max_payload_bytes, LARGEST_CREATE_QUEUE_BYTES)
+    return max(ENQUEUE_MANY_OVERHEAD_BYTES + max_payload_bytes, LARGEST_CREATE_QUEUE_BYTES)
 
 
 def _too_large(marker: int, size: int, limit: int) -> str:

@@ -45,7 +45,6 @@ from taskflux.wire.client_protocol import (
     PolicyViolationResponse,
     QueueInfo,
     encode,
-    is_supported_version,
     queue_metadata,
 )
 
@@ -224,7 +223,8 @@ class _Session:
         bootstrap = self.read()
         if not isinstance(bootstrap, BootstrapRequest):
             raise _Drop
-        if node.refuse_version or not is_supported_version(bootstrap.major, bootstrap.minor):
+        # The fake speaks protocol 1.0, as the original server does: the client's 1.1 is refused, it falls back.
+        if node.refuse_version or (bootstrap.major, bootstrap.minor) != (1, 0):
             self.send(BootstrapResponse(False, "version not supported"))
             raise _Drop
         self.send(BootstrapResponse())

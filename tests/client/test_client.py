@@ -75,9 +75,10 @@ def free_port() -> int:
 
 def test_handshake_bytes_then_metadata(client: TaskFluxClient, node: FakeNode) -> None:
     assert client.count() == 0
-    assert bytes(node.raw[0][:15]) == bytes.fromhex("414E 42 00000001 00000000 00000000")
-    assert node.raw[0][15] == 0x4D  # leader discovery: ClusterMetadataRequest
-    assert bytes(node.raw[0][16:]) == bytes.fromhex("43 43 00")
+    assert bytes(node.raw[0]) == bytes.fromhex("414E 42 00000001 00000001 00000000")  # 1.1, refused by a 1.0 node
+    assert bytes(node.raw[1][:15]) == bytes.fromhex("414E 42 00000001 00000000 00000000")
+    assert node.raw[1][15] == 0x4D  # leader discovery: ClusterMetadataRequest
+    assert bytes(node.raw[1][16:]) == bytes.fromhex("43 43 00")
 
 
 def test_version_refused(node: FakeNode) -> None:
@@ -340,7 +341,7 @@ def test_reconnects_after_a_dropped_connection(client: TaskFluxClient, node: Fak
     assert client.count() == 0
     node.drop_connections()
     assert client.count() == 0
-    assert node.connections == 2
+    assert node.connections == 3  # the first 1.1 handshake (refused by this 1.0 node), then one each
 
 
 def test_create_after_the_server_closed_the_idle_connection_is_not_ambiguous(
@@ -466,7 +467,7 @@ def test_an_answer_that_makes_no_sense_closes_the_connection(client: TaskFluxCli
         client.count()
     node.answer_count_wrongly = False
     assert client.count() == 0
-    assert node.connections == 3  # a confused connection is never reused
+    assert node.connections == 4  # a confused connection is never reused (the first one: 1.1, refused)
 
 
 def test_cluster_metadata_is_answered_without_a_leader(cluster: FakeCluster) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from taskflux.server.main import Server
 from taskflux.server.openapi import openapi_document
-from taskflux.server.service import Delivery
+from taskflux.server.service import Delivery, QueueService
 from tests.rest.conftest import Wsgi, queue_path, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -381,13 +381,15 @@ def test_an_unconfirmed_immediate_removal_still_hands_the_record_over(
     add(api, "", 1, "precious")
     add(api, "", 2, "also precious")
 
-    def timed_out(delivery: Delivery) -> None:
+    def timed_out(_service: QueueService, deliveries: list[Delivery], _reply: object) -> None:
         from taskflux.server.node import CommitTimeout
 
-        delivery._release()  # what Delivery.ack does on CommitTimeout
+        for delivery in deliveries:
+            delivery.claim()
+            delivery._release()  # what a removal that failed does
         raise CommitTimeout("not committed in time")
 
-    monkeypatch.setattr(Delivery, "ack", timed_out)
+    monkeypatch.setattr(QueueService, "start_ack_all", timed_out)
     answer = api("POST", queue_path("", "/dequeue"))
     assert answer.status == 200
     assert answer.json["payload"] == "precious" and answer.json["removal"] == "unconfirmed"
@@ -403,13 +405,15 @@ def test_an_ack_on_a_node_that_lost_leadership_ends_the_lease(
     add(api, "", 1, "x")
     token = api("POST", queue_path("", "/dequeue"), query="lease=30s").json["lease"]
 
-    def deposed(delivery: Delivery) -> None:
+    def deposed(_service: QueueService, deliveries: list[Delivery], _reply: object) -> None:
         from taskflux.server.node import NotLeader
 
-        delivery._release()
+        for delivery in deliveries:
+            delivery.claim()
+            delivery._release()
         raise NotLeader(2)
 
-    monkeypatch.setattr(Delivery, "ack", deposed)
+    monkeypatch.setattr(QueueService, "start_ack_all", deposed)
     answer = api("POST", f"/api/v1/leases/{token}/ack")
     assert answer.status == 409 and error_of(answer)["reason"] == "lease_lost"
     assert count(api, "") == 1  # the record is back

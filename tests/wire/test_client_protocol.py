@@ -163,7 +163,7 @@ def test_a_stream_of_every_example_in_one_feed() -> None:
 
 
 def test_handshake_bytes() -> None:
-    assert encode(AuthorizationRequest()) + encode(BootstrapRequest()) == h("41 4E 42 00000001 00000000 00000000")
+    assert encode(AuthorizationRequest()) + encode(BootstrapRequest()) == h("41 4E 42 00000001 00000001 00000000")
     assert encode(AuthorizationResponse()) + encode(BootstrapResponse()) == h("61 01 62 01")
 
 
@@ -348,6 +348,7 @@ def test_malformed_metadata_values(metadata: dict[str, str]) -> None:
 
 def test_version_rule() -> None:
     assert is_supported_version(1, 0)
-    assert not is_supported_version(1, 1)
+    assert is_supported_version(1, 1)
+    assert not is_supported_version(1, 2)
     assert not is_supported_version(2, 0)
     assert not is_supported_version(0, 9)

@@ -11,14 +11,16 @@ import pytest
 from taskflux.domain.records import Record
 from taskflux.wire.client_protocol import (
     DEFAULT_MAX_IGNORED_PACKET_BYTES,
+    MAX_KEY_BYTES,
     UNLIMITED,
     ClusterMetadataResponse,
     CommandRequest,
     CommandResponse,
-    CreateQueueCommand,
     DequeueResponse,
     Direction,
     EnqueueCommand,
+    EnqueueItem,
+    EnqueueManyCommand,
     ErrorResponse,
     ListQueuesResponse,
     Packet,
@@ -39,13 +41,20 @@ def metadata_packet(endpoints: int, endpoint: str = "") -> bytes:
 
 # --- sizes ------------------------------------------------------------------------------------------------------
 
-def test_the_client_packet_limit_is_the_largest_enqueue() -> None:
-    largest = encode(CommandRequest(EnqueueCommand("q" * 255, -1, b"x" * 1000)))
+def test_the_client_packet_limit_is_the_largest_batch() -> None:
+    # The largest EnqueueMany: 1000 records with the longest keys, whose payloads together fill one payload's limit.
+    items = (EnqueueItem(-1, b"x" * 1000, b"k" * MAX_KEY_BYTES),) + (EnqueueItem(-1, b"", b"k" * MAX_KEY_BYTES),) * 999
+    largest = encode(CommandRequest(EnqueueManyCommand("q" * 255, items)))
     assert client_packet_limit(1000) == len(largest)
-    assert client_packet_limit(0) == len(encode(CommandRequest(CreateQueueCommand("q" * 255, 1, 5, 5, (1, 2)))))
+    assert client_packet_limit(1000) > len(encode(CommandRequest(EnqueueCommand("q" * 255, -1, b"x" * 1000))))
     decoder = PacketDecoder(C2S, max_payload_bytes=1000)  # the limit follows max_payload_bytes by default
     decoder.feed(largest)
-    assert decoder.next_packet() == CommandRequest(EnqueueCommand("q" * 255, -1, b"x" * 1000))
+    assert decoder.next_packet() == CommandRequest(EnqueueManyCommand("q" * 255, items))
+    one_byte_more = (items[0], EnqueueItem(-1, b"x", b"k" * MAX_KEY_BYTES), *items[2:])
+    decoder = PacketDecoder(C2S, max_payload_bytes=1000)
+    decoder.feed(encode(CommandRequest(EnqueueManyCommand("q" * 255, one_byte_more))))
+    with pytest.raises(ProtocolError, match="over the limit"):
+        decoder.next_packet()
 
 
 def test_a_packet_claiming_more_than_its_limit_is_refused_before_its_body_arrives() -> None:
