@@ -120,7 +120,7 @@ class Server:
         if config.grpc_enabled:
             host, port = config.grpc_listen_address
             self.grpc = GrpcServer(self.service, self.node, GrpcSettings(host, port, config.max_payload_size),
-                                   metrics=self.metrics)
+                                   metrics=self.metrics, leases=self.leases)
         self.stopped = Event()
         self._stopping = False
 

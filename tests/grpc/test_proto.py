@@ -47,6 +47,8 @@ ORIGINAL_MESSAGES = {
     "GetCountResponse": [("data", 1, MESSAGE, "result"), ("error", 2, MESSAGE, "result"),
                          ("not_leader", 3, MESSAGE, "result")],
 }
+# Fields added to the original's messages (new numbers only: an original client never sees them set by itself).
+ADDED_FIELDS = {"CreateQueueRequest": [("delivery", 4, MESSAGE, None)]}
 OPTIONAL_FIELDS = {("ErrorResponse", "message"), ("EnqueueResponse.EnqueueResponseData", "policy_violation"),
                    ("DequeueResponse.DequeueResponseData", "record"), ("QueuePolicyInfo", "max_queue_size"),
                    ("QueuePolicyInfo", "max_payload_size"), ("QueuePolicyInfo", "priority_range")}
@@ -69,7 +71,7 @@ def real_oneof(field) -> str | None:  # type: ignore[no-untyped-def]
 def test_every_message_of_the_original_has_its_fields_numbers_and_oneofs(path: str) -> None:
     descriptor = message_descriptor(path)
     fields = [(f.name, f.number, f.type, real_oneof(f)) for f in descriptor.fields]
-    assert fields == ORIGINAL_MESSAGES[path]
+    assert fields == ORIGINAL_MESSAGES[path] + ADDED_FIELDS.get(path, [])
     for field in descriptor.fields:
         assert field.has_presence == ((path, field.name) in OPTIONAL_FIELDS or field.type == MESSAGE), field.name
 
@@ -86,13 +88,22 @@ def test_package_service_rpcs_and_enums_are_the_originals() -> None:
         "DeleteQueue": ("DeleteQueueRequest", "DeleteQueueResponse", False, False),
         "CreateQueue": ("CreateQueueRequest", "CreateQueueResponse", False, False),
         "GetCount": ("GetCountRequest", "GetCountResponse", False, False),
-        "ListQueues": ("ListQueuesRequest", "ListQueuesResponse", False, False),  # our addition
+        # our additions:
+        "ListQueues": ("ListQueuesRequest", "ListQueuesResponse", False, False),
+        "EnqueueMany": ("EnqueueManyRequest", "EnqueueManyResponse", False, False),
+        "LeaseDequeue": ("LeaseDequeueRequest", "LeaseDequeueResponse", False, False),
+        "AckLease": ("LeaseRequest", "LeaseResponse", False, False),
+        "NackLease": ("NackLeaseRequest", "LeaseResponse", False, False),
+        "ReleaseLease": ("LeaseRequest", "LeaseResponse", False, False),
+        "ExtendLease": ("ExtendLeaseRequest", "LeaseResponse", False, False),
+        "Peek": ("PeekRequest", "PeekResponse", False, False),
     }
     error_codes = {v.name: v.number for v in pb.DESCRIPTOR.enum_types_by_name["ErrorCode"].values}
     assert error_codes == {
         "Unknown": 0, "InvalidQueueName": 1, "QueueDoesNotExist": 2, "QueueAlreadyExists": 3,
         "InvalidPriorityRange": 4, "InvalidMaxQueueSize": 5, "InvalidMaxPayloadSize": 6,
         "PriorityRangeNotSpecified": 7, "UnknownPriorityQueueCode": 8,
+        "InvalidQueuePolicy": 9, "InvalidRecord": 10,  # our additions
     }
     queue_codes = {v.name: v.number for v in pb.DESCRIPTOR.enum_types_by_name["PriorityQueueCode"].values}
     assert queue_codes == {"Heap4": 0, "QueueArray": 1}

@@ -103,9 +103,12 @@ def test_list_queues_reports_names_counts_implementations_and_limits(harness: Ha
     harness.enqueue("b-heap", 2, b"y")
     response = harness.stub.ListQueues(pb.ListQueuesRequest())
     assert response.WhichOneof("result") == "data"
+    defaults = pb.DeliveryPolicies(retry_delay_ms=0, retry_max_delay_ms=900_000, dedup_window_ms=300_000,
+                                   dedup_max_keys=100_000)
     assert list(response.data.queues) == [
-        pb.QueueInfo(name="", count=0, code=pb.Heap4, policies=pb.QueuePolicyInfo()),
+        pb.QueueInfo(name="", count=0, code=pb.Heap4, policies=pb.QueuePolicyInfo(), delivery=defaults),
         pb.QueueInfo(name="a-array", count=0, code=pb.QueueArray, policies=pb.QueuePolicyInfo(
-            max_payload_size=65536, priority_range=pb.PriorityRange(min=-10, max=10))),
-        pb.QueueInfo(name="b-heap", count=2, code=pb.Heap4, policies=pb.QueuePolicyInfo(max_queue_size=100)),
+            max_payload_size=65536, priority_range=pb.PriorityRange(min=-10, max=10)), delivery=defaults),
+        pb.QueueInfo(name="b-heap", count=2, code=pb.Heap4, policies=pb.QueuePolicyInfo(max_queue_size=100),
+                     delivery=defaults),
     ]

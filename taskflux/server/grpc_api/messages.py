@@ -9,7 +9,7 @@ from __future__ import annotations
 from taskflux.domain.commands import CreateQueue
 from taskflux.domain.errors import ErrorCode, Implementation, PolicyCode
 from taskflux.domain.names import is_valid_queue_name
-from taskflux.domain.policies import QueuePolicies
+from taskflux.domain.policies import DEFAULT_DELIVERY, Backoff, DeliveryPolicies, QueuePolicies
 from taskflux.domain.queue import Queue
 from taskflux.domain.records import Record
 from taskflux.domain.results import Failure, PolicyViolation
@@ -32,6 +32,8 @@ ERROR_CODES: dict[ErrorCode, pb.ErrorCode] = {  # the same numbers, spelled out 
     ErrorCode.INVALID_MAX_PAYLOAD_SIZE: pb.InvalidMaxPayloadSize,
     ErrorCode.PRIORITY_RANGE_NOT_SPECIFIED: pb.PriorityRangeNotSpecified,
     ErrorCode.UNKNOWN_PRIORITY_QUEUE_CODE: pb.UnknownPriorityQueueCode,
+    ErrorCode.INVALID_QUEUE_POLICY: pb.InvalidQueuePolicy,
+    ErrorCode.INVALID_RECORD: pb.InvalidRecord,
 }
 DEFAULT_MESSAGES = {
     ErrorCode.UNKNOWN: "the request failed",
@@ -102,7 +104,47 @@ def create_command(request: pb.CreateQueueRequest) -> CreateQueue:
         _limit(policies, "max_queue_size"),
         _limit(policies, "max_payload_size"),
         priority_range,
+        delivery_policies(request.delivery) if request.HasField("delivery") else DEFAULT_DELIVERY,
     )
+
+
+def delivery_policies(message: pb.DeliveryPolicies) -> DeliveryPolicies:
+    """The delivery policies a request asks for (unset fields: the defaults; invalid values kept for
+    ``DeliveryPolicies.validate`` to refuse)."""
+    def optional(field: str, default: int) -> int:
+        return getattr(message, field) if message.HasField(field) else default  # type: ignore[arg-type, no-any-return]
+
+    return DeliveryPolicies(
+        message.max_deliveries if message.HasField("max_deliveries") else None,
+        message.dead_letter_queue if message.HasField("dead_letter_queue") else None,
+        optional("retry_delay_ms", DEFAULT_DELIVERY.retry_delay_ms),
+        Backoff.EXPONENTIAL if message.retry_backoff == pb.Exponential else Backoff.FIXED,
+        optional("retry_max_delay_ms", DEFAULT_DELIVERY.retry_max_delay_ms),
+        optional("dedup_window_ms", DEFAULT_DELIVERY.dedup_window_ms),
+        optional("dedup_max_keys", DEFAULT_DELIVERY.dedup_max_keys),
+    )
+
+
+def delivery_info(delivery: DeliveryPolicies) -> pb.DeliveryPolicies:
+    info = pb.DeliveryPolicies(
+        retry_delay_ms=delivery.retry_delay_ms, retry_max_delay_ms=delivery.retry_max_delay_ms,
+        retry_backoff=pb.Exponential if delivery.retry_backoff is Backoff.EXPONENTIAL else pb.Fixed,
+        dedup_window_ms=delivery.dedup_window_ms, dedup_max_keys=delivery.dedup_max_keys)
+    if delivery.max_deliveries is not None:
+        info.max_deliveries = delivery.max_deliveries
+    if delivery.dead_letter_queue is not None:
+        info.dead_letter_queue = delivery.dead_letter_queue
+    return info
+
+
+def record(stored: Record, lease: str = "") -> pb.Record:
+    """A record of the work-queue RPCs (with its lease token when leased)."""
+    message = pb.Record(id=stored.id, priority=stored.priority, payload=stored.payload,
+                        failed_deliveries=stored.failed_deliveries, lease=lease)
+    if stored.origin is not None:
+        message.origin_queue = stored.origin.queue
+        message.origin_id = stored.origin.record_id
+    return message
 
 
 def _limit(policies: pb.QueuePolicyInfo, field: str) -> int | None:
@@ -131,4 +173,7 @@ def queue_info(queue: Queue) -> pb.QueueInfo:
         count=queue.count,
         code=CODE_OF_IMPLEMENTATION[queue.implementation],
         policies=policy_info(queue.policies),
+        delayed=queue.delayed_count,
+        reserved=queue.reserved_count,
+        delivery=delivery_info(queue.policies.delivery),
     )

@@ -21,13 +21,16 @@ import gevent
 import grpc
 
 from taskflux.config import format_endpoint
+from taskflux.domain.commands import MAX_BATCH_RECORDS, POLICY_DELAY
 from taskflux.domain.errors import ErrorCode
 from taskflux.domain.names import is_valid_queue_name
-from taskflux.domain.results import Failure, PolicyViolation, RecordRemoved
+from taskflux.domain.policies import MAX_DELAY_MS
+from taskflux.domain.results import Failure, PolicyViolation, RecordRemoved, RecordsAdded
 from taskflux.server.grpc_api import admission, messages
 from taskflux.server.grpc_api import taskflux_pb2 as pb
 from taskflux.server.grpc_api import taskflux_pb2_grpc as pb_grpc
 from taskflux.server.grpc_api.observe import MetricsInterceptor
+from taskflux.server.leases import MAX_LEASE_SECONDS, LeaseNotFound, LeaseTable
 from taskflux.server.metrics import NodeMetrics
 from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown
 from taskflux.server.service import (
@@ -36,6 +39,7 @@ from taskflux.server.service import (
     Delivery,
     Ending,
     QueueService,
+    RecordIn,
     ending_of,
     outcome_unknown_message,
 )
@@ -47,6 +51,8 @@ ADMISSION_HEADROOM = 32
 MIN_NATIVE_THREADS = 64  # every blocking gRPC poll holds one thread of the hub's pool
 MESSAGE_OVERHEAD_BYTES = 64 * 1024  # a request's fields besides the payload (queue name, framing)
 WAIT_WITHOUT_LIMIT = -1
+MAX_WAIT_MS = 300_000  # LeaseDequeue's longest wait, as REST's
+DEFAULT_LEASE_MS = 30_000  # LeaseDequeue's lease when the request gives none
 
 Response = TypeVar("Response")
 
@@ -131,9 +137,10 @@ class _DequeueCall:
 class TaskFluxServicer(pb_grpc.TaskFluxServiceServicer):
     """The RPCs of ``taskflux.proto`` over a QueueService (the leader serves; other nodes answer not_leader)."""
 
-    def __init__(self, service: QueueService, max_payload_size: int) -> None:
+    def __init__(self, service: QueueService, max_payload_size: int, leases: LeaseTable) -> None:
         self.service = service
         self.max_payload_size = max_payload_size
+        self.leases = leases
 
     # --- unary RPCs -------------------------------------------------------------------------------
 
@@ -183,6 +190,109 @@ class TaskFluxServicer(pb_grpc.TaskFluxServiceServicer):
             return response_type(not_leader=messages.not_leader(error.leader_id))
         except (OutcomeUnknown, NodeStopped) as error:
             _abort_ended(context, error)
+
+    # --- the work-queue RPCs ------------------------------------------------------------------------
+
+    def EnqueueMany(self, request: pb.EnqueueManyRequest, context: grpc.ServicerContext) -> pb.EnqueueManyResponse:
+        def enqueue() -> pb.EnqueueManyResponse:
+            size = sum(len(record.payload) for record in request.records)
+            if size > self.max_payload_size:
+                _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                       f"the batch's payloads ({size} bytes) exceed max_payload_size ({self.max_payload_size} "
+                       "bytes); nothing was inserted")
+            records = [RecordIn(record.priority, record.payload, record.key or None, record.delay_ms,
+                                record.not_before_ms) for record in request.records]
+            result = self.service.add_records(request.queue, records) if records else Failure(
+                ErrorCode.INVALID_RECORD, "a batch has 1-1000 records, not 0")
+            if isinstance(result, RecordsAdded):
+                return pb.EnqueueManyResponse(data=pb.EnqueueManyResponse.EnqueueManyResponseData(records=[
+                    pb.AddedRecord(id=record_id, duplicate=not added)
+                    for record_id, added in zip(result.record_ids, result.added, strict=True)]))
+            if isinstance(result, PolicyViolation):
+                first = request.records[0]
+                return pb.EnqueueManyResponse(policy_violation=messages.policy_violation(
+                    result, request.queue, first.priority, len(first.payload)))
+            assert isinstance(result, Failure), f"unexpected result of an enqueue: {result!r}"
+            return pb.EnqueueManyResponse(error=messages.error(result, request.queue))
+
+        return self._unary(context, pb.EnqueueManyResponse, enqueue)
+
+    def LeaseDequeue(self, request: pb.LeaseDequeueRequest, context: grpc.ServicerContext) -> pb.LeaseDequeueResponse:
+        def dequeue() -> pb.LeaseDequeueResponse:
+            limit, lease_ms = request.max or 1, request.lease_ms or DEFAULT_LEASE_MS
+            if not 1 <= limit <= MAX_BATCH_RECORDS or not 0 <= request.wait_ms <= MAX_WAIT_MS or \
+                    not 0 < lease_ms <= MAX_LEASE_SECONDS * 1000:
+                return pb.LeaseDequeueResponse(error=messages.error(Failure(
+                    ErrorCode.INVALID_RECORD, f"max is 1-{MAX_BATCH_RECORDS}, wait_ms 0-{MAX_WAIT_MS}, lease_ms "
+                    f"1-{int(MAX_LEASE_SECONDS * 1000)}"), request.queue))
+            taken = self.service.reserve_many(request.queue, limit, request.wait_ms / 1000)
+            if isinstance(taken, Failure):
+                return pb.LeaseDequeueResponse(error=messages.error(taken, request.queue))
+            if not context.is_active():  # the client gave up while waiting: nobody would see the records
+                for delivery in taken:
+                    delivery.put_back()
+                return pb.LeaseDequeueResponse(data=pb.LeaseDequeueResponse.LeaseDequeueResponseData())
+            leased = [messages.record(delivery.record, self.leases.grant(delivery, lease_ms / 1000).token)
+                      for delivery in taken]
+            return pb.LeaseDequeueResponse(data=pb.LeaseDequeueResponse.LeaseDequeueResponseData(records=leased))
+
+        return self._unary(context, pb.LeaseDequeueResponse, dequeue)
+
+    def AckLease(self, request: pb.LeaseRequest, context: grpc.ServicerContext) -> pb.LeaseResponse:
+        def ack() -> pb.LeaseResponse:
+            result = self.leases.ack(request.lease)
+            if isinstance(result, Failure):
+                return pb.LeaseResponse(error=messages.error(result, ""))
+            return pb.LeaseResponse(data=pb.LeaseResponse.LeaseResponseData())
+
+        return self._lease_call(context, ack)
+
+    def NackLease(self, request: pb.NackLeaseRequest, context: grpc.ServicerContext) -> pb.LeaseResponse:
+        def nack() -> pb.LeaseResponse:
+            delay = request.delay_ms if request.HasField("delay_ms") else POLICY_DELAY
+            if not (delay == POLICY_DELAY or 0 <= delay <= MAX_DELAY_MS):
+                return pb.LeaseResponse(error=messages.error(Failure(
+                    ErrorCode.INVALID_RECORD, f"delay_ms is 0-{MAX_DELAY_MS}, not {delay}"), ""))
+            outcome = self.leases.nack(request.lease, delay)
+            return pb.LeaseResponse(data=pb.LeaseResponse.LeaseResponseData(outcome=outcome))
+
+        return self._lease_call(context, nack)
+
+    def ReleaseLease(self, request: pb.LeaseRequest, context: grpc.ServicerContext) -> pb.LeaseResponse:
+        def release() -> pb.LeaseResponse:
+            self.leases.release(request.lease)
+            return pb.LeaseResponse(data=pb.LeaseResponse.LeaseResponseData())
+
+        return self._lease_call(context, release)
+
+    def ExtendLease(self, request: pb.ExtendLeaseRequest, context: grpc.ServicerContext) -> pb.LeaseResponse:
+        def extend() -> pb.LeaseResponse:
+            if not 0 < request.lease_ms <= MAX_LEASE_SECONDS * 1000:
+                return pb.LeaseResponse(error=messages.error(Failure(
+                    ErrorCode.INVALID_RECORD, f"lease_ms is 1-{int(MAX_LEASE_SECONDS * 1000)}"), ""))
+            lease = self.leases.extend(request.lease, request.lease_ms / 1000)
+            return pb.LeaseResponse(data=pb.LeaseResponse.LeaseResponseData(
+                lease_ms_left=round(lease.seconds_left * 1000)))
+
+        return self._lease_call(context, extend)
+
+    def _lease_call(self, context: grpc.ServicerContext, action: Callable[[], pb.LeaseResponse]) -> pb.LeaseResponse:
+        """A lease RPC: an unknown (acked, nacked, released or expired) lease is NOT_FOUND."""
+        try:
+            return self._unary(context, pb.LeaseResponse, action)
+        except LeaseNotFound:
+            _abort(context, grpc.StatusCode.NOT_FOUND,
+                   "no such lease: unknown, already acked, nacked or released, or expired (its record went back)")
+
+    def Peek(self, request: pb.PeekRequest, context: grpc.ServicerContext) -> pb.PeekResponse:
+        def peek() -> pb.PeekResponse:
+            records = self.service.peek(request.queue, request.limit or 10)
+            if isinstance(records, Failure):
+                return pb.PeekResponse(error=messages.error(records, request.queue))
+            return pb.PeekResponse(data=pb.PeekResponse.PeekResponseData(
+                records=[messages.record(record) for record in records]))
+
+        return self._unary(context, pb.PeekResponse, peek)
 
     # --- Enqueue: rounds of data -> data{} "received", then ack -> the outcome ----------------------
 
@@ -337,6 +447,7 @@ class GrpcServer:
 
     def __init__(
         self, service: QueueService, node: Node, settings: GrpcSettings, metrics: NodeMetrics | None = None,
+        leases: LeaseTable | None = None,
     ) -> None:
         self.node = node
         self._host, self._port = settings.listen_host, settings.listen_port
@@ -359,7 +470,9 @@ class GrpcServer:
             interceptors=interceptors,
         )
         counted = service.for_interface(None if metrics is None else metrics.interface("grpc"))
-        servicer = TaskFluxServicer(counted, settings.max_payload_size)
+        self._own_leases = leases is None  # a server on its own (tests) keeps its own lease table
+        self.leases = LeaseTable() if leases is None else leases
+        servicer = TaskFluxServicer(counted, settings.max_payload_size, self.leases)
         pb_grpc.add_TaskFluxServiceServicer_to_server(servicer, self._server)
 
     @property
@@ -380,9 +493,13 @@ class GrpcServer:
             raise OSError(f"cannot listen for gRPC on {endpoint}")
         self._server.start()
         self.admission.table.start()
+        if self._own_leases:
+            self.leases.start()
 
     def stop(self, grace: float) -> None:
         """Refuse new calls, give those in progress ``grace`` seconds, then cancel the rest (a stream's
         unacknowledged record goes back to its queue) and return once everything is shut down."""
         self._server.stop(grace).wait()
         self.admission.table.stop()
+        if self._own_leases:
+            self.leases.stop()

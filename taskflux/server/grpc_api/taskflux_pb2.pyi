@@ -20,11 +20,18 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     InvalidMaxPayloadSize: _ClassVar[ErrorCode]
     PriorityRangeNotSpecified: _ClassVar[ErrorCode]
     UnknownPriorityQueueCode: _ClassVar[ErrorCode]
+    InvalidQueuePolicy: _ClassVar[ErrorCode]
+    InvalidRecord: _ClassVar[ErrorCode]
 
 class PriorityQueueCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     Heap4: _ClassVar[PriorityQueueCode]
     QueueArray: _ClassVar[PriorityQueueCode]
+
+class RetryBackoff(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    Fixed: _ClassVar[RetryBackoff]
+    Exponential: _ClassVar[RetryBackoff]
 Unknown: ErrorCode
 InvalidQueueName: ErrorCode
 QueueDoesNotExist: ErrorCode
@@ -34,8 +41,12 @@ InvalidMaxQueueSize: ErrorCode
 InvalidMaxPayloadSize: ErrorCode
 PriorityRangeNotSpecified: ErrorCode
 UnknownPriorityQueueCode: ErrorCode
+InvalidQueuePolicy: ErrorCode
+InvalidRecord: ErrorCode
 Heap4: PriorityQueueCode
 QueueArray: PriorityQueueCode
+Fixed: RetryBackoff
+Exponential: RetryBackoff
 
 class QueueRecord(_message.Message):
     __slots__ = ("priority", "payload")
@@ -171,14 +182,16 @@ class QueuePolicyInfo(_message.Message):
     def __init__(self, max_queue_size: _Optional[int] = ..., max_payload_size: _Optional[int] = ..., priority_range: _Optional[_Union[PriorityRange, _Mapping]] = ...) -> None: ...
 
 class CreateQueueRequest(_message.Message):
-    __slots__ = ("queue", "code", "policies")
+    __slots__ = ("queue", "code", "policies", "delivery")
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     POLICIES_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_FIELD_NUMBER: _ClassVar[int]
     queue: str
     code: PriorityQueueCode
     policies: QueuePolicyInfo
-    def __init__(self, queue: _Optional[str] = ..., code: _Optional[_Union[PriorityQueueCode, str]] = ..., policies: _Optional[_Union[QueuePolicyInfo, _Mapping]] = ...) -> None: ...
+    delivery: DeliveryPolicies
+    def __init__(self, queue: _Optional[str] = ..., code: _Optional[_Union[PriorityQueueCode, str]] = ..., policies: _Optional[_Union[QueuePolicyInfo, _Mapping]] = ..., delivery: _Optional[_Union[DeliveryPolicies, _Mapping]] = ...) -> None: ...
 
 class CreateQueueResponse(_message.Message):
     __slots__ = ("data", "error", "not_leader")
@@ -219,16 +232,22 @@ class ListQueuesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class QueueInfo(_message.Message):
-    __slots__ = ("name", "count", "code", "policies")
+    __slots__ = ("name", "count", "code", "policies", "delayed", "reserved", "delivery")
     NAME_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     POLICIES_FIELD_NUMBER: _ClassVar[int]
+    DELAYED_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_FIELD_NUMBER: _ClassVar[int]
     name: str
     count: int
     code: PriorityQueueCode
     policies: QueuePolicyInfo
-    def __init__(self, name: _Optional[str] = ..., count: _Optional[int] = ..., code: _Optional[_Union[PriorityQueueCode, str]] = ..., policies: _Optional[_Union[QueuePolicyInfo, _Mapping]] = ...) -> None: ...
+    delayed: int
+    reserved: int
+    delivery: DeliveryPolicies
+    def __init__(self, name: _Optional[str] = ..., count: _Optional[int] = ..., code: _Optional[_Union[PriorityQueueCode, str]] = ..., policies: _Optional[_Union[QueuePolicyInfo, _Mapping]] = ..., delayed: _Optional[int] = ..., reserved: _Optional[int] = ..., delivery: _Optional[_Union[DeliveryPolicies, _Mapping]] = ...) -> None: ...
 
 class ListQueuesResponse(_message.Message):
     __slots__ = ("data", "error", "not_leader")
@@ -244,3 +263,175 @@ class ListQueuesResponse(_message.Message):
     error: ErrorResponse
     not_leader: NotLeaderResponse
     def __init__(self, data: _Optional[_Union[ListQueuesResponse.ListQueuesResponseData, _Mapping]] = ..., error: _Optional[_Union[ErrorResponse, _Mapping]] = ..., not_leader: _Optional[_Union[NotLeaderResponse, _Mapping]] = ...) -> None: ...
+
+class DeliveryPolicies(_message.Message):
+    __slots__ = ("max_deliveries", "dead_letter_queue", "retry_delay_ms", "retry_backoff", "retry_max_delay_ms", "dedup_window_ms", "dedup_max_keys")
+    MAX_DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTER_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_BACKOFF_FIELD_NUMBER: _ClassVar[int]
+    RETRY_MAX_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    DEDUP_WINDOW_MS_FIELD_NUMBER: _ClassVar[int]
+    DEDUP_MAX_KEYS_FIELD_NUMBER: _ClassVar[int]
+    max_deliveries: int
+    dead_letter_queue: str
+    retry_delay_ms: int
+    retry_backoff: RetryBackoff
+    retry_max_delay_ms: int
+    dedup_window_ms: int
+    dedup_max_keys: int
+    def __init__(self, max_deliveries: _Optional[int] = ..., dead_letter_queue: _Optional[str] = ..., retry_delay_ms: _Optional[int] = ..., retry_backoff: _Optional[_Union[RetryBackoff, str]] = ..., retry_max_delay_ms: _Optional[int] = ..., dedup_window_ms: _Optional[int] = ..., dedup_max_keys: _Optional[int] = ...) -> None: ...
+
+class NewRecord(_message.Message):
+    __slots__ = ("priority", "payload", "key", "delay_ms", "not_before_ms")
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    NOT_BEFORE_MS_FIELD_NUMBER: _ClassVar[int]
+    priority: int
+    payload: bytes
+    key: bytes
+    delay_ms: int
+    not_before_ms: int
+    def __init__(self, priority: _Optional[int] = ..., payload: _Optional[bytes] = ..., key: _Optional[bytes] = ..., delay_ms: _Optional[int] = ..., not_before_ms: _Optional[int] = ...) -> None: ...
+
+class EnqueueManyRequest(_message.Message):
+    __slots__ = ("queue", "records")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    records: _containers.RepeatedCompositeFieldContainer[NewRecord]
+    def __init__(self, queue: _Optional[str] = ..., records: _Optional[_Iterable[_Union[NewRecord, _Mapping]]] = ...) -> None: ...
+
+class AddedRecord(_message.Message):
+    __slots__ = ("id", "duplicate")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    duplicate: bool
+    def __init__(self, id: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class EnqueueManyResponse(_message.Message):
+    __slots__ = ("data", "error", "not_leader", "policy_violation")
+    class EnqueueManyResponseData(_message.Message):
+        __slots__ = ("records",)
+        RECORDS_FIELD_NUMBER: _ClassVar[int]
+        records: _containers.RepeatedCompositeFieldContainer[AddedRecord]
+        def __init__(self, records: _Optional[_Iterable[_Union[AddedRecord, _Mapping]]] = ...) -> None: ...
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    NOT_LEADER_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VIOLATION_FIELD_NUMBER: _ClassVar[int]
+    data: EnqueueManyResponse.EnqueueManyResponseData
+    error: ErrorResponse
+    not_leader: NotLeaderResponse
+    policy_violation: PolicyViolationResponse
+    def __init__(self, data: _Optional[_Union[EnqueueManyResponse.EnqueueManyResponseData, _Mapping]] = ..., error: _Optional[_Union[ErrorResponse, _Mapping]] = ..., not_leader: _Optional[_Union[NotLeaderResponse, _Mapping]] = ..., policy_violation: _Optional[_Union[PolicyViolationResponse, _Mapping]] = ...) -> None: ...
+
+class Record(_message.Message):
+    __slots__ = ("id", "priority", "payload", "failed_deliveries", "lease", "origin_queue", "origin_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    FAILED_DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    priority: int
+    payload: bytes
+    failed_deliveries: int
+    lease: str
+    origin_queue: str
+    origin_id: int
+    def __init__(self, id: _Optional[int] = ..., priority: _Optional[int] = ..., payload: _Optional[bytes] = ..., failed_deliveries: _Optional[int] = ..., lease: _Optional[str] = ..., origin_queue: _Optional[str] = ..., origin_id: _Optional[int] = ...) -> None: ...
+
+class LeaseDequeueRequest(_message.Message):
+    __slots__ = ("queue", "max", "wait_ms", "lease_ms")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    max: int
+    wait_ms: int
+    lease_ms: int
+    def __init__(self, queue: _Optional[str] = ..., max: _Optional[int] = ..., wait_ms: _Optional[int] = ..., lease_ms: _Optional[int] = ...) -> None: ...
+
+class LeaseDequeueResponse(_message.Message):
+    __slots__ = ("data", "error", "not_leader")
+    class LeaseDequeueResponseData(_message.Message):
+        __slots__ = ("records",)
+        RECORDS_FIELD_NUMBER: _ClassVar[int]
+        records: _containers.RepeatedCompositeFieldContainer[Record]
+        def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ...) -> None: ...
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    NOT_LEADER_FIELD_NUMBER: _ClassVar[int]
+    data: LeaseDequeueResponse.LeaseDequeueResponseData
+    error: ErrorResponse
+    not_leader: NotLeaderResponse
+    def __init__(self, data: _Optional[_Union[LeaseDequeueResponse.LeaseDequeueResponseData, _Mapping]] = ..., error: _Optional[_Union[ErrorResponse, _Mapping]] = ..., not_leader: _Optional[_Union[NotLeaderResponse, _Mapping]] = ...) -> None: ...
+
+class LeaseRequest(_message.Message):
+    __slots__ = ("lease",)
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    lease: str
+    def __init__(self, lease: _Optional[str] = ...) -> None: ...
+
+class NackLeaseRequest(_message.Message):
+    __slots__ = ("lease", "delay_ms")
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    lease: str
+    delay_ms: int
+    def __init__(self, lease: _Optional[str] = ..., delay_ms: _Optional[int] = ...) -> None: ...
+
+class ExtendLeaseRequest(_message.Message):
+    __slots__ = ("lease", "lease_ms")
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    lease: str
+    lease_ms: int
+    def __init__(self, lease: _Optional[str] = ..., lease_ms: _Optional[int] = ...) -> None: ...
+
+class LeaseResponse(_message.Message):
+    __slots__ = ("data", "error", "not_leader")
+    class LeaseResponseData(_message.Message):
+        __slots__ = ("outcome", "lease_ms_left")
+        OUTCOME_FIELD_NUMBER: _ClassVar[int]
+        LEASE_MS_LEFT_FIELD_NUMBER: _ClassVar[int]
+        outcome: str
+        lease_ms_left: int
+        def __init__(self, outcome: _Optional[str] = ..., lease_ms_left: _Optional[int] = ...) -> None: ...
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    NOT_LEADER_FIELD_NUMBER: _ClassVar[int]
+    data: LeaseResponse.LeaseResponseData
+    error: ErrorResponse
+    not_leader: NotLeaderResponse
+    def __init__(self, data: _Optional[_Union[LeaseResponse.LeaseResponseData, _Mapping]] = ..., error: _Optional[_Union[ErrorResponse, _Mapping]] = ..., not_leader: _Optional[_Union[NotLeaderResponse, _Mapping]] = ...) -> None: ...
+
+class PeekRequest(_message.Message):
+    __slots__ = ("queue", "limit")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    limit: int
+    def __init__(self, queue: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class PeekResponse(_message.Message):
+    __slots__ = ("data", "error", "not_leader")
+    class PeekResponseData(_message.Message):
+        __slots__ = ("records",)
+        RECORDS_FIELD_NUMBER: _ClassVar[int]
+        records: _containers.RepeatedCompositeFieldContainer[Record]
+        def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ...) -> None: ...
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    NOT_LEADER_FIELD_NUMBER: _ClassVar[int]
+    data: PeekResponse.PeekResponseData
+    error: ErrorResponse
+    not_leader: NotLeaderResponse
+    def __init__(self, data: _Optional[_Union[PeekResponse.PeekResponseData, _Mapping]] = ..., error: _Optional[_Union[ErrorResponse, _Mapping]] = ..., not_leader: _Optional[_Union[NotLeaderResponse, _Mapping]] = ...) -> None: ...

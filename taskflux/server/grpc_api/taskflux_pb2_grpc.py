@@ -67,6 +67,41 @@ class TaskFluxServiceStub:
                 request_serializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.ListQueuesRequest.SerializeToString,
                 response_deserializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.ListQueuesResponse.FromString,
                 _registered_method=True)
+        self.EnqueueMany = channel.unary_unary(
+                '/taskflux.TaskFluxService/EnqueueMany',
+                request_serializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.EnqueueManyRequest.SerializeToString,
+                response_deserializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.EnqueueManyResponse.FromString,
+                _registered_method=True)
+        self.LeaseDequeue = channel.unary_unary(
+                '/taskflux.TaskFluxService/LeaseDequeue',
+                request_serializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseDequeueRequest.SerializeToString,
+                response_deserializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseDequeueResponse.FromString,
+                _registered_method=True)
+        self.AckLease = channel.unary_unary(
+                '/taskflux.TaskFluxService/AckLease',
+                request_serializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseRequest.SerializeToString,
+                response_deserializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseResponse.FromString,
+                _registered_method=True)
+        self.NackLease = channel.unary_unary(
+                '/taskflux.TaskFluxService/NackLease',
+                request_serializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.NackLeaseRequest.SerializeToString,
+                response_deserializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseResponse.FromString,
+                _registered_method=True)
+        self.ReleaseLease = channel.unary_unary(
+                '/taskflux.TaskFluxService/ReleaseLease',
+                request_serializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseRequest.SerializeToString,
+                response_deserializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseResponse.FromString,
+                _registered_method=True)
+        self.ExtendLease = channel.unary_unary(
+                '/taskflux.TaskFluxService/ExtendLease',
+                request_serializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.ExtendLeaseRequest.SerializeToString,
+                response_deserializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseResponse.FromString,
+                _registered_method=True)
+        self.Peek = channel.unary_unary(
+                '/taskflux.TaskFluxService/Peek',
+                request_serializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.PeekRequest.SerializeToString,
+                response_deserializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.PeekResponse.FromString,
+                _registered_method=True)
 
 
 class TaskFluxServiceServicer:
@@ -113,6 +148,56 @@ class TaskFluxServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EnqueueMany(self, request, context):
+        """Added: 1-1000 records at once, all or nothing, answered once committed. A record whose idempotency key the
+        queue remembers adds nothing and answers the first enqueue's id (duplicate = true): retry with the same keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaseDequeue(self, request, context):
+        """Added: up to max records, each reserved under its own lease until AckLease, NackLease, ReleaseLease or expiry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AckLease(self, request, context):
+        """remove for good (committed)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def NackLease(self, request, context):
+        """a failed delivery: retry delay or dead letter
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseLease(self, request, context):
+        """give back as it was (not a failed delivery)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExtendLease(self, request, context):
+        """the lease ends lease_ms from now
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Peek(self, request, context):
+        """Added: the next ready records in dequeue order, left in place.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskFluxServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +230,41 @@ def add_TaskFluxServiceServicer_to_server(servicer, server):
                     servicer.ListQueues,
                     request_deserializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.ListQueuesRequest.FromString,
                     response_serializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.ListQueuesResponse.SerializeToString,
+            ),
+            'EnqueueMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnqueueMany,
+                    request_deserializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.EnqueueManyRequest.FromString,
+                    response_serializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.EnqueueManyResponse.SerializeToString,
+            ),
+            'LeaseDequeue': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseDequeue,
+                    request_deserializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseDequeueRequest.FromString,
+                    response_serializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseDequeueResponse.SerializeToString,
+            ),
+            'AckLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.AckLease,
+                    request_deserializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseRequest.FromString,
+                    response_serializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseResponse.SerializeToString,
+            ),
+            'NackLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.NackLease,
+                    request_deserializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.NackLeaseRequest.FromString,
+                    response_serializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseResponse.SerializeToString,
+            ),
+            'ReleaseLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseLease,
+                    request_deserializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseRequest.FromString,
+                    response_serializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseResponse.SerializeToString,
+            ),
+            'ExtendLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExtendLease,
+                    request_deserializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.ExtendLeaseRequest.FromString,
+                    response_serializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseResponse.SerializeToString,
+            ),
+            'Peek': grpc.unary_unary_rpc_method_handler(
+                    servicer.Peek,
+                    request_deserializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.PeekRequest.FromString,
+                    response_serializer=taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.PeekResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +429,195 @@ class TaskFluxService:
             '/taskflux.TaskFluxService/ListQueues',
             taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.ListQueuesRequest.SerializeToString,
             taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.ListQueuesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnqueueMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskflux.TaskFluxService/EnqueueMany',
+            taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.EnqueueManyRequest.SerializeToString,
+            taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.EnqueueManyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseDequeue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskflux.TaskFluxService/LeaseDequeue',
+            taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseDequeueRequest.SerializeToString,
+            taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseDequeueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AckLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskflux.TaskFluxService/AckLease',
+            taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseRequest.SerializeToString,
+            taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NackLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskflux.TaskFluxService/NackLease',
+            taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.NackLeaseRequest.SerializeToString,
+            taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskflux.TaskFluxService/ReleaseLease',
+            taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseRequest.SerializeToString,
+            taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExtendLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskflux.TaskFluxService/ExtendLease',
+            taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.ExtendLeaseRequest.SerializeToString,
+            taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.LeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Peek(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskflux.TaskFluxService/Peek',
+            taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.PeekRequest.SerializeToString,
+            taskflux_dot_server_dot_grpc__api_dot_taskflux__pb2.PeekResponse.FromString,
             options,
             channel_credentials,
             insecure,
