@@ -2,7 +2,7 @@
 """Run the deterministic raft simulator over many seeds and print one summary line.
 
     scripts/simulate.py --seeds 10000 --steps 2000 [--seed S] [--loss P] [--crashes] [--no-partitions] [--pauses]
-                        [--membership [--member-rate R]]
+                        [--membership [--member-rate R]] [--queues]
 
 Seeds run from ``--seed`` (default 0) to ``--seed + --seeds - 1``; ``--seed S --seeds 1`` replays
 one seed exactly. Any violation prints the seed, the step and the failed check, and the exit status
@@ -11,6 +11,9 @@ leader shares its term with a quorum of the live nodes it can reach; mean_electi
 length of the periods without one. With ``--membership`` the leader also adds new nodes as learners,
 promotes them and removes members (itself included) at ``--member-rate`` per step, and the line counts the
 changes proposed and refused (a change waits for the previous one; a learner must catch up first).
+With ``--queues`` every node runs the queue state machine and clients enqueue with idempotency keys (retried
+across leader changes), delay records, consume, fail and dead-letter them (taskflux/domain/sim_workload.py);
+the line adds what they did.
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from taskflux.domain.sim_workload import QueueWorkload
 from taskflux.raft.sim import SimConfig, Simulation, Violation
+
+QUEUE_PROPOSE_RATE = 0.2  # the queue clients' steps: producing, consuming and ticking share them
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--membership", action="store_true", help="add, promote and remove nodes at run time")
     parser.add_argument("--member-rate", type=float, default=SimConfig().member_rate,
                         help="membership changes tried per step")
+    parser.add_argument("--queues", action="store_true", help="the queue state machine and its clients on top")
     parser.add_argument("--verbose", action="store_true", help="print one line per seed")
     args = parser.parse_args(argv)
     config = SimConfig(
@@ -59,10 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     flags += f" --nodes {args.nodes}" if args.nodes else ""
     flags += " --membership" if args.membership else ""
     flags += f" --member-rate {args.member_rate}" if args.member_rate != SimConfig().member_rate else ""
+    flags += " --queues" if args.queues else ""
+    if args.queues:
+        config = dataclasses.replace(config, propose_rate=QUEUE_PROPOSE_RATE)
     violations = leader_ticks = counted_ticks = changes = refused = 0
+    work: dict[str, int] = {}
     elections: list[int] = []
     for seed in range(args.seed, args.seed + args.seeds):
-        sim = Simulation(seed, config)
+        sim = Simulation(seed, config, QueueWorkload if args.queues else None)
         try:
             result = sim.run()
         except Violation as exc:
@@ -74,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"CRASH seed={seed} step={sim.step_no}: {type(exc).__name__}: {exc}  "
                   f"(replay: scripts/simulate.py --seed {seed} {flags})", flush=True)
             continue
+        if isinstance(sim.workload, QueueWorkload):
+            for name, value in sim.workload.stats.items():
+                work[name] = work.get(name, 0) + value
         changes += sim.stats_changes
         refused += sim.stats_changes_refused
         leader_ticks += result.leader_ticks
@@ -88,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         f"seeds={args.seeds} steps={args.steps} violations={violations} "
         f"leader_time={leader_time:.2f}% mean_election_ticks={mean_election:.1f}"
         + (f" changes={changes} refused={refused}" if args.membership else "")
+        + "".join(f" {name}={value}" for name, value in work.items())
     )
     return 1 if violations else 0
 

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from taskflux.raft.checker import Checker, Violation
 from taskflux.raft.config import RaftConfig
@@ -34,7 +36,31 @@ from taskflux.raft.memory import MemoryStorage
 from taskflux.raft.messages import Message
 from taskflux.raft.ready import Role
 
-__all__ = ["LinkClosed", "SimConfig", "SimNode", "SimResult", "Simulation", "Violation"]
+__all__ = ["LinkClosed", "SimConfig", "SimNode", "SimResult", "Simulation", "Violation", "Workload"]
+
+
+class Workload(Protocol):
+    """A state machine and its clients on top of the simulated cluster (the default: opaque entries, no state
+    machine). It proposes at the leader, applies what each node applies, and checks its own invariants, raising
+    Violation through ``sim.checker.fail``."""
+
+    def on_start(self, node: SimNode) -> None:
+        """``node`` (re)started, or installed a snapshot: its state machine is what ``node.applied`` made it."""
+        ...
+
+    def on_apply(self, node: SimNode, data: bytes, index: int) -> None:
+        """``node`` applies the committed entry ``index``."""
+        ...
+
+    def propose(self, leader: SimNode) -> set[int]:
+        """A client's step at a node that believes it leads; the nodes touched."""
+        ...
+
+    def after_step(self) -> None:
+        ...
+
+    def final_check(self) -> None:
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +181,8 @@ class SimNode:
             self.raft.abstain()  # a peer's handshake says the cluster has a history
         self.applied = decode_state(self.storage.snapshot_data())
         sim.checker.on_start(self)
+        if sim.workload is not None:
+            sim.workload.on_start(self)
 
     def crash(self) -> None:
         self.raft = None
@@ -188,6 +216,8 @@ class SimNode:
             self.storage.save_snapshot(rd.snapshot.meta, [rd.snapshot.data])
             self.applied = decode_state(rd.snapshot.data)
             sim.checker.on_snapshot_installed(self, rd.snapshot.meta)
+            if sim.workload is not None:
+                sim.workload.on_start(self)
         if crash_at == 1:
             return self._crash_mid_ready()
         if rd.hard_state is not None:
@@ -206,6 +236,8 @@ class SimNode:
         for entry in rd.committed_entries:
             sim.checker.on_apply(self, entry)
             self.applied.append(entry.data)
+            if sim.workload is not None:
+                sim.workload.on_apply(self, entry.data, entry.index)
         if crash_at == 4:
             return self._crash_mid_ready()
         for read in rd.read_states:
@@ -247,9 +279,11 @@ class SimResult:
 class Simulation:
     """A simulated cluster; ``run()`` executes the steps and returns a SimResult (or raises Violation)."""
 
-    def __init__(self, seed: int, config: SimConfig | None = None) -> None:
+    def __init__(self, seed: int, config: SimConfig | None = None,
+                 workload: Callable[[Simulation], Workload] | None = None) -> None:
         self.seed = seed
         self.config = config or SimConfig()
+        self.workload: Workload | None = None
         self.rng = random.Random(seed)
         rng = self.rng
         self.n = self.initial_n = self.config.nodes or rng.choice((1, 3, 3, 3, 5, 5))
@@ -277,6 +311,8 @@ class Simulation:
         self.stats_changes_refused = 0
         self.stats_leader_removals = 0
         self.checker = Checker(self)
+        if workload is not None:
+            self.workload = workload(self)
         self.nodes = [SimNode(self, i) for i in range(self.n)]
 
     # ------------------------------------------------------------------ network
@@ -344,6 +380,8 @@ class Simulation:
         for _ in range(self.config.steps):
             self.step()
         self.checker.final_check()
+        if self.workload is not None:
+            self.workload.final_check()
         res = self.result
         res.ticks = self.now
         res.committed = len(self.checker.committed_terms)
@@ -367,6 +405,8 @@ class Simulation:
             touched = self._tick()
         self._settle(touched)
         self.checker.after_step(touched)
+        if self.workload is not None:
+            self.workload.after_step()
 
     def event(self, kind: str, value: int = 0) -> None:
         """One step whose event is chosen by the caller (a hypothesis state machine) instead of the
@@ -417,6 +457,8 @@ class Simulation:
         leader = self._leader()
         if leader is None or leader.raft is None:
             return set()
+        if self.workload is not None:
+            return self.workload.propose(leader)
         self._proposal_seq += 1
         leader.raft.propose(b"v%d" % self._proposal_seq)
         return {leader.id}
