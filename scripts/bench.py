@@ -5,10 +5,16 @@
     python scripts/bench.py --endpoints 127.0.0.1:2602 127.0.0.1:2603 -P 32 -C 32 -n 50000
     python scripts/bench.py --start-node                                   # a temporary single node
     python scripts/bench.py --start-node --interfaces binary,rest -P 16 -C 16  # the same load per interface
+    python scripts/bench.py --start-node --interfaces binary,rest,grpc --put-mode batch --phases enqueue
+    python scripts/bench.py --start-node --put-mode keyed --phases enqueue    # one record per call, with a key
 
 Producers and consumers are OS processes (fork), one connection each, a blocking closed loop (no
-pipelining). Phases: ``enqueue`` (P producers put N), ``drain`` (C consumers dequeue + ack N),
-``mixed`` (both at once, N each). Per phase and role it prints ops/s, p50/p99/p99.9 latency in ms,
+pipelining). ``--put-mode`` chooses the producers' call: ``original`` (the binary protocol's two-phase Enqueue,
+REST's POST .../records, gRPC's Enqueue stream), ``one`` (one record per EnqueueMany / REST record / gRPC
+EnqueueMany, no key), ``keyed`` (the same with an idempotency key: ``keyed`` against ``one`` is what a key
+costs), ``batch`` (``--batch`` keyed records per EnqueueMany / POST .../records/batch). Phases: ``enqueue``
+(P producers put N records), ``drain`` (C consumers dequeue + ack N), ``mixed`` (both at once, N each).
+Per phase and role it prints ops/s (and records/s), p50/p99/p99.9 latency in ms,
 the client's CPU (sum over worker processes, in cores, and the busiest worker) so a reader can tell
 whether the client saturated, the server's CPU (and its system-time share) when its pid is known, and the
 machine's busy cores.
@@ -58,6 +64,8 @@ MAX_WORKERS = 64
 I32 = struct.Struct(">i")
 U32 = struct.Struct(">I")
 I64_I32 = struct.Struct(">qi")
+NO_DELAY = bytes(16)  # an EnqueueMany item's delay and not-before: none
+ADDED_ONE = 15  # 63 61, count 1, id, duplicate
 U64_I64_I32 = struct.Struct(">Qqi")
 ACK = b"\x4b"
 OK = 0x6B
@@ -173,6 +181,24 @@ class Connection:
             return
         raise self._unexpected()
 
+    def put_many(self, priority: int, payload: bytes, keys: list[bytes]) -> None:
+        """One EnqueueMany (protocol 1.1) of ``len(keys)`` records (an empty key: none), answered once committed."""
+        items = b"".join(I64_I32.pack(priority, len(payload)) + payload + I32.pack(len(key)) + key + NO_DELAY
+                         for key in keys)
+        self.sock.sendall(b"\x43\x65" + self.qname + I32.pack(len(keys)) + items)
+        if len(keys) == 1:  # the fast path: one fixed-size answer
+            while len(self.buf) < ADDED_ONE:
+                self._fill()
+            if self.buf[:6] == b"\x63\x61\x00\x00\x00\x01":
+                self.buf = self.buf[ADDED_ONE:]
+                return
+        answer = self._packet()
+        if not (isinstance(answer, wire.CommandResponse) and isinstance(answer.response, wire.AddedResponse)
+                and len(answer.response.records) == len(keys)):
+            if isinstance(answer, wire.NotLeader):
+                raise NotLeaderError(answer.leader_id)
+            raise BenchError(f"EnqueueMany answered {answer!r}")
+
     def put(self, priority: int, payload: bytes) -> None:
         """Two-phase enqueue: request → Ok, Ack → Ok (the second Ok means durable)."""
         self.sock.sendall(self.enqueue_head + I64_I32.pack(priority, len(payload)) + payload)
@@ -240,6 +266,12 @@ def check_hot_path(queue: str) -> None:
         raise BenchError(f"hand-encoded dequeue {mine.hex()} differs from the codec's {theirs.hex()}")
     if wire.encode(wire.Ack()) != ACK:
         raise BenchError("Ack is not 0x4b")
+    mine = b"\x43\x65" + qname + I32.pack(1) + I64_I32.pack(7, 3) + b"abc" + I32.pack(1) + b"k" + NO_DELAY
+    theirs = wire.encode(wire.CommandRequest(wire.EnqueueManyCommand(queue, (wire.EnqueueItem(7, b"abc", b"k"),))))
+    if mine != theirs:
+        raise BenchError(f"hand-encoded EnqueueMany {mine.hex()} differs from the codec's {theirs.hex()}")
+    if len(wire.encode(wire.CommandResponse(wire.AddedResponse(((1, False),))))) != ADDED_ONE:
+        raise BenchError("an Added answer of one record is not 15 bytes")
 
 
 def find_leader(endpoints: list[tuple[str, int]], queue: str, timeout: float) -> tuple[str, int]:
@@ -304,7 +336,7 @@ def connect(interface: str, address: tuple[str, int], queue: str, timeout: float
 
 def worker(role: str, interface: str, leader: tuple[str, int], endpoints: list[tuple[str, int]], queue: str,
            quota: int, payload_size: int, seed: int, go: Any, deadline_s: float, stop_on_empty: bool,
-           out: Any) -> None:
+           out: Any, put_mode: str = "original", batch: int = 1) -> None:
     """One producer ("put") or consumer ("get") process: connect, wait for the start signal, run ``quota`` ops.
     ``leader`` is the address of ``interface`` on the leader; only the binary protocol follows NotLeader."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -330,8 +362,12 @@ def worker(role: str, interface: str, leader: tuple[str, int], endpoints: list[t
                 result.timed_out = True
                 break
             try:
-                if role == "put":
+                if role == "put" and put_mode == "original":
                     conn.put(priorities[done % npri], payload)
+                elif role == "put":
+                    keyed = put_mode != "one"
+                    keys = [b"%d-%d-%d" % (seed, done, i) if keyed else b"" for i in range(batch)]
+                    conn.put_many(priorities[done % npri], payload, keys)
                 elif not conn.get(1000):
                     if stop_on_empty:
                         break
@@ -423,9 +459,10 @@ def run_phase(name: str, interface: str, args: argparse.Namespace, leader: tuple
         plan += [("get", q, name == "drain") for q in split(args.n, args.consumers)]
     procs = []
     for i, (role, quota, stop_on_empty) in enumerate(plan):
-        p = ctx.Process(target=worker, args=(role, interface, leader, endpoints, args.queue, quota, args.payload,
+        calls = -(-quota // args.batch) if role == "put" else quota  # a put call carries --batch records
+        p = ctx.Process(target=worker, args=(role, interface, leader, endpoints, args.queue, calls, args.payload,
                                              args.seed * 1000 + i + hash(name) % 997, go, args.phase_timeout,
-                                             stop_on_empty, out), daemon=True)
+                                             stop_on_empty, out, args.put_mode, args.batch), daemon=True)
         p.start()
         procs.append(p)
     time.sleep(0.3 + 0.01 * len(procs))  # let every worker connect before the clock starts
@@ -463,10 +500,14 @@ def run_phase(name: str, interface: str, args: argparse.Namespace, leader: tuple
         elapsed = max(1e-9, end - t0)
         lat = sorted(x for r in mine for x in r.latencies)
         cpu = sum(r.cpu for r in mine)
+        per_call = args.batch if role == "put" else 1
         rows.append({
             "interface": interface, "phase": name, "role": role, "workers": len(mine), "ops": ops,
             "seconds": round(elapsed, 3),
-            "ops_per_s": ops / elapsed,
+            "ops_per_s": ops / elapsed, "records_per_s": ops * per_call / elapsed,
+            "put_mode": args.put_mode if role == "put" else "",
+            "server_us_per_record": ((server_user + server_sys) / max(1, ops * per_call) * 1e6
+                                     if server_pids and name != "mixed" else None),
             "p50_ms": percentile(lat, 0.5) * 1e3, "p99_ms": percentile(lat, 0.99) * 1e3,
             "p999_ms": percentile(lat, 0.999) * 1e3,
             "client_cpu_cores": cpu / elapsed, "max_worker_cpu": max(r.cpu for r in mine) / elapsed,
@@ -481,16 +522,19 @@ def run_phase(name: str, interface: str, args: argparse.Namespace, leader: tuple
 
 
 def print_rows(rows: list[dict[str, Any]]) -> None:
-    header = (f"{'iface':6} {'phase':8} {'role':4} {'conns':>5} {'ops':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-              f"{'p99.9 ms':>9} {'cli cpu':>7} {'max wkr':>7} {'srv cpu':>7} {'srv sys':>7} {'busy':>5} {'err':>4}")
+    header = (f"{'iface':6} {'phase':8} {'role':4} {'conns':>5} {'ops':>7} {'ops/s':>9} {'recs/s':>9} {'p50 ms':>8} "
+              f"{'p99 ms':>8} {'p99.9 ms':>9} {'cli cpu':>7} {'max wkr':>7} {'srv cpu':>7} {'srv sys':>7} "
+              f"{'us/rec':>7} {'busy':>5} {'err':>4}")
     print(header)
     print("-" * len(header))
     for r in rows:
         srv = "-" if r["server_cpu_cores"] is None else f"{r['server_cpu_cores']:.2f}"
         sys_share = "-" if r["server_sys_share"] is None else f"{100 * r['server_sys_share']:.0f}%"
+        per_record = "-" if r["server_us_per_record"] is None else f"{r['server_us_per_record']:.0f}"
         print(f"{r['interface']:6} {r['phase']:8} {r['role']:4} {r['workers']:5d} {r['ops']:7d} {r['ops_per_s']:9.0f} "
-              f"{r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['p999_ms']:9.2f} {r['client_cpu_cores']:7.2f} "
-              f"{r['max_worker_cpu']:7.2f} {srv:>7} {sys_share:>7} {r['machine_busy_cores']:5.2f} {r['errors']:4d}")
+              f"{r['records_per_s']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['p999_ms']:9.2f} "
+              f"{r['client_cpu_cores']:7.2f} {r['max_worker_cpu']:7.2f} {srv:>7} {sys_share:>7} {per_record:>7} "
+              f"{r['machine_busy_cores']:5.2f} {r['errors']:4d}")
     for r in rows:
         if r["first_error"]:
             print(f"  {r['interface']}/{r['phase']}/{r['role']}: {r['errors']} errors, {r['redirects']} NotLeader "
@@ -557,6 +601,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma list of {', '.join(INTERFACES)}: the phases run once per interface")
     parser.add_argument("--http", metavar="HOST:PORT", help="the leader's REST address (implied by --start-node)")
     parser.add_argument("--grpc", metavar="HOST:PORT", help="the leader's gRPC address (implied by --start-node)")
+    parser.add_argument("--put-mode", choices=("original", "one", "keyed", "batch"), default="original",
+                        help="the producers' call (see the module's docstring)")
+    parser.add_argument("--batch", type=int, default=100, help="records per call with --put-mode batch")
     parser.add_argument("--phase-timeout", type=float, default=60.0, help="time limit of one phase, seconds")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
@@ -571,6 +618,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("-n: 1..10000000")
     if not 1 <= args.phase_timeout <= 3600:
         parser.error("--phase-timeout: 1..3600 s")
+    if not 1 <= args.batch <= 1000:
+        parser.error("--batch: 1..1000")
+    if args.put_mode != "batch":
+        args.batch = 1
     args.phase_list = [p.strip() for p in args.phases.split(",") if p.strip()]
     unknown = set(args.phase_list) - {"enqueue", "drain", "mixed"}
     if unknown or not args.phase_list:

@@ -8,6 +8,7 @@ ack round. gRPC is imported only where a client is made (after the fork: no gRPC
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import queue
@@ -34,10 +35,11 @@ class RestConnection:
         self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         name = quote(queue, safe="")
         self.records = f"/api/v1/queues/{name}/records?priority="
+        self.batch = f"/api/v1/queues/{name}/records/batch"
         self.dequeue = f"/api/v1/queues/{name}/dequeue?lease=60s&wait="
 
-    def _call(self, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
+    def _call(self, path: str, body: bytes | None = None, kind: str = "application/octet-stream") -> tuple[int, bytes]:
+        headers = {"Content-Type": kind} if body is not None else {}
         self.conn.request("POST", path, body, headers)
         response = self.conn.getresponse()
         data = response.read()
@@ -47,6 +49,19 @@ class RestConnection:
 
     def put(self, priority: int, payload: bytes) -> None:
         status, data = self._call(f"{self.records}{priority}", payload)
+        if status != 201:
+            raise ClientError(f"enqueue answered {status}: {data[:200]!r}")
+
+    def put_many(self, priority: int, payload: bytes, keys: list[bytes]) -> None:
+        """One record (with ``?key=``) per POST .../records, or a batch (JSON) per POST .../records/batch."""
+        if len(keys) == 1:
+            key = f"&key={keys[0].decode()}" if keys[0] else ""
+            status, data = self._call(f"{self.records}{priority}{key}", payload)
+        else:
+            encoded = base64.b64encode(payload).decode("ascii")
+            body = json.dumps({"records": [{"priority": priority, "payload_base64": encoded,
+                                            **({"key": key.decode()} if key else {})} for key in keys]})
+            status, data = self._call(self.batch, body.encode(), "application/json")
         if status != 201:
             raise ClientError(f"enqueue answered {status}: {data[:200]!r}")
 
@@ -94,7 +109,7 @@ class GrpcConnection:
         self.queue = queue_name
         self.channel = grpc.insecure_channel(f"{address[0]}:{address[1]}")
         grpc.channel_ready_future(self.channel).result(timeout=timeout)
-        stub = pb_grpc.TaskFluxServiceStub(self.channel)
+        stub = self.stub = pb_grpc.TaskFluxServiceStub(self.channel)
         self.enqueue = _Stream(stub.Enqueue)
         self.dequeue = _Stream(stub.Dequeue)
         self.ack_enqueue = pb.EnqueueRequest(ack=pb.AckMessage(ack=True))
@@ -117,6 +132,13 @@ class GrpcConnection:
         self._check(answer, "data")
         if answer.data.HasField("policy_violation"):
             raise ClientError(str(answer).strip())
+
+    def put_many(self, priority: int, payload: bytes, keys: list[bytes]) -> None:
+        """One EnqueueMany call of ``len(keys)`` records."""
+        pb = self.pb
+        answer = self.stub.EnqueueMany(pb.EnqueueManyRequest(queue=self.queue, records=[
+            pb.NewRecord(priority=priority, payload=payload, key=key) for key in keys]))
+        self._check(answer, "data")
 
     def get(self, timeout_ms: int) -> bool:
         pb = self.pb

@@ -33,10 +33,10 @@ def create(conn: RawConnection, name: str, max_size: int = -1, qa: tuple[int, in
 def test_handshake_bytes(single_node: NodeProcess) -> None:
     conn = connect(single_node, handshake=False)
     exchange(conn, "41 4E", "61 01")
-    exchange(conn, "42 00000001 00000000 00000007", "62 01")  # any 1.0.x is accepted
+    exchange(conn, "42 00000001 00000000 00000007", "62 01")  # any 1.0.x is accepted (and 1.1.x)
 
 
-@pytest.mark.parametrize("version", ["00000001 00000001 00000000", "00000002 00000000 00000000",
+@pytest.mark.parametrize("version", ["00000001 00000002 00000000", "00000002 00000000 00000000",
                                      "00000000 00000009 00000000"])
 def test_an_unsupported_version_is_refused_with_a_reason_and_closed(single_node: NodeProcess, version: str) -> None:
     conn = connect(single_node, handshake=False)

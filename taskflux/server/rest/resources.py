@@ -126,7 +126,8 @@ class ResourceRoutes(RestParts):
     def add_records(self, name: str) -> bottle.HTTPResponse:
         """A batch, all or nothing (one log entry): 201 with each record's id and whether it was a duplicate."""
         name = queue_name(name)
-        body = read_json_object(MAX_BATCH_RECORDS * (self.max_payload * 4 // 3 + JSON_SLACK_BYTES))
+        # The payloads of a batch together fit in one payload's limit (one log entry), in base64 at worst.
+        body = read_json_object(self.max_payload * 4 // 3 + MAX_BATCH_RECORDS * JSON_SLACK_BYTES)
         unknown = sorted(set(body) - {"records"})
         if unknown:
             raise error(400, "unknown_field", f"unknown field {unknown[0]!r}", unknown[0])
@@ -134,6 +135,10 @@ class ResourceRoutes(RestParts):
         if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_RECORDS:
             raise error(400, "invalid_field", f"records must be a list of 1-{MAX_BATCH_RECORDS} records", "records")
         records = [self._json_record(item, f"records[{position}]") for position, item in enumerate(items)]
+        size = sum(len(record.payload) for record in records)
+        if size > self.max_payload:
+            raise error(413, "payload_too_large", f"the batch's payloads ({size} bytes) exceed max_payload_size "
+                        f"({self.max_payload} bytes) together", "records")
         result = raise_unless_ok(self.service.add_records(name, records))
         assert isinstance(result, RecordsAdded)
         return json_response(201, {"queue": name, "records": [
