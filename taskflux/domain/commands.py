@@ -129,8 +129,7 @@ class AddRecords:
     records: tuple[NewRecord, ...]
 
     def validate(self) -> Failure | None:
-        if not is_valid_queue_name(self.name):
-            return invalid_name(self.name)
+        """The values, not the name: an invalid name is no queue's (the service refuses it first)."""
         if not 1 <= len(self.records) <= MAX_BATCH_RECORDS:
             return invalid_record(f"a batch has 1-{MAX_BATCH_RECORDS} records, not {len(self.records)}")
         if not 0 <= self.now <= INT64_MAX:

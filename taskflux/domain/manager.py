@@ -53,9 +53,10 @@ class QueueManager:
     """Every queue of a node, by name. A new manager holds the empty default queue ``""``.
 
     ``woken`` lists, one name per record, the queues where records became ready by the last applies (added,
-    due, returned, dead-lettered): the node drains it to wake as many waiting consumers."""
+    due, returned, dead-lettered): the node drains it to wake as many waiting consumers; ``delayed_added`` says
+    that a record was delayed (the node clears it)."""
 
-    __slots__ = ("_queues", "_timed", "clock", "next_incarnation", "woken")
+    __slots__ = ("_queues", "_timed", "clock", "delayed_added", "next_incarnation", "woken")
 
     def __init__(self, with_default_queue: bool = True) -> None:
         self._queues: dict[str, Queue] = {}
@@ -63,6 +64,7 @@ class QueueManager:
         self.next_incarnation = DEFAULT_INCARNATION + 1
         self.clock = 0
         self.woken: list[str] = []
+        self.delayed_added = False  # set when a record was delayed: the leader's ticker looks at the due times again
         if with_default_queue:
             self.add_queue(Queue(DEFAULT_QUEUE, Implementation.H4, QueuePolicies(), DEFAULT_INCARNATION))
 
@@ -100,7 +102,8 @@ class QueueManager:
         if isinstance(command, (RemoveRecord, RemoveRecords)):
             return self._instance(command.name, command.incarnation)
         if isinstance(command, AddRecords):
-            return command.validate() or self._check_batch(command)
+            # Its values were validated where it was made (AddRecords.validate); a log entry holds only such.
+            return self._check_batch(command)
         if isinstance(command, ReturnRecords):
             return command.validate() or self._instance(command.name, command.incarnation)
         if isinstance(command, Tick):
@@ -179,6 +182,11 @@ class QueueManager:
         queue = self._queues.get(command.name)
         if queue is None:
             return _missing(command.name)
+        if len(command.records) == 1:  # the common case, without the bookkeeping of a batch
+            record = command.records[0]
+            if record.key is not None and queue.known_key(record.key, self.clock) is not None:
+                return None
+            return queue.policies.check_enqueue(queue.stored, record.priority, len(record.payload))
         fresh, seen = 0, set()
         for record in command.records:
             if record.key is not None:
@@ -248,6 +256,7 @@ class QueueManager:
             self.woken.append(queue.name)
         else:
             self._timed.add(queue.name)
+            self.delayed_added = True
 
     def _advance(self, now: int) -> None:
         """Move the clock to ``now`` (never back) and make the records due by then ready."""

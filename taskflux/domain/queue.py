@@ -6,7 +6,7 @@ import heapq
 import itertools
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from taskflux.domain.errors import Implementation
 from taskflux.domain.policies import QueuePolicies
@@ -78,7 +78,8 @@ class Queue:
         """Store a copy of ``template`` under the next id: ready, or delayed when it is not due at ``clock``.
         The record, and True when it is ready."""
         self.last_id += 1
-        record = replace(template, id=self.last_id)
+        record = Record(self.last_id, template.priority, template.payload, template.failed_deliveries,
+                        template.not_before, template.origin)
         return record, self.place(record, clock)
 
     def place(self, record: Record, clock: int) -> bool:

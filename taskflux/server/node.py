@@ -29,7 +29,7 @@ import gevent
 from gevent.event import AsyncResult, Event
 from gevent.queue import Empty, Full, Queue
 
-from taskflux.domain.commands import AddRecord, AddRecords, Command, DeleteQueue, ReturnRecords, Tick
+from taskflux.domain.commands import AddRecord, Command, DeleteQueue, Tick
 from taskflux.domain.entry_codec import decode_command, encode_command
 from taskflux.domain.manager import QueueManager
 from taskflux.domain.results import OK, Result
@@ -908,7 +908,8 @@ class Node:
             self.applied_entries += 1
             if waiting is not None:
                 waiting.resolve(result)
-            if isinstance(command, (AddRecords, ReturnRecords)):
+            if manager.delayed_added:
+                manager.delayed_added = False
                 self._delays_changed.set()  # maybe a new earliest due time: the ticker looks again
             woken = manager.woken
             if woken:

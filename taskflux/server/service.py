@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from gevent import GreenletExit
 from gevent.event import AsyncResult
@@ -103,6 +104,22 @@ RELEASED = "released"  # a failed delivery that could not be logged: the record 
 MAX_PEEK = 1000
 
 
+class RecordSpec(Protocol):
+    """What ``QueueService.add_records`` reads of a record to enqueue (a ``RecordIn``, or the binary protocol's
+    ``EnqueueItem`` as it was decoded); an empty key is no key."""
+
+    @property
+    def priority(self) -> int: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def delay_ms(self) -> int: ...
+    @property
+    def not_before_ms(self) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class RecordIn:
     """A record to enqueue through ``QueueService.add_records``: an idempotency key, and a delay or a time
@@ -154,31 +171,37 @@ class QueueService:
         else:
             self.node.propose(add, reply if self.counters is None else _Counted(reply, self.counters))
 
-    def add_records(self, name: str, records: Sequence[RecordIn]) -> Result:
+    def add_records(self, name: str, records: Sequence[RecordSpec]) -> Result:
         """Enqueue records at once, all or nothing (one log entry): RecordsAdded once committed, or the failure
         or policy violation that refused them all. A record whose key the queue remembers adds nothing and
         gets the first enqueue's id; when every record's key is known nothing is proposed."""
+        result = AsyncResult()
+        self.start_add_records(name, records, result)
+        return result.get()
+
+    def start_add_records(self, name: str, records: Sequence[RecordSpec], reply: Reply) -> None:
+        """``add_records`` without waiting: its result (a refusal included) goes to ``reply``, once — from the node
+        loop when something is proposed. Raises NotLeader (nothing was done)."""
         if not is_valid_queue_name(name):
-            return INVALID_NAME
+            reply.set(INVALID_NAME)
+            return
         self.node.ensure_serving()
         now = self.now()
         new_records = []
         for record in records:
             not_before = _not_before(record, now)
             if isinstance(not_before, Failure):
-                return not_before
-            new_records.append(NewRecord(record.priority, record.payload, record.key, not_before))
+                reply.set(not_before)
+                return
+            new_records.append(NewRecord(record.priority, record.payload, record.key or None, not_before))
         command = AddRecords(name, now, tuple(new_records))
-        refusal = self.node.manager.check(command)
-        if refusal is not None:
-            return refusal
-        known = self._known(command)
-        if known is not None:
-            return known
-        result = self.node.submit(command)
-        if isinstance(result, RecordsAdded) and self.counters is not None:
-            self.counters.enqueued(sum(result.added))
-        return result
+        answer: Result | None = command.validate() or self.node.manager.check(command)
+        if answer is None:
+            answer = self._known(command)  # a retry of an enqueue that committed: nothing to propose
+        if answer is not None:
+            reply.set(answer)
+        else:
+            self.node.propose(command, reply if self.counters is None else _Counted(reply, self.counters))
 
     def _known(self, command: AddRecords) -> RecordsAdded | None:
         """The answer when every record's key is remembered (a retry of an enqueue that committed)."""
@@ -186,10 +209,13 @@ class QueueService:
         if queue is None:
             return None
         clock = self.node.manager.clock
-        ids = [queue.known_key(record.key, clock) if record.key is not None else None for record in command.records]
-        if any(record_id is None for record_id in ids):
-            return None
-        return RecordsAdded(tuple(record_id for record_id in ids if record_id is not None), (False,) * len(ids))
+        ids = []
+        for record in command.records:
+            known = None if record.key is None else queue.known_key(record.key, clock)
+            if known is None:
+                return None
+            ids.append(known)
+        return RecordsAdded(tuple(ids), (False,) * len(ids))
 
     def create_queue(self, command: CreateQueue) -> Result:
         invalid = command.validate()
@@ -405,7 +431,7 @@ class Delivery:
 
 
 class _Counted:
-    """A reply that counts an enqueued record when its enqueue commits."""
+    """A reply that counts the enqueued records when their enqueue commits."""
 
     __slots__ = ("counters", "reply")
 
@@ -416,6 +442,8 @@ class _Counted:
     def set(self, result: Result) -> None:
         if isinstance(result, RecordAdded):
             self.counters.enqueued()
+        elif isinstance(result, RecordsAdded):
+            self.counters.enqueued(sum(result.added))
         self.reply.set(result)
 
     def set_exception(self, error: BaseException) -> None:
@@ -497,7 +525,7 @@ def _before_showing(ack: Callable[[], Result], deliveries: Sequence[Delivery]) -
         return None
 
 
-def _not_before(record: RecordIn, now: int) -> int | Failure:
+def _not_before(record: RecordSpec, now: int) -> int | Failure:
     """The leader time before which ``record`` is not handed out (0: none), or why its delay is invalid."""
     if not 0 <= record.delay_ms <= MAX_DELAY_MS:
         return invalid_record(f"a delay is 0-{MAX_DELAY_MS} ms, not {record.delay_ms}")

@@ -40,7 +40,7 @@ from taskflux.server.connections import Connection, ConnectionTable, EvictionPol
 from taskflux.server.metrics import InterfaceMetrics, NodeMetrics
 from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown
 from taskflux.server.peers import PeerNetwork
-from taskflux.server.service import QueueService, RecordIn
+from taskflux.server.service import QueueService
 from taskflux.wire import client_protocol as wire
 from taskflux.wire.primitives import ProtocolError
 
@@ -587,17 +587,8 @@ class Session:
         if not is_valid_queue_name(command.queue):
             self.error(ErrorCode.INVALID_QUEUE_NAME)
             return outcomes.ERROR
-        records = [RecordIn(item.priority, item.payload, item.key or None, item.delay_ms, item.not_before_ms)
-                   for item in command.items]
-        if any(not record.delay_ms >= 0 or record.not_before_ms < 0 for record in records) or not records:
-            self.error(ErrorCode.INVALID_RECORD)
-            return outcomes.ERROR
-        result = self.service.add_records(command.queue, records)
-        if isinstance(result, RecordsAdded):
-            self.respond(wire.AddedResponse(tuple(zip(result.record_ids, (not added for added in result.added),
-                                                      strict=True))))
-            return outcomes.OK
-        return self.answer(result)
+        self.service.start_add_records(command.queue, command.items, self.expect_answer())
+        return PENDING
 
     def dequeue_many(self, command: wire.DequeueManyCommand) -> str:
         """Up to ``max_records`` records (waiting for the first), then the client's Ack (all removed) or Nack
@@ -654,7 +645,10 @@ def create_command(command: wire.CreateQueueCommand | wire.CreateQueueWithPolici
 
 
 def final_answer(result: Result) -> tuple[str, bytes]:
-    """A write's outcome (for the metrics) and its final answer: Ok, a business error or a policy violation."""
+    """A write's outcome (for the metrics) and its final answer: Ok (Added for EnqueueMany), a business error or a
+    policy violation."""
+    if isinstance(result, RecordsAdded):
+        return outcomes.OK, wire.encode_added(result.record_ids, [not added for added in result.added])
     if isinstance(result, Failure):
         return outcomes.ERROR, wire.encode(wire.CommandResponse(wire.CommandErrorResponse(result.code, "")))
     if isinstance(result, PolicyViolation):

@@ -16,8 +16,10 @@ from taskflux.client import (
     TaskFluxClient,
     TaskFluxError,
 )
+from taskflux.domain.results import RecordsAdded
 from taskflux.server import tcp
 from taskflux.server.main import Server
+from taskflux.server.node import CommitTimeout
 from taskflux.wire import client_protocol as wire
 from tests.rest.conftest import server  # noqa: F401  # the fixture: a whole node in this process
 from tests.support.raw_client import RawConnection
@@ -42,17 +44,18 @@ def test_enqueue_returns_the_id_and_a_known_key_adds_nothing(client: TaskFluxCli
 def test_an_enqueue_whose_answer_is_lost_is_retried_with_its_key_and_added_once(
     client: TaskFluxClient, server: Server, monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
-    answered = tcp.Session.respond
+    answered = tcp.Session.answered
     lost: list[int] = []
 
-    def lose_the_first_answer(session: tcp.Session, response: wire.Response) -> None:
-        if isinstance(response, wire.AddedResponse) and not lost:
-            lost.append(response.records[0][0])
-            session.sock.close()  # committed, but the client never hears it: its outcome is unknown to it
-            raise tcp.ClientGone("answer lost on purpose")
-        answered(session, response)
+    def lose_the_first_answer(session: tcp.Session, answer: object, result: object) -> None:
+        if isinstance(result, RecordsAdded) and not lost:
+            lost.append(result.record_ids[0])
+            # committed, but the client never hears it: the connection closes as on a commit timeout
+            session.refused(answer, CommitTimeout("the answer is lost on purpose"))  # type: ignore[arg-type]
+            return
+        answered(session, answer, result)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(tcp.Session, "respond", lose_the_first_answer)
+    monkeypatch.setattr(tcp.Session, "answered", lose_the_first_answer)
     record_id = client.enqueue("", 1, b"exactly once")
     assert lost == [record_id]  # the retry got the first enqueue's id
     assert client.count() == 1

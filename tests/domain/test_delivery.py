@@ -108,10 +108,13 @@ def test_a_batch_is_all_or_nothing_under_the_size_limit() -> None:
 
 
 def test_batch_validation() -> None:
-    manager = QueueManager()
-    assert isinstance(manager.apply(AddRecords("", 1, ())), Failure)
-    too_long = manager.apply(AddRecords("", 1, (NewRecord(0, b"", b"k" * 129),)))
+    """Values are validated where a batch is made (the service); applying checks the queue and its policies."""
+    assert isinstance(AddRecords("", 1, ()).validate(), Failure)
+    too_long = AddRecords("", 1, (NewRecord(0, b"", b"k" * 129),)).validate()
     assert isinstance(too_long, Failure) and too_long.code is ErrorCode.INVALID_RECORD
+    late = AddRecords("", 1, (NewRecord(0, b"", None, -1),)).validate()
+    assert isinstance(late, Failure) and late.code is ErrorCode.INVALID_RECORD
+    manager = QueueManager()
     missing = manager.apply(AddRecords("nope", 1, (NewRecord(0, b""),)))
     assert isinstance(missing, Failure) and missing.code is ErrorCode.QUEUE_DOES_NOT_EXIST
 

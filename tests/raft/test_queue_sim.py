@@ -89,9 +89,7 @@ def test_uncounted_failures_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
                 queue = self.get(command.name)
                 record = queue.take(record_id) if queue is not None else None
                 if record is not None and queue is not None:
-                    from dataclasses import replace as replaced
-                    queue.place(replaced(record, failed_deliveries=max(0, record.failed_deliveries - 1)),
-                                self.clock)
+                    queue.place(record._replace(failed_deliveries=max(0, record.failed_deliveries - 1)), self.clock)
         return result
 
     found = _first_violation(lambda: monkeypatch.setattr(QueueManager, "apply", drops_returns))

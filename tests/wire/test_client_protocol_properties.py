@@ -11,9 +11,11 @@ from hypothesis import strategies as st
 from taskflux.domain.errors import PolicyCode
 from taskflux.domain.records import Record
 from taskflux.wire.client_protocol import (
+    MAX_KEY_BYTES,
     SERVER_PACKETS,
     UNLIMITED,
     Ack,
+    AddedResponse,
     AuthorizationRequest,
     AuthorizationResponse,
     BootstrapRequest,
@@ -26,11 +28,15 @@ from taskflux.wire.client_protocol import (
     CountCommand,
     CountResponse,
     CreateQueueCommand,
+    CreateQueueWithPoliciesCommand,
     DeleteQueueCommand,
     DequeueCommand,
+    DequeueManyCommand,
     DequeueResponse,
     Direction,
     EnqueueCommand,
+    EnqueueItem,
+    EnqueueManyCommand,
     ErrorResponse,
     ListQueuesCommand,
     ListQueuesResponse,
@@ -39,8 +45,10 @@ from taskflux.wire.client_protocol import (
     Ok,
     Packet,
     PacketDecoder,
+    PeekCommand,
     PolicyViolationResponse,
     QueueInfo,
+    RecordsResponse,
     encode,
 )
 from taskflux.wire.primitives import I32, I64, ProtocolError
@@ -62,6 +70,12 @@ commands = st.one_of(
     st.builds(CreateQueueCommand, names, int32, optional_size, optional_size, st.none() | st.tuples(int64, int64)),
     st.builds(DeleteQueueCommand, names),
     st.just(ListQueuesCommand()),
+    st.builds(EnqueueManyCommand, names, st.lists(st.builds(
+        EnqueueItem, int64, payloads, st.binary(max_size=MAX_KEY_BYTES), int64, int64), max_size=4).map(tuple)),
+    st.builds(DequeueManyCommand, names, uint32, int32),
+    st.builds(PeekCommand, names, int32),
+    st.builds(CreateQueueWithPoliciesCommand, names, int32, optional_size, optional_size, st.none() | st.tuples(
+        int64, int64), optional_size, st.none() | names, int64, st.integers(0, 255), int64, int64, int32),
 )
 
 policy_violations = st.one_of(
@@ -73,13 +87,16 @@ policy_violations = st.one_of(
 
 responses = st.one_of(
     st.builds(CountResponse, int32),
-    st.builds(DequeueResponse, st.none() | st.builds(Record, uint64, int64, payloads)),
+    st.builds(DequeueResponse, st.none() | st.builds(lambda *fields: Record(*fields), uint64, int64, payloads)),
     st.builds(CommandErrorResponse, int32, texts),
     st.builds(
         ListQueuesResponse,
         st.lists(st.builds(QueueInfo, names, int32, st.dictionaries(texts, texts, max_size=4)), max_size=5).map(tuple),
     ),
     policy_violations,
+    st.builds(AddedResponse, st.lists(st.tuples(uint64, st.booleans()), max_size=5).map(tuple)),
+    st.builds(RecordsResponse, st.lists(st.builds(lambda *fields: Record(*fields), uint64, int64, payloads, int32),
+                                        max_size=4).map(tuple)),
 )
 
 packets: st.SearchStrategy[Packet] = st.one_of(
