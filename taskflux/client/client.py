@@ -34,7 +34,7 @@ from taskflux.client.errors import (
     server_error,
 )
 from taskflux.domain.errors import INT32_MAX, INT64_MAX, INT64_MIN, Implementation
-from taskflux.domain.policies import DEFAULT_DELIVERY, Backoff
+from taskflux.domain.policies import DEFAULT_DELIVERY, MAX_DELAY_MS, Backoff
 from taskflux.domain.records import Record
 from taskflux.values import parse_endpoint
 from taskflux.wire.client_protocol import (
@@ -61,6 +61,7 @@ from taskflux.wire.client_protocol import (
     ListQueuesCommand,
     ListQueuesResponse,
     Nack,
+    NackAfter,
     NotLeader,
     Ok,
     Packet,
@@ -193,14 +194,19 @@ class _Held:
             raise NotLeaderError(answer.leader_id)
         raise OutcomeUnknown(f"unexpected answer to the ack of {self._describe()}: {answer}")
 
-    def nack(self, timeout: float | None = None) -> None:
-        """Give back: a failed delivery (the record comes back after its queue's retry delay, behind records of
-        equal priority, or moves to its dead-letter queue). If the Nack cannot be completed the connection is
-        closed, which makes the server return the records too, so this never raises for connection failures."""
+    def nack(self, timeout: float | None = None, delay: float | None = None) -> None:
+        """Give back: a failed delivery (the record comes back after ``delay`` seconds, by default its queue's
+        retry delay, behind records of equal priority, or moves to its dead-letter queue). If the Nack cannot be
+        completed the connection is closed, which makes the server return the records too, so this never raises
+        for connection failures. A ``delay`` needs protocol 1.1 (at most 30 days)."""
+        if delay is not None and not 0 <= delay <= MAX_DELAY_MS / 1000:
+            raise ValueError(f"delay must be 0-{MAX_DELAY_MS // 1000} s, not {delay}")
+        if delay is not None and self._connection is not None:
+            self._client._require_extension(self._connection, "nack with a delay")
         connection = self._take_connection("nack")
         deadline = time.monotonic() + (self._client.timeout if timeout is None else timeout)
         try:
-            connection.send(_NACK, deadline)
+            connection.send(_NACK if delay is None else encode(NackAfter(round(delay * 1000))), deadline)
             answer = connection.receive(deadline)
         except (SendFailed, ReceiveFailed, TaskFluxProtocolError):
             connection.close()

@@ -33,14 +33,14 @@ from taskflux.config import format_endpoint
 from taskflux.domain.commands import POLICY_DELAY, CreateQueue
 from taskflux.domain.errors import ErrorCode
 from taskflux.domain.names import is_valid_queue_name
-from taskflux.domain.policies import Backoff, DeliveryPolicies, invalid_policy
+from taskflux.domain.policies import MAX_DELAY_MS, Backoff, DeliveryPolicies, invalid_policy
 from taskflux.domain.results import Failure, PolicyViolation, RecordsAdded, Result
 from taskflux.server import metrics as outcomes
 from taskflux.server.connections import Connection, ConnectionTable, EvictionPolicy, oldest_unused, shut_down
 from taskflux.server.metrics import InterfaceMetrics, NodeMetrics
-from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown
+from taskflux.server.node import Node, NodeStopped, NotLeader
 from taskflux.server.peers import PeerNetwork
-from taskflux.server.service import QueueService
+from taskflux.server.service import SERVICE_ERRORS, Delivery, Ending, QueueService, ending_of, metrics_outcome
 from taskflux.wire import client_protocol as wire
 from taskflux.wire.primitives import ProtocolError
 
@@ -342,6 +342,8 @@ class Session:
             self.execute(packet.command)
         elif isinstance(packet, wire.ClusterMetadataRequest):
             self.cluster_metadata()
+        elif isinstance(packet, wire.NackAfter) and not self.extended:
+            raise ClientGone("a NackAfter (extension) from a 1.0 client")  # to it, an unknown packet marker
         else:  # any other known packet is read and ignored, as by the original server; at most one per turn
             self.throttle_ignored()
 
@@ -369,18 +371,19 @@ class Session:
         outcome = outcomes.INTERNAL_ERROR
         try:
             outcome = self.handlers[type(command)](command)
-        except NotLeader as not_leader:
-            outcome = outcomes.NOT_LEADER
-            self.not_leader(not_leader.leader_id)
-        except OutcomeUnknown as unknown:  # before NodeStopped: StoppedAfterProposing is one too
-            outcome = outcomes.TIMEOUT
-            # The outcome is unknown: no answer would be true. Closing tells the client exactly that.
-            raise ClientGone(f"outcome unknown: {unknown}") from None
+        except SERVICE_ERRORS as ended:
+            outcome = metrics_outcome(ended)
+            ending = ending_of(ended)
+            if ending is Ending.NOT_LEADER:
+                assert isinstance(ended, NotLeader)
+                self.not_leader(ended.leader_id)
+            elif ending is Ending.OUTCOME_UNKNOWN:
+                # The outcome is unknown: no answer would be true. Closing tells the client exactly that.
+                raise ClientGone(f"outcome unknown: {ended}") from None
+            else:
+                raise
         except ClientGone:
             outcome = outcomes.DISCONNECTED
-            raise
-        except NodeStopped:
-            outcome = outcomes.STOPPED
             raise
         finally:
             if outcome != PENDING:
@@ -439,18 +442,18 @@ class Session:
         """The write failed (called by the node loop or its watcher): NotLeader is answered; any other failure
         closes the connection — on an unknown outcome no answer would be true, and closing tells the client
         exactly that."""
-        if isinstance(error, NotLeader):
-            self._finish(answer, outcomes.NOT_LEADER, not_leader_packet(error.leader_id))
-            return
-        if isinstance(error, OutcomeUnknown):  # before NodeStopped: StoppedAfterProposing is one too
-            outcome = outcomes.TIMEOUT
-            logger.info("client %s disconnected: outcome unknown: %s", self.place.address, error)
-        elif isinstance(error, NodeStopped):
-            outcome = outcomes.STOPPED
-        else:
-            outcome = outcomes.INTERNAL_ERROR
+        if not isinstance(error, SERVICE_ERRORS):
             logger.error("client %s: a write failed: %s: %s", self.place.address, type(error).__name__, error)
-        self._finish(answer, outcome, None)
+            self._finish(answer, outcomes.INTERNAL_ERROR, None)
+            return
+        ending = ending_of(error)
+        if ending is Ending.NOT_LEADER:
+            assert isinstance(error, NotLeader)
+            self._finish(answer, metrics_outcome(error), not_leader_packet(error.leader_id))
+            return
+        if ending is Ending.OUTCOME_UNKNOWN:
+            logger.info("client %s disconnected: outcome unknown: %s", self.place.address, error)
+        self._finish(answer, metrics_outcome(error), None)
 
     def _finish(self, answer: _Answer, outcome: str, data: bytes | None) -> None:
         """Write ``data`` (None: close the connection) without blocking the caller, count the request, and let
@@ -534,15 +537,22 @@ class Session:
         except ClientGone:
             delivery.abandon()  # the consumer is gone with the record: a failed delivery
             raise
-        if isinstance(decision, wire.Nack):
-            # A failed delivery, logged (counted; it may delay the record or dead-letter it); answered Ok once
-            # the record is back, whatever became of the log entry.
-            self.service.start_fail_all((delivery,), POLICY_DELAY, self.expect_answer(outcomes.NACK))
+        return self._settle([delivery], decision)
+
+    def _settle(self, deliveries: list[Delivery], decision: wire.Packet) -> str:
+        """The end of the deliveries a client was shown: Ack removes them; Nack (NackAfter: with its delay) is a
+        failed delivery each, logged (counted; it may delay or dead-letter them) and answered Ok once they are
+        back, whatever became of the log entry; anything else breaks the protocol (a failed delivery too)."""
+        if isinstance(decision, wire.Ack):
+            self.service.start_ack_all(deliveries, self.expect_answer())
             return PENDING
-        if not isinstance(decision, wire.Ack):
-            delivery.abandon()
-            raise ClientGone(f"expected Ack or Nack after a dequeue, got {type(decision).__name__}")
-        delivery.start_ack(self.expect_answer())
+        delay = POLICY_DELAY
+        if isinstance(decision, wire.NackAfter) and self.extended and 0 <= decision.delay_ms <= MAX_DELAY_MS:
+            delay = decision.delay_ms
+        elif not isinstance(decision, wire.Nack):
+            self.service.start_fail_all(deliveries, POLICY_DELAY, None)
+            raise ClientGone(f"expected Ack or Nack after a dequeue, got {decision}")
+        self.service.start_fail_all(deliveries, delay, self.expect_answer(outcomes.NACK))
         return PENDING
 
     def count(self, command: wire.CountCommand) -> str:
@@ -609,14 +619,7 @@ class Session:
         except ClientGone:
             self.service.start_fail_all(taken, POLICY_DELAY, None)  # the consumer is gone with the records
             raise
-        if isinstance(decision, wire.Nack):
-            self.service.start_fail_all(taken, POLICY_DELAY, self.expect_answer(outcomes.NACK))
-            return PENDING
-        if not isinstance(decision, wire.Ack):
-            self.service.start_fail_all(taken, POLICY_DELAY, None)
-            raise ClientGone(f"expected Ack or Nack after a dequeue, got {type(decision).__name__}")
-        self.service.start_ack_all(taken, self.expect_answer())
-        return PENDING
+        return self._settle(taken, decision)
 
     def peek(self, command: wire.PeekCommand) -> str:
         records = self.service.peek(command.queue, command.limit)

@@ -89,6 +89,7 @@ class Marker:
     OK = 0x6B
     ERROR_RESPONSE = 0x65
     NOT_LEADER = 0x6C
+    NACK_AFTER = 0x52  # the extension (§13): a Nack with a retry delay
 
 
 class CommandMarker:
@@ -379,6 +380,13 @@ class Nack:
 
 
 @dataclass(frozen=True, slots=True)
+class NackAfter:
+    """``52`` + Int64 delay ms (extension, §13): a Nack whose record comes back after ``delay_ms``."""
+
+    delay_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Ok:
     """``6B``."""
 
@@ -401,6 +409,7 @@ class NotLeader:
 Packet = (
     AuthorizationRequest | AuthorizationResponse | BootstrapRequest | BootstrapResponse | ClusterMetadataRequest
     | ClusterMetadataResponse | CommandRequest | CommandResponse | Ack | Nack | Ok | ErrorResponse | NotLeader
+    | NackAfter
 )
 
 SERVER_PACKETS: tuple[type, ...] = (
@@ -489,6 +498,7 @@ _I64_I32 = struct.Struct(">qi")
 _I32_I32 = struct.Struct(">ii")
 _I32_3 = struct.Struct(">iii")
 _I64_I64 = struct.Struct(">qq")
+_I64 = struct.Struct(">q")
 _ID_PRIORITY_LEN = struct.Struct(">Qqi")
 _ITEM_HEAD = struct.Struct(">qi")  # priority | payload length
 _ITEM_TIMES = struct.Struct(">qq")  # delay ms | not-before ms
@@ -654,6 +664,7 @@ _ENCODERS: dict[type, Callable[[Any], bytes]] = {
     ClusterMetadataResponse: _encode_cluster_metadata,
     ErrorResponse: lambda p: b"e" + I32.pack(p.code) + encode_string(p.message),
     NotLeader: lambda p: b"l" + encode_optional_i32(p.leader_id),
+    NackAfter: lambda p: b"R" + _I64.pack(p.delay_ms),
 }
 
 
@@ -870,6 +881,7 @@ class _Parser:
             Marker.COMMAND_REQUEST: self.command_request,
             Marker.ACK: self.empty(Ack()),
             Marker.NACK: self.empty(Nack()),
+            Marker.NACK_AFTER: lambda r: NackAfter(r.i64()),
         }
 
 

@@ -22,6 +22,8 @@ from taskflux.client.console import (
     Exit,
     Help,
     ListQueues,
+    Peek,
+    Schedule,
     format_payload,
     format_queues,
     parse,
@@ -55,6 +57,17 @@ from tests.client.fake_node import FakeCluster, FakeNode
         ("create r TYPE QA WITHPRIORITYRANGE 5 5", Create("r", "qa", priority_range=(5, 5))),
         ("create h TYPE h4 WITHPRIORITYRANGE 1 2", Create("h", "h4", priority_range=(1, 2))),
         ("delete jobs", Delete("jobs")),
+        ("schedule jobs 30 5 later on", Schedule("jobs", 30.0, 5, b"later on")),
+        ("schedule jobs 0.5 -1", Schedule("jobs", 0.5, -1, b"")),
+        ("peek", Peek("")),
+        ("peek jobs", Peek("jobs")),
+        ("peek jobs 3", Peek("jobs", 3)),
+        ("peek 7", Peek("", 7)),
+        ("create jobs MAXDELIVERIES 5 DEADLETTER dead", Create("jobs", delivery=(
+            ("max_deliveries", 5), ("dead_letter_queue", "dead")))),
+        ("create jobs RETRYDELAY 1.5 BACKOFF Exponential RETRYMAXDELAY 60 DEDUPWINDOW 0", Create("jobs", delivery=(
+            ("retry_delay", 1.5), ("retry_backoff", "exponential"), ("retry_max_delay", 60.0),
+            ("dedup_window", 0.0)))),
         ("list", ListQueues()),
         ("help", Help()),
         ("exit", Exit()),
@@ -91,6 +104,17 @@ def test_parse(line: str, command: object) -> None:
         ("create q TYPE qa", "TYPE qa needs WITHPRIORITYRANGE"),
         ("create q WITHMAXSIZE 1 WITHMAXSIZE 2", "given twice"),
         ("create q SIZE 1", "unknown option 'SIZE'"),
+        ("schedule jobs 5", "usage: schedule"),
+        ("schedule jobs soon 5 x", "SECONDS must be a number"),
+        ("schedule jobs -1 5 x", "SECONDS must be a number"),
+        ("schedule jobs 5 five x", "KEY must be an integer"),
+        ("peek a b c", "usage: peek"),
+        ("peek a b", "N must be a number"),
+        ("peek a 0", "N must be between"),
+        ("create q MAXDELIVERIES 3", "go together"),
+        ("create q MAXDELIVERIES 0 DEADLETTER d", "MAXDELIVERIES needs a number"),
+        ("create q BACKOFF linear", "BACKOFF must be"),
+        ("create q RETRYDELAY", "needs a value"),
     ],
 )
 def test_parse_errors(line: str, message: str) -> None:
@@ -99,7 +123,7 @@ def test_parse_errors(line: str, message: str) -> None:
 
 
 def test_help_lists_every_command() -> None:
-    for verb in ("enqueue", "dequeue", "count", "create", "delete", "list", "help", "exit"):
+    for verb in ("enqueue", "schedule", "dequeue", "peek", "count", "create", "delete", "list", "help", "exit"):
         assert verb in HELP
 
 
@@ -200,3 +224,4 @@ def test_parse_never_fails_with_anything_but_a_syntax_error(words: list[str]) ->
         parse(" ".join(words))
     except ConsoleSyntaxError as exc:
         assert str(exc)
+

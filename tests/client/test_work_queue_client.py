@@ -4,6 +4,7 @@ original (1.0) connection that never sees the extension."""
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator
 
@@ -16,6 +17,7 @@ from taskflux.client import (
     TaskFluxClient,
     TaskFluxError,
 )
+from taskflux.client.__main__ import main as console_main
 from taskflux.domain.results import RecordsAdded
 from taskflux.server import tcp
 from taskflux.server.main import Server
@@ -114,6 +116,22 @@ def test_a_retry_delay_holds_a_nacked_record_back(client: TaskFluxClient) -> Non
     assert client.list_queues()[-1].delayed == 1
 
 
+def test_a_nack_may_give_its_own_delay(client: TaskFluxClient) -> None:
+    client.enqueue("", 1, b"x")
+    record = client.dequeue("")
+    assert record is not None
+    record.nack(delay=60)
+    [summary] = client.list_queues()
+    assert (summary.count, summary.delayed) == (0, 1)
+    client.enqueue("", 2, b"y")
+    record = client.dequeue("")
+    assert record is not None and record.payload == b"y"
+    with pytest.raises(ValueError):
+        record.nack(delay=-1)
+    record.nack(delay=0)  # at once
+    assert client.count() == 1
+
+
 def test_invalid_policies_and_values_are_refused(client: TaskFluxClient) -> None:
     with pytest.raises(InvalidQueuePolicy):
         client.create_queue("q", max_deliveries=3, dead_letter_queue="missing")
@@ -133,6 +151,9 @@ def test_a_1_0_connection_never_sees_the_extension(server: Server) -> None:  # n
     assert answer.response.queues[0].metadata == {}  # no delayed/reserved/policy keys for an original client
     raw.send_packet(wire.CommandRequest(wire.PeekCommand("", 1)))
     assert raw.is_closed_by_server()  # an unknown command marker to a 1.0 client
+    raw = RawConnection(server.clients.address)
+    raw.send_packet(wire.NackAfter(5))
+    assert raw.is_closed_by_server()  # an unknown packet to a 1.0 client
 
 
 def test_the_client_falls_back_to_1_0_and_refuses_what_needs_1_1(server: Server, monkeypatch: pytest.MonkeyPatch  # noqa: F811
@@ -147,3 +168,13 @@ def test_the_client_falls_back_to_1_0_and_refuses_what_needs_1_1(server: Server,
         record = client.dequeue("")
         assert record is not None and record.payload == b"x"
         record.ack()
+
+
+def test_the_console_schedules_peeks_and_creates_with_delivery_options(server: Server) -> None:  # noqa: F811
+    out = io.StringIO()
+    script = "\n".join(["create dead", "create jobs MAXDELIVERIES 2 DEADLETTER dead RETRYDELAY 0",
+                        "schedule jobs 60 3 later", "enqueue jobs 1 now", "peek jobs", "list"]) + "\n"
+    assert console_main(["-e", server.clients.address, "-t", "5"], stdin=io.StringIO(script), stdout=out) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[:5] == ["ok", "ok", "ok (id 1, due in 60 s)", "ok", "key 1 (id 2, 0 failed deliveries): now"]
+    assert "jobs              1  delayed=1 reserved=0 max-deliveries=2 dead-letter-queue=dead" in lines, lines

@@ -41,6 +41,7 @@ from taskflux.wire.client_protocol import (
     ListQueuesCommand,
     ListQueuesResponse,
     Nack,
+    NackAfter,
     NotLeader,
     Ok,
     Packet,
@@ -115,6 +116,7 @@ packets: st.SearchStrategy[Packet] = st.one_of(
     st.just(Ok()),
     st.builds(ErrorResponse, int32, texts),
     st.builds(NotLeader, st.none() | node_id),
+    st.builds(NackAfter, int64),
 )
 
 
