@@ -389,6 +389,8 @@ class NodeCollector:
                   ("queue",)),
             gauge("taskflux_queue_reserved", "Records handed out and not yet acked or nacked, by queue.",
                   ("queue",)),
+            gauge("taskflux_queue_delayed", "Records not due yet (delayed enqueues, retries waiting), by queue.",
+                  ("queue",)),
             gauge("taskflux_raft_node_id", "This node's id (never reused by the cluster)."),
             gauge("taskflux_cluster_members", "Members of the membership in force on this node, by kind.", ("kind",)),
             gauge("taskflux_raft_term", "The current raft term."),
@@ -416,6 +418,7 @@ class NodeCollector:
         for queue in node.manager.queues():
             families["taskflux_queue_depth"].add_metric([queue.name], queue.count)
             families["taskflux_queue_reserved"].add_metric([queue.name], queue.reserved_count)
+            families["taskflux_queue_delayed"].add_metric([queue.name], queue.delayed_count)
         families["taskflux_raft_node_id"].add_metric([], node.id)
         members = node.members
         families["taskflux_cluster_members"].add_metric(["voter"], len(members.voters))

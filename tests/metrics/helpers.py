@@ -32,6 +32,7 @@ EXPECTED_FAMILIES = {
     "taskflux_clients_connected": "gauge",
     "taskflux_queue_depth": "gauge",
     "taskflux_queue_reserved": "gauge",
+    "taskflux_queue_delayed": "gauge",
     "taskflux_raft_node_id": "gauge",
     "taskflux_cluster_members": "gauge",
     "taskflux_raft_term": "gauge",

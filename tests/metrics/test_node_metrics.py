@@ -76,6 +76,7 @@ def test_values_follow_the_node_under_load(running: tuple[Node, DiskStorage, Nod
     for queue in node.manager.queues():
         assert after.value("taskflux_queue_depth", queue=queue.name) == queue.count
         assert after.value("taskflux_queue_reserved", queue=queue.name) == queue.reserved_count
+        assert after.value("taskflux_queue_delayed", queue=queue.name) == queue.delayed_count
     assert after.value("taskflux_queue_depth", queue="jobs") == submits // 2 - 2
     assert after.value("taskflux_queue_reserved", queue="jobs") == 1
     assert after.value("taskflux_storage_log_segments") == 1
