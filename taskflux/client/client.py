@@ -351,6 +351,9 @@ class TaskFluxClient:
                  for record in records]
         if not 1 <= len(items) <= MAX_BATCH:
             raise ValueError(f"enqueue 1-{MAX_BATCH} records at once, not {len(items)}")
+        size = sum(len(item.payload) for item in items)
+        if size > self._max_payload_bytes:  # the server would close the connection on the whole packet
+            raise ValueError(f"the batch's payloads ({size} bytes) exceed max_payload_bytes={self._max_payload_bytes}")
         request = encode(CommandRequest(EnqueueManyCommand(_wire_name(queue), tuple(items))))
         sent = False
 

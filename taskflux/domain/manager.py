@@ -13,6 +13,7 @@ proposes a Tick when a delayed record falls due and no other entry carries the t
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator
 
 from taskflux.domain.commands import (
@@ -56,11 +57,14 @@ class QueueManager:
     due, returned, dead-lettered): the node drains it to wake as many waiting consumers; ``delayed_added`` says
     that a record was delayed (the node clears it)."""
 
-    __slots__ = ("_queues", "_timed", "clock", "delayed_added", "next_incarnation", "woken")
+    __slots__ = ("_due", "_queues", "clock", "delayed_added", "next_incarnation", "woken")
 
     def __init__(self, with_default_queue: bool = True) -> None:
         self._queues: dict[str, Queue] = {}
-        self._timed: set[str] = set()  # queues holding delayed records
+        # (due time, queue name) of delayed records, earliest first: applying an entry looks only at the queues
+        # with records due, however many queues hold delayed ones. Every queue's earliest due time is in it (with
+        # maybe more of its times); entries left behind (a queue deleted) are skipped when they surface.
+        self._due: list[tuple[int, str]] = []
         self.next_incarnation = DEFAULT_INCARNATION + 1
         self.clock = 0
         self.woken: list[str] = []
@@ -83,8 +87,18 @@ class QueueManager:
 
     def next_due(self) -> int | None:
         """The earliest due time of a delayed record, in any queue; None when no record is delayed."""
-        times = [due for due in (self._queues[name].next_due() for name in self._timed) if due is not None]
-        return min(times, default=None)
+        due = self._due
+        while due:
+            when, name = due[0]
+            queue = self._queues.get(name)
+            actual = None if queue is None else queue.next_due()
+            if actual == when:
+                return when
+            if actual is None:
+                heapq.heappop(due)
+            else:  # its earliest record left (acked, removed): its next one is due later
+                heapq.heapreplace(due, (actual, name))
+        return None
 
     def dead_letter_sources(self, name: str) -> list[str]:
         """The queues whose dead letters go to ``name``, in name order."""
@@ -156,7 +170,6 @@ class QueueManager:
             self.add_queue(Queue(command.name, implementation, command.policies(), self.next_incarnation))
             return OK
         del self._queues[command.name]
-        self._timed.discard(command.name)
         return OK
 
     def add_queue(self, queue: Queue) -> None:
@@ -165,8 +178,9 @@ class QueueManager:
             raise ValueError(f"queue {queue.name!r} already exists")
         self._queues[queue.name] = queue
         self.next_incarnation = max(self.next_incarnation, queue.incarnation + 1)
-        if queue.delayed_count:
-            self._timed.add(queue.name)
+        due = queue.next_due()
+        if due is not None:
+            heapq.heappush(self._due, (due, queue.name))
 
     # --- the parts of apply ---
 
@@ -215,7 +229,7 @@ class QueueManager:
                     added.append(False)
                     continue
             record, ready = queue.add_record(Record(0, new.priority, new.payload, 0, new.not_before), clock)
-            self._placed(queue, ready)
+            self._placed(queue, record, ready)
             if key is not None:
                 in_batch[key] = record.id
                 queue.remember_key(key, record.id, clock)
@@ -237,9 +251,9 @@ class QueueManager:
                 dead_letters = self._queues.get(delivery.dead_letter_queue or "")
                 if dead_letters is not None and dead_letters.policies.accepts_priority(record.priority):
                     origin = record.origin or Origin(queue.name, record.id)
-                    _, ready = dead_letters.add_record(
+                    letter, ready = dead_letters.add_record(
                         Record(0, record.priority, record.payload, failures, 0, origin), clock)
-                    self._placed(dead_letters, ready)
+                    self._placed(dead_letters, letter, ready)
                     outcomes.append(ReturnOutcome.DEAD_LETTERED)
                     continue
             if delay == POLICY_DELAY:
@@ -247,15 +261,15 @@ class QueueManager:
             returned = Record(record.id, record.priority, record.payload, failures,
                               clock + delay if delay else 0, record.origin)
             ready = queue.place(returned, clock)
-            self._placed(queue, ready)
+            self._placed(queue, returned, ready)
             outcomes.append(ReturnOutcome.READY if ready else ReturnOutcome.DELAYED)
         return RecordsReturned(tuple(outcomes))
 
-    def _placed(self, queue: Queue, ready: bool) -> None:
+    def _placed(self, queue: Queue, record: Record, ready: bool) -> None:
         if ready:
             self.woken.append(queue.name)
         else:
-            self._timed.add(queue.name)
+            heapq.heappush(self._due, (record.not_before, queue.name))
             self.delayed_added = True
 
     def _advance(self, now: int) -> None:
@@ -263,13 +277,18 @@ class QueueManager:
         if now <= self.clock:
             return
         self.clock = now
-        for name in sorted(self._timed):
-            queue = self._queues[name]
+        due = self._due
+        while due and due[0][0] <= now:
+            _, name = heapq.heappop(due)
+            queue = self._queues.get(name)
+            if queue is None:
+                continue
             promoted = queue.promote(now)
             if promoted:
                 self.woken.extend([name] * promoted)
-            if not queue.delayed_count:
-                self._timed.discard(name)
+                later = queue.next_due()
+                if later is not None:  # keeps every queue's earliest due time in the heap (one snapshot
+                    heapq.heappush(due, (later, name))  # restore puts only that one there)
 
 
 def _missing(name: str) -> Failure:

@@ -250,3 +250,31 @@ def test_the_original_commands_still_behave_as_before() -> None:
     assert manager.woken == [""]
     record = queue_of(manager, "").peek()
     assert record is not None and (record.failed_deliveries, record.not_before, record.origin) == (0, 0, None)
+
+
+def test_after_a_snapshot_every_delayed_record_still_falls_due_in_its_turn() -> None:
+    manager = QueueManager()
+    manager.apply(CreateQueue("other"))
+    add(manager, "", 0, NewRecord(0, b"a", None, 100), NewRecord(0, b"b", None, 200), NewRecord(0, b"c", None, 300))
+    add(manager, "other", 0, NewRecord(0, b"x", None, 150))
+    copy = restored(manager)
+    for machine in (manager, copy):
+        machine.apply(Tick(160))
+        assert queue_of(machine, "").count == 1 and queue_of(machine, "other").count == 1
+        assert machine.next_due() == 200
+        machine.apply(Tick(250))
+        assert queue_of(machine, "").count == 2
+        machine.apply(Tick(300))
+        assert queue_of(machine, "").count == 3 and machine.next_due() is None
+    assert state_digest(copy) == state_digest(manager)
+
+
+def test_many_queues_with_delayed_records_cost_an_entry_nothing_until_due() -> None:
+    manager = QueueManager()
+    for number in range(200):
+        manager.apply(CreateQueue(f"q{number}"))
+        add(manager, f"q{number}", 0, NewRecord(0, b"later", None, 10_000 + number))
+    add(manager, "", 5_000, NewRecord(0, b"now"))  # moves the clock: no queue is due yet
+    assert sum(queue.count for queue in manager.queues()) == 1
+    manager.apply(Tick(10_099))
+    assert sum(queue.count for queue in manager.queues()) == 101
