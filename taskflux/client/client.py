@@ -116,6 +116,7 @@ class PeekedRecord:
     priority: int
     payload: bytes
     failed_deliveries: int
+    origin: tuple[str, int] | None = None  # a dead letter: the queue and id it had before
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,18 +220,20 @@ class _Held:
 
 class DequeuedRecord(_Held):
     """A record handed out by :meth:`TaskFluxClient.dequeue`: ack or nack it (see :class:`_Held`).
-    ``failed_deliveries`` counts its earlier deliveries that ended without an ack (0 on a 1.0 server)."""
+    ``failed_deliveries`` counts its earlier deliveries that ended without an ack (0 on a 1.0 server); ``origin``
+    is the queue and id a dead letter had before."""
 
-    __slots__ = ("failed_deliveries", "id", "payload", "priority", "queue")
+    __slots__ = ("failed_deliveries", "id", "origin", "payload", "priority", "queue")
 
     def __init__(self, client: TaskFluxClient, connection: Connection, queue: str, record_id: int, priority: int,
-                 payload: bytes, failed_deliveries: int = 0) -> None:
+                 payload: bytes, failed_deliveries: int = 0, origin: tuple[str, int] | None = None) -> None:
         super().__init__(client, connection)
         self.queue = queue
         self.id = record_id
         self.priority = priority
         self.payload = payload
         self.failed_deliveries = failed_deliveries
+        self.origin = origin
 
     def __repr__(self) -> str:
         return f"DequeuedRecord(queue={self.queue!r}, id={self.id}, priority={self.priority}, payload={self.payload!r})"
@@ -435,8 +438,9 @@ class TaskFluxClient:
                         return None
                     record = records[0]
                     self._connection = None  # the record owns the connection until it is settled
+                    origin = None if record.origin is None else (record.origin.queue, record.origin.record_id)
                     return DequeuedRecord(self, connection, queue, record.id, record.priority, record.payload,
-                                          record.failed_deliveries)
+                                          record.failed_deliveries, origin)
                 _raise_command_error(answer)
             raise self._unexpected(connection, answer, "dequeue")
 
@@ -930,7 +934,8 @@ def _int_metadata(name: str, value: str) -> int:
 
 
 def _peeked(record: Record) -> PeekedRecord:
-    return PeekedRecord(record.id, record.priority, record.payload, record.failed_deliveries)
+    origin = None if record.origin is None else (record.origin.queue, record.origin.record_id)
+    return PeekedRecord(record.id, record.priority, record.payload, record.failed_deliveries, origin)
 
 
 def _timeout_ms(wait: float) -> int:

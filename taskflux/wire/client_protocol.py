@@ -19,7 +19,7 @@ from typing import Any
 from taskflux.domain.errors import ErrorCode, PolicyCode
 from taskflux.domain.policies import QueuePolicies
 from taskflux.domain.queue import Queue
-from taskflux.domain.records import Record
+from taskflux.domain.records import Origin, Record
 from taskflux.wire.primitives import (
     I32,
     U32,
@@ -298,7 +298,8 @@ class AddedResponse:
 
 @dataclass(frozen=True, slots=True)
 class RecordsResponse:
-    """Extension: answer to DequeueMany and Peek (empty: none); each record carries its failed deliveries."""
+    """Extension: answer to DequeueMany and Peek (empty: none); each record carries its failed deliveries and, for a
+    dead letter, its origin (the record's ``not_before`` is not sent)."""
 
     records: tuple[Record, ...]
 
@@ -499,11 +500,12 @@ _I32_I32 = struct.Struct(">ii")
 _I32_3 = struct.Struct(">iii")
 _I64_I64 = struct.Struct(">qq")
 _I64 = struct.Struct(">q")
+_U64 = struct.Struct(">Q")
 _ID_PRIORITY_LEN = struct.Struct(">Qqi")
 _ITEM_HEAD = struct.Struct(">qi")  # priority | payload length
 _ITEM_TIMES = struct.Struct(">qq")  # delay ms | not-before ms
 _ADDED = struct.Struct(">Q?")
-_RECORD_HEAD = struct.Struct(">Qqii")  # id | priority | failed deliveries | payload length
+_RECORD_HEAD = struct.Struct(">Qqi")  # id | priority | failed deliveries (then the origin, then the payload)
 _DELIVERY_TAIL = struct.Struct(">qBqqi")
 MAX_BATCH = 1000
 """Records in one EnqueueMany, DequeueMany or Peek."""
@@ -621,8 +623,10 @@ def _encode_response(response: Response) -> bytes:
         assert isinstance(response, RecordsResponse)
         parts = [b"cr", I32.pack(len(response.records))]
         for record in response.records:
-            parts += (_RECORD_HEAD.pack(record.id, record.priority, record.failed_deliveries, len(record.payload)),
-                      record.payload)
+            origin = record.origin
+            parts += (_RECORD_HEAD.pack(record.id, record.priority, record.failed_deliveries),
+                      b"\x00" if origin is None else b"\x01" + encode_queue_name(origin.queue) +
+                      _U64.pack(origin.record_id), I32.pack(len(record.payload)), record.payload)
         return b"".join(parts)
     raise TypeError(f"not a response: {response!r}")
 
@@ -825,7 +829,11 @@ class _Parser:
         record_id = r.u64()
         priority = r.i64()
         failed_deliveries = r.i32()
-        return Record(record_id, priority, r.buffer(self.max_payload_bytes), failed_deliveries)
+        origin = None
+        if r.bool():
+            queue = r.queue_name()
+            origin = Origin(queue, r.u64())
+        return Record(record_id, priority, r.buffer(self.max_payload_bytes), failed_deliveries, 0, origin)
 
     def queue_info(self, r: Reader) -> QueueInfo:
         name = r.queue_name()

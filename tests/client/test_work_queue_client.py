@@ -101,7 +101,7 @@ def test_nacks_count_and_a_poison_record_is_dead_lettered(client: TaskFluxClient
     second.nack()
     assert client.count("jobs") == 0
     [dead] = client.peek("dead")
-    assert (dead.payload, dead.priority, dead.failed_deliveries) == (b"poison", 7, 2)
+    assert (dead.payload, dead.priority, dead.failed_deliveries, dead.origin) == (b"poison", 7, 2, ("jobs", 1))
     summaries = {summary.name: summary for summary in client.list_queues()}
     assert summaries["jobs"].metadata["dead-letter-queue"] == "dead"
 

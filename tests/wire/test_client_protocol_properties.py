@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taskflux.domain.errors import PolicyCode
-from taskflux.domain.records import Record
+from taskflux.domain.records import Origin, Record
 from taskflux.wire.client_protocol import (
     MAX_KEY_BYTES,
     SERVER_PACKETS,
@@ -96,8 +96,10 @@ responses = st.one_of(
     ),
     policy_violations,
     st.builds(AddedResponse, st.lists(st.tuples(uint64, st.booleans()), max_size=5).map(tuple)),
-    st.builds(RecordsResponse, st.lists(st.builds(lambda *fields: Record(*fields), uint64, int64, payloads, int32),
-                                        max_size=4).map(tuple)),
+    st.builds(RecordsResponse, st.lists(st.builds(
+        lambda record_id, priority, payload, failures, origin: Record(record_id, priority, payload, failures, 0,
+                                                                       origin),
+        uint64, int64, payloads, int32, st.none() | st.builds(Origin, names, uint64)), max_size=4).map(tuple)),
 )
 
 packets: st.SearchStrategy[Packet] = st.one_of(
