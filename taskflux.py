@@ -1,17 +1,10 @@
 #!/usr/bin/env python3
-"""Start a TaskFlux node: ``python taskflux.py -c config.yaml`` (``--help`` lists every option)."""
+"""Start a TaskFlux node: ``python taskflux.py -c config.yaml`` (``--help`` lists every option; the installed
+``taskflux`` command is the same)."""
 
-from gevent import monkey
+import sys
 
-monkey.patch_all()
-
-import grpc.experimental.gevent as grpc_gevent  # noqa: E402  (must follow patch_all, precede any gRPC object)
-
-grpc_gevent.init_gevent()
-
-import sys  # noqa: E402
-
-from taskflux.server.main import main  # noqa: E402
+from taskflux.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,3 +1,3 @@
 """TaskFlux: a distributed, fault-tolerant priority-queue server."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
