@@ -57,7 +57,7 @@ class QueueManager:
     due, returned, dead-lettered): the node drains it to wake as many waiting consumers; ``delayed_added`` says
     that a record was delayed (the node clears it)."""
 
-    __slots__ = ("_due", "_queues", "clock", "delayed_added", "next_incarnation", "woken")
+    __slots__ = ("_due", "_queues", "clock", "dead_lettered", "delayed_added", "next_incarnation", "woken")
 
     def __init__(self, with_default_queue: bool = True) -> None:
         self._queues: dict[str, Queue] = {}
@@ -69,6 +69,7 @@ class QueueManager:
         self.clock = 0
         self.woken: list[str] = []
         self.delayed_added = False  # set when a record was delayed: the leader's ticker looks at the due times again
+        self.dead_lettered: dict[str, int] = {}  # records dead-lettered by this process, by source queue (a metric)
         if with_default_queue:
             self.add_queue(Queue(DEFAULT_QUEUE, Implementation.H4, QueuePolicies(), DEFAULT_INCARNATION))
 
@@ -254,6 +255,7 @@ class QueueManager:
                     letter, ready = dead_letters.add_record(
                         Record(0, record.priority, record.payload, failures, 0, origin), clock)
                     self._placed(dead_letters, letter, ready)
+                    self.dead_lettered[queue.name] = self.dead_lettered.get(queue.name, 0) + 1
                     outcomes.append(ReturnOutcome.DEAD_LETTERED)
                     continue
             if delay == POLICY_DELAY:

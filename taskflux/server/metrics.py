@@ -31,6 +31,7 @@ metrics code, 3 % before.
 from __future__ import annotations
 
 import functools
+import os
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
@@ -410,6 +411,14 @@ class NodeCollector:
             gauge("taskflux_storage_log_segments", "Segment files of the log (sealed and active)."),
             gauge("taskflux_storage_log_bytes", "Bytes in the log's segment files."),
             gauge("taskflux_storage_snapshot_bytes", "Bytes of the current snapshot's data (0: none)."),
+            gauge("taskflux_storage_free_bytes",
+                  "Bytes free for this node on the file system of its data directory (what statvfs gives non-root)."),
+            gauge("taskflux_storage_capacity_bytes", "Size of the file system of the data directory, in bytes."),
+            ("taskflux_records_dead_lettered", CounterMetricFamily(
+                "taskflux_records_dead_lettered",
+                "Records moved to a dead-letter queue since this node started, by the queue they failed in.",
+                labels=("queue",),
+            )),
         ])
 
     @staticmethod
@@ -439,3 +448,12 @@ class NodeCollector:
         families["taskflux_storage_log_segments"].add_metric([], segments)
         families["taskflux_storage_log_bytes"].add_metric([], log_bytes)
         families["taskflux_storage_snapshot_bytes"].add_metric([], storage.snapshot_size())
+        try:
+            disk = os.statvfs(storage.data_dir)
+        except OSError:
+            pass  # the directory went away: the storage errors say so; no space figures then
+        else:
+            families["taskflux_storage_free_bytes"].add_metric([], disk.f_bavail * disk.f_frsize)
+            families["taskflux_storage_capacity_bytes"].add_metric([], disk.f_blocks * disk.f_frsize)
+        for source, count in sorted(node.manager.dead_lettered.items()):
+            families["taskflux_records_dead_lettered"].add_metric([source], count)
