@@ -455,5 +455,10 @@ class NodeCollector:
         else:
             families["taskflux_storage_free_bytes"].add_metric([], disk.f_bavail * disk.f_frsize)
             families["taskflux_storage_capacity_bytes"].add_metric([], disk.f_blocks * disk.f_frsize)
-        for source, count in sorted(node.manager.dead_lettered.items()):
+        # Every queue with a dead-letter queue has its series from the start (at 0), so that increase() sees the
+        # first dead letter too.
+        dead_lettered = dict.fromkeys((queue.name for queue in node.manager.queues()
+                                       if queue.policies.delivery.dead_letter_queue is not None), 0)
+        dead_lettered.update(node.manager.dead_lettered)
+        for source, count in sorted(dead_lettered.items()):
             families["taskflux_records_dead_lettered"].add_metric([source], count)
