@@ -173,13 +173,28 @@ class RemoveRecords:
 
 
 @dataclass(frozen=True, slots=True)
+class MoveRecords:
+    """Move records of a dead-letter queue back to the queues they came from (their ``origin``), at leader time
+    ``now``: each becomes a new record there, with its payload and priority and no failed deliveries. A record
+    without an origin, or whose origin queue is gone or refuses its priority, stays."""
+
+    name: str
+    incarnation: int
+    now: int
+    record_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """The leader's clock reached ``now`` (ms since the epoch): delayed records due by then become ready."""
 
     now: int
 
 
-Command = CreateQueue | DeleteQueue | AddRecord | RemoveRecord | AddRecords | ReturnRecords | RemoveRecords | Tick
+Command = (
+    CreateQueue | DeleteQueue | AddRecord | RemoveRecord | AddRecords | ReturnRecords | RemoveRecords | MoveRecords
+    | Tick
+)
 
 
 def invalid_record(message: str) -> Failure:

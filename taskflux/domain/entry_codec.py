@@ -16,6 +16,7 @@ Layout (big-endian; documented in docs/storage.md, "Log-entry payloads"):
     ReturnRecords 'N' name | u64 incarnation | u64 now | u32 count | count × (u64 record id | i64 delay ms,
                       -1: the queue's retry policy)
     RemoveRecords 'X' name | u64 incarnation | u32 count | count × u64 record id
+    MoveRecords  'M'  name | u64 incarnation | u64 now | u32 count | count × u64 record id
     Tick         'T'  u64 now
 
     name = u8 length | that many bytes, each 0x21-0x7E
@@ -40,6 +41,7 @@ from taskflux.domain.commands import (
     Command,
     CreateQueue,
     DeleteQueue,
+    MoveRecords,
     NewRecord,
     RemoveRecord,
     RemoveRecords,
@@ -60,6 +62,7 @@ TYPE_ADD_RECORDS = 0x42
 TYPE_RETURN_RECORDS = 0x4E
 TYPE_REMOVE_RECORDS = 0x58
 TYPE_TICK = 0x54
+TYPE_MOVE_RECORDS = 0x4D
 
 _HEAD = struct.Struct(">BB")
 _CREATE = struct.Struct(">iiiB")
@@ -137,6 +140,12 @@ def encode_command(command: Command) -> bytes:
         return b"".join((
             _HEAD.pack(ENTRY_FORMAT_VERSION, TYPE_REMOVE_RECORDS), encode_name(command.name),
             _REMOVES_HEAD.pack(command.incarnation, len(command.record_ids)),
+            *(_U64.pack(record_id) for record_id in command.record_ids),
+        ))
+    if isinstance(command, MoveRecords):
+        return b"".join((
+            _HEAD.pack(ENTRY_FORMAT_VERSION, TYPE_MOVE_RECORDS), encode_name(command.name),
+            _RETURNS_HEAD.pack(command.incarnation, command.now, len(command.record_ids)),
             *(_U64.pack(record_id) for record_id in command.record_ids),
         ))
     if isinstance(command, Tick):
@@ -228,6 +237,13 @@ def _decode(data: bytes) -> Command:
         returns = tuple(_RETURN.iter_unpack(data[offset : offset + count * _RETURN.size]))
         offset += count * _RETURN.size
         command = ReturnRecords(name, incarnation, now, returns)
+    elif kind == TYPE_MOVE_RECORDS:
+        incarnation, now, count = _RETURNS_HEAD.unpack_from(data, offset)
+        offset += _RETURNS_HEAD.size
+        _check_count(count, MAX_BATCH_IDS, len(data) - offset, _U64.size)
+        ids = tuple(record_id for (record_id,) in _U64.iter_unpack(data[offset : offset + count * _U64.size]))
+        offset += count * _U64.size
+        command = MoveRecords(name, incarnation, now, ids)
     elif kind == TYPE_REMOVE_RECORDS:
         incarnation, count = _REMOVES_HEAD.unpack_from(data, offset)
         offset += _REMOVES_HEAD.size

@@ -23,6 +23,7 @@ from taskflux.domain.commands import (
     Command,
     CreateQueue,
     DeleteQueue,
+    MoveRecords,
     RemoveRecord,
     RemoveRecords,
     ReturnRecords,
@@ -41,6 +42,7 @@ from taskflux.domain.results import (
     RecordAdded,
     RecordRemoved,
     RecordsAdded,
+    RecordsMoved,
     RecordsRemoved,
     RecordsReturned,
     Result,
@@ -114,7 +116,7 @@ class QueueManager:
             if queue is None:
                 return _missing(command.name)
             return queue.policies.check_enqueue(queue.stored, command.priority, len(command.payload))
-        if isinstance(command, (RemoveRecord, RemoveRecords)):
+        if isinstance(command, (RemoveRecord, RemoveRecords, MoveRecords)):
             return self._instance(command.name, command.incarnation)
         if isinstance(command, AddRecords):
             # Its values were validated where it was made (AddRecords.validate); a log entry holds only such.
@@ -143,7 +145,7 @@ class QueueManager:
 
     def apply(self, command: Command) -> Result:
         """Apply one committed command and return its result."""
-        if isinstance(command, (AddRecords, ReturnRecords, Tick)):
+        if isinstance(command, (AddRecords, ReturnRecords, MoveRecords, Tick)):
             self._advance(command.now)
         refusal = self.check(command)
         if refusal is not None:
@@ -161,6 +163,8 @@ class QueueManager:
         if isinstance(command, RemoveRecords):
             queue = self._queues[command.name]
             return RecordsRemoved(sum(queue.remove(record_id) for record_id in command.record_ids))
+        if isinstance(command, MoveRecords):
+            return self._move_records(command)
         if isinstance(command, Tick):
             for queue in self._queues.values():
                 if queue.keys:
@@ -266,6 +270,21 @@ class QueueManager:
             self._placed(queue, returned, ready)
             outcomes.append(ReturnOutcome.READY if ready else ReturnOutcome.DELAYED)
         return RecordsReturned(tuple(outcomes))
+
+    def _move_records(self, command: MoveRecords) -> RecordsMoved:
+        source, clock, moved = self._queues[command.name], self.clock, 0
+        for record_id in command.record_ids:
+            record = source.take(record_id)
+            if record is None:
+                continue
+            target = self._queues.get(record.origin.queue) if record.origin is not None else None
+            if target is None or target is source or not target.policies.accepts_priority(record.priority):
+                self._placed(source, record, source.place(record, clock))  # stays where it is
+                continue
+            added, ready = target.add_record(Record(0, record.priority, record.payload), clock)
+            self._placed(target, added, ready)
+            moved += 1
+        return RecordsMoved(moved)
 
     def _placed(self, queue: Queue, record: Record, ready: bool) -> None:
         if ready:

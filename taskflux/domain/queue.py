@@ -27,8 +27,8 @@ class Queue:
     keys of recent enqueues (key → (record id, leader time)), oldest first.
     """
 
-    __slots__ = ("_available", "_delayed", "_due", "_reserved", "implementation", "incarnation", "keys",
-                 "last_id", "name", "policies")
+    __slots__ = ("_available", "_delayed", "_due", "_reserved", "dequeued_total", "enqueued_total",
+                 "implementation", "incarnation", "keys", "last_id", "name", "policies")
 
     def __init__(
         self,
@@ -48,6 +48,10 @@ class Queue:
         self._delayed: dict[int, Record] = {}
         self._due: list[tuple[int, int]] = []  # (not_before, id) heap; entries whose record left are skipped
         self.keys: OrderedDict[bytes, tuple[int, int]] = OrderedDict()
+        # Statistics of this process, not replicated state: records added here (every node applies the same),
+        # records handed out here (the leader only).
+        self.enqueued_total = 0
+        self.dequeued_total = 0
 
     @property
     def count(self) -> int:
@@ -70,6 +74,7 @@ class Queue:
     def add(self, priority: int, payload: bytes) -> Record:
         """Store a new ready record with the next id (policies are the caller's business)."""
         self.last_id += 1
+        self.enqueued_total += 1
         record = Record(self.last_id, priority, payload)
         self._available.push(record)
         return record
@@ -78,6 +83,7 @@ class Queue:
         """Store a copy of ``template`` under the next id: ready, or delayed when it is not due at ``clock``.
         The record, and True when it is ready."""
         self.last_id += 1
+        self.enqueued_total += 1
         record = Record(self.last_id, template.priority, template.payload, template.failed_deliveries,
                         template.not_before, template.origin)
         return record, self.place(record, clock)
@@ -143,6 +149,7 @@ class Queue:
         record = self._available.pop()
         if record is not None:
             self._reserved[record.id] = record
+            self.dequeued_total += 1
         return record
 
     def release(self, record_id: int) -> bool:

@@ -59,6 +59,13 @@ class RecordsRemoved:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordsMoved:
+    """MoveRecords was applied: ``moved`` records went back to their origin queues."""
+
+    moved: int
+
+
+@dataclass(frozen=True, slots=True)
 class Failure:
     """The command was refused with an error code (docs/client-protocol.md §7)."""
 
@@ -77,4 +84,7 @@ class PolicyViolation:
 
 OK = Ok()
 
-Result = Ok | RecordAdded | RecordRemoved | RecordsAdded | RecordsReturned | RecordsRemoved | Failure | PolicyViolation
+Result = (
+    Ok | RecordAdded | RecordRemoved | RecordsAdded | RecordsReturned | RecordsRemoved | RecordsMoved | Failure
+    | PolicyViolation
+)

@@ -24,6 +24,7 @@ from taskflux.server.membership import Membership
 from taskflux.server.metrics import NodeMetrics
 from taskflux.server.node import Node, NodeSettings
 from taskflux.server.peers import PeerNetwork
+from taskflux.server.rates import QueueRates
 from taskflux.server.rest import RestApi
 from taskflux.server.rest.members import MembersApi
 from taskflux.server.service import QueueService
@@ -109,10 +110,11 @@ class Server:
         self.clients = ClientServer(self.node, self.peers, client_port_settings(config), metrics=self.metrics)
         self.service = QueueService(self.node)
         self.leases = LeaseTable()
+        self.rates = QueueRates(lambda: self.node.manager)
         self.http: HttpServer | None = None
         if config.http_enabled:
             self.rest = RestApi(self.service, self.leases, self.cluster_status, self.leader_http_address,
-                                self.metrics, max_payload_size=config.max_payload_size)
+                                self.metrics, max_payload_size=config.max_payload_size, rates=self.rates)
             MembersApi(self.node, self.cluster_status).register(self.rest)
             self.http = HttpServer(self.rest.app, config.http_listen_address)
             self.metrics.watch_clients("rest", self.http.connections)
@@ -136,6 +138,7 @@ class Server:
     def start(self) -> None:
         self.node.start()
         self.leases.start()
+        self.rates.start()
         if self.http is not None:
             self.http.start()
         if self.grpc is not None:
@@ -181,6 +184,7 @@ class Server:
             "node_id": node.id, "role": soft.role.name.lower(), "term": soft.term,
             "leader_id": leader if leader >= 0 else None,
             "commit_index": node.commit_index, "applied_index": node.applied_index, "nodes": nodes,
+            "leader_changes": node.leader_changes,
         }
 
     def stop(self) -> None:
@@ -193,7 +197,8 @@ class Server:
         self._stopping = True
         logger.info("stopping")
         try:
-            for step in (self._stop_serving, self.leases.stop, self.node.stop, self.peers.stop, self.storage.close):
+            for step in (self._stop_serving, self.leases.stop, self.rates.stop, self.node.stop, self.peers.stop,
+                         self.storage.close):
                 try:
                     step()
                 except Exception:

@@ -121,6 +121,11 @@ SCHEMAS: dict[str, Any] = {
         "delayed": {"type": "integer", "description": "records not due yet (delayed enqueues, retries in backoff)"},
         "reserved": {"type": "integer", "description": "records handed out, not acked yet"},
         "policies": _ref("Policies"),
+        "rates": {"type": "object", "description": "records enqueued and dequeued on this node per step, the last "
+                                                   "10 minutes, oldest first (dequeues: while it leads)",
+                  "properties": {"interval_seconds": {"type": "number"},
+                                 "enqueued": {"type": "array", "items": {"type": "integer"}},
+                                 "dequeued": {"type": "array", "items": {"type": "integer"}}}},
     }},
     "NewQueue": {"type": "object", "additionalProperties": False, "properties": {
         "implementation": {"enum": ["H4", "QA"], "default": "H4"},
@@ -165,6 +170,7 @@ SCHEMAS: dict[str, Any] = {
         "term": {"type": "integer"}, "leader_id": {"type": ["integer", "null"]},
         "commit_index": {"type": "integer"}, "applied_index": {"type": "integer"},
         "nodes": {"type": "array", "items": _ref("Member")},
+        "leader_changes": {"type": "integer", "description": "new leaders this node learned of since it started"},
     }},
     "Member": {"type": "object", "properties": {
         "id": {"type": "integer", "description": "never reused: a removed node's id is never given again"},
@@ -277,7 +283,20 @@ def openapi_document() -> dict[str, Any]:
                                                             "seconds_left": {"type": "number"}}}, "extended"),
              **_errors(400, 404)},
             parameters=[TOKEN, _duration("lease", "the lease's new duration from now (at most 12h)")])},
-        "/api/v1/cluster": {"get": _operation("This node's view of the cluster",
+        "/api/v1/queues/{name}/redrive": {"post": _operation(
+            "Move up to max of a dead-letter queue's next records back to the queues they came from (one log entry; "
+            "each becomes a new record there, without failed deliveries)",
+            {"200": _json({"type": "object", "properties": {"queue": {"type": "string"},
+                                                            "moved": {"type": "integer"}}}, "moved (committed)"),
+             **_errors(400, 404, *LEADER_ERRORS)},
+            parameters=[NAME, _query("max", "integer", "how many (1-10000, default 100)")])},
+        "/ui": {"get": _operation("The web console: redirects to /ui/", {"301": {"description": "to /ui/"}})},
+        "/ui/": {"get": _operation("The web console's page (docs/console.md)", {"200": {
+            "description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}})},
+        "/ui/{asset}": {"get": _operation("The web console's script and style sheet", {
+            "200": {"description": "the file"}, "404": _json(_ref("Error"), "no such file")},
+            parameters=[{"name": "asset", "in": "path", "required": True, "schema": {"type": "string"}}])},
+        "/api/v1/cluster": {"get": _operation("This node's view of the cluster (readable from any origin)",
                                               {"200": _json(_ref("Cluster"), "the cluster")})},
         "/api/v1/cluster/members": {
             "get": _operation("The membership in force on this node", {"200": _json(_ref("Members"), "members")}),

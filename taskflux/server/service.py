@@ -36,6 +36,7 @@ from taskflux.domain.commands import (
     AddRecords,
     CreateQueue,
     DeleteQueue,
+    MoveRecords,
     NewRecord,
     RemoveRecord,
     RemoveRecords,
@@ -52,6 +53,7 @@ from taskflux.domain.results import (
     RecordAdded,
     RecordRemoved,
     RecordsAdded,
+    RecordsMoved,
     RecordsRemoved,
     RecordsReturned,
     Result,
@@ -234,6 +236,19 @@ class QueueService:
         return refusal if refusal is not None else self.node.submit(command)
 
     # --- reads ---
+
+    def redrive(self, name: str, limit: int) -> Result:
+        """Move up to ``limit`` of the next records of dead-letter queue ``name`` back to their origin queues (one
+        log entry): RecordsMoved once committed (records without a usable origin stay)."""
+        if not 1 <= limit <= MAX_BATCH_IDS:
+            return invalid_record(f"move 1-{MAX_BATCH_IDS} records at once, not {limit}")
+        queue = self.get_queue(name)
+        if isinstance(queue, Failure):
+            return queue
+        records = [record for record in queue.first(limit) if record.origin is not None]
+        if not records:
+            return RecordsMoved(0)
+        return self.node.submit(MoveRecords(name, queue.incarnation, self.now(), tuple(r.id for r in records)))
 
     def get_queue(self, name: str) -> Queue | Failure:
         """The queue, read linearizably (do not keep it across a blocking call: it may be deleted)."""

@@ -15,6 +15,7 @@ from taskflux.domain.commands import (
     Command,
     CreateQueue,
     DeleteQueue,
+    MoveRecords,
     NewRecord,
     RemoveRecord,
     RemoveRecords,
@@ -45,6 +46,7 @@ commands = st.one_of(
     st.builds(ReturnRecords, names, uint64, uint64,
               st.lists(st.tuples(uint64, int64), min_size=1, max_size=4).map(tuple)),
     st.builds(RemoveRecords, names, uint64, st.lists(uint64, min_size=1, max_size=4).map(tuple)),
+    st.builds(MoveRecords, names, uint64, uint64, st.lists(uint64, min_size=1, max_size=4).map(tuple)),
     st.builds(Tick, uint64),
 )
 
@@ -111,6 +113,8 @@ replayable = st.lists(
                   st.lists(st.tuples(st.integers(1, 8), st.sampled_from([-1, 0, 10])), min_size=1,
                            max_size=3).map(tuple)),
         st.builds(RemoveRecords, st.sampled_from(["", "a", "dead"]), st.integers(0, 4),
+                  st.lists(st.integers(1, 8), min_size=1, max_size=3).map(tuple)),
+        st.builds(MoveRecords, st.sampled_from(["", "a", "dead"]), st.integers(0, 4), st.integers(0, 100),
                   st.lists(st.integers(1, 8), min_size=1, max_size=3).map(tuple)),
         st.builds(Tick, st.integers(0, 100)),
     ),

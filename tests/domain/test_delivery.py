@@ -13,6 +13,7 @@ from taskflux.domain.commands import (
     AddRecords,
     CreateQueue,
     DeleteQueue,
+    MoveRecords,
     NewRecord,
     RemoveRecords,
     ReturnRecords,
@@ -27,6 +28,7 @@ from taskflux.domain.results import (
     Failure,
     PolicyViolation,
     RecordsAdded,
+    RecordsMoved,
     RecordsRemoved,
     RecordsReturned,
     ReturnOutcome,
@@ -278,3 +280,21 @@ def test_many_queues_with_delayed_records_cost_an_entry_nothing_until_due() -> N
     assert sum(queue.count for queue in manager.queues()) == 1
     manager.apply(Tick(10_099))
     assert sum(queue.count for queue in manager.queues()) == 101
+
+
+def test_dead_letters_move_back_to_where_they_came_from() -> None:
+    manager = QueueManager()
+    manager.apply(CreateQueue("dead"))
+    manager.apply(CreateQueue("jobs", delivery=DeliveryPolicies(max_deliveries=1, dead_letter_queue="dead")))
+    add(manager, "jobs", 0, NewRecord(3, b"one"), NewRecord(4, b"two"))
+    jobs, dead = queue_of(manager, "jobs"), queue_of(manager, "dead")
+    manager.apply(ReturnRecords("jobs", jobs.incarnation, 1, ((1, 0), (2, 0))))
+    add(manager, "dead", 2, NewRecord(0, b"no origin"))
+    assert dead.count == 3 and jobs.count == 0
+    moved = manager.apply(MoveRecords("dead", dead.incarnation, 3, (1, 2, 3, 99)))
+    assert moved == RecordsMoved(2)
+    assert [(r.payload, r.priority, r.failed_deliveries, r.origin) for r in jobs.first(5)] == [
+        (b"one", 3, 0, None), (b"two", 4, 0, None)]
+    assert [r.payload for r in dead.first(5)] == [b"no origin"]
+    manager.apply(DeleteQueue("jobs"))
+    assert isinstance(manager.apply(MoveRecords("dead", dead.incarnation + 1, 4, (3,))), Failure)

@@ -168,8 +168,8 @@ def test_a_batch_dequeue_takes_up_to_max_records(api: Wsgi, server: Server) -> N
     assert api("POST", queue_path("", "/dequeue"), query="max=10").status == 204
     for record in leased:
         assert api("POST", f"/api/v1/leases/{record['lease']}/ack").status == 204
-    assert queue_info(api, "") | {"policies": None} == {
-        "name": "", "implementation": "H4", "count": 0, "delayed": 0, "reserved": 0, "policies": None}
+    assert queue_info(api, "") | {"policies": None, "rates": None} == {
+        "name": "", "implementation": "H4", "count": 0, "delayed": 0, "reserved": 0, "policies": None, "rates": None}
     rest = server.metrics.interface("rest")
     assert (rest.enqueued_count, rest.dequeued_count, rest.acked_count) == (5, 5, 5)
 
@@ -178,3 +178,42 @@ def test_peek_limits(api: Wsgi) -> None:
     assert api("GET", queue_path("", "/records"), query="limit=0").status == 400
     assert api("GET", queue_path("", "/records"), query="limit=1001").status == 400
     assert api("GET", queue_path("missing", "/records")).status == 404
+
+
+def test_dead_letters_are_moved_back_to_their_queue(api: Wsgi) -> None:
+    create(api, "dead")
+    create(api, "jobs", max_deliveries=1, dead_letter_queue="dead")
+    api("POST", queue_path("jobs", "/records/batch"), {"records": [{"priority": p, "payload": str(p)} for p in (2, 1)]})
+    for _ in range(2):
+        token = lease_one(api, "jobs").json["lease"]
+        assert api("POST", f"/api/v1/leases/{token}/nack").json["outcome"] == "dead_lettered"
+    assert queue_info(api, "dead")["count"] == 2
+    moved = api("POST", queue_path("dead", "/redrive"), query="max=1")
+    assert moved.status == 200 and moved.json == {"queue": "dead", "moved": 1}
+    [back] = api("GET", queue_path("jobs", "/records")).json["records"]
+    assert (back["payload"], back["failed_deliveries"]) == ("1", 0) and "origin" not in back
+    assert api("POST", queue_path("jobs", "/redrive")).json["moved"] == 0  # no dead letter there
+    assert api("POST", queue_path("missing", "/redrive")).status == 404
+    assert api("POST", queue_path("dead", "/redrive"), query="max=0").status == 400
+
+
+def test_the_console_is_served_from_the_node(api: Wsgi) -> None:
+    assert api("GET", "/ui").status == 301
+    page = api("GET", "/ui/")
+    assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert b'src="/ui/console.js"' in page.body and b"http" not in page.body.replace(b'name="viewport"', b"")
+    assert api("GET", "/ui/console.js").headers["Content-Type"].startswith("text/javascript")
+    assert api("GET", "/ui/console.css").status == 200
+    assert api("GET", "/ui/../config.yaml").status == 404
+    cluster = api("GET", "/api/v1/cluster")
+    assert cluster.headers["Access-Control-Allow-Origin"] == "*" and cluster.json["leader_changes"] >= 1
+
+
+def test_queues_report_their_recent_rates(api: Wsgi, server: Server) -> None:
+    api("POST", queue_path("", "/records"), {"priority": 1, "payload": "x"})
+    server.rates.sample()
+    api("POST", queue_path("", "/records"), {"priority": 1, "payload": "y"})
+    api("POST", queue_path("", "/dequeue"))
+    server.rates.sample()
+    rates = queue_info(api, "")["rates"]
+    assert rates["interval_seconds"] == 10 and rates["enqueued"][-1] == 1 and rates["dequeued"][-1] == 1

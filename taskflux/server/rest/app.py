@@ -14,6 +14,8 @@ import bottle
 from taskflux.server.leases import LeaseTable
 from taskflux.server.metrics import NodeMetrics
 from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown
+from taskflux.server.rates import QueueRates
+from taskflux.server.rest.console import ConsoleRoutes
 from taskflux.server.rest.health import HealthRoutes
 from taskflux.server.rest.original import OriginalRoutes
 from taskflux.server.rest.requests import ApiError, check_path, error, json_response, logger
@@ -30,7 +32,7 @@ from taskflux.server.service import (
 )
 
 
-class RestApi(OriginalRoutes, ResourceRoutes, HealthRoutes):
+class RestApi(OriginalRoutes, ResourceRoutes, HealthRoutes, ConsoleRoutes):
     """The Bottle application of one node: the route groups it mixes in hold the handlers, it holds the state
     they share (``RestParts``) and the plumbing every route goes through."""
 
@@ -43,6 +45,7 @@ class RestApi(OriginalRoutes, ResourceRoutes, HealthRoutes):
         metrics: NodeMetrics | None = None,
         *,
         max_payload_size: int,
+        rates: QueueRates | None = None,
     ) -> None:
         self.node_metrics = metrics
         self.metrics = None if metrics is None else metrics.interface("rest")
@@ -52,6 +55,7 @@ class RestApi(OriginalRoutes, ResourceRoutes, HealthRoutes):
         self.cluster = cluster
         self.leader_address = leader_address
         self.max_payload = max_payload_size
+        self.rates = rates
         self.app = bottle.Bottle()
         self.app.router.add_filter("queue", lambda _conf: (r".*?", None, None))  # "" is the default queue
         for status in (400, 404, 405, 413, 500):
@@ -141,6 +145,10 @@ class RestApi(OriginalRoutes, ResourceRoutes, HealthRoutes):
         route("POST", "/api/v1/leases/<token>/nack", self.nack)
         route("POST", "/api/v1/leases/<token>/release", self.release)
         route("POST", "/api/v1/leases/<token>/extend", self.extend)
+        route("POST", "/api/v1/queues/<name:queue>/redrive", self.redrive)
+        route("GET", "/ui", self.console_redirect, counted=False)
+        route("GET", "/ui/", self.console_page, counted=False)
+        route("GET", "/ui/<asset>", self.console_asset, counted=False)
         route("GET", "/api/v1/cluster", self.get_cluster)
         route("GET", "/api/v1/openapi.json", self.openapi, counted=False)
         route("GET", "/health/live", self.live, counted=False)

@@ -8,6 +8,7 @@ from typing import Any
 from taskflux.server.leases import LeaseTable
 from taskflux.server.metrics import NodeMetrics
 from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown
+from taskflux.server.rates import QueueRates
 from taskflux.server.rest.requests import ApiError
 from taskflux.server.service import QueueService
 
@@ -22,5 +23,6 @@ class RestParts:
     metrics: Any  # this interface's counters (None when metrics are off)
     node_metrics: NodeMetrics | None
     max_payload: int
+    rates: QueueRates | None
     service_error: Callable[[NotLeader | NodeStopped | OutcomeUnknown], ApiError]
     not_leader_error: Callable[[int], ApiError]

@@ -16,7 +16,8 @@ class HealthRoutes(RestParts):
     Mixed into ``RestApi`` (taskflux.server.rest.app), which holds the state."""
 
     def get_cluster(self) -> bottle.HTTPResponse:
-        return json_response(200, self.cluster())
+        # Readable from any origin: the console of a node that went away asks the others who leads now.
+        return json_response(200, self.cluster(), {"Access-Control-Allow-Origin": "*"})
 
     def openapi(self) -> bottle.HTTPResponse:
         return json_response(200, openapi_document())

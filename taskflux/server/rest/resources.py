@@ -8,7 +8,7 @@ from typing import Any
 
 import bottle
 
-from taskflux.domain.commands import MAX_BATCH_RECORDS, MAX_KEY_BYTES, POLICY_DELAY, CreateQueue
+from taskflux.domain.commands import MAX_BATCH_IDS, MAX_BATCH_RECORDS, MAX_KEY_BYTES, POLICY_DELAY, CreateQueue
 from taskflux.domain.errors import INT32_MAX, INT64_MAX, INT64_MIN, Implementation
 from taskflux.domain.policies import (
     DEFAULT_DELIVERY,
@@ -18,7 +18,8 @@ from taskflux.domain.policies import (
     Backoff,
     DeliveryPolicies,
 )
-from taskflux.domain.results import Failure, RecordAdded, RecordsAdded, RecordsRemoved
+from taskflux.domain.queue import Queue
+from taskflux.domain.results import Failure, RecordAdded, RecordsAdded, RecordsMoved, RecordsRemoved
 from taskflux.server import metrics as outcomes
 from taskflux.server.http import client_gone
 from taskflux.server.leases import MAX_LEASE_SECONDS, LeaseNotFound
@@ -55,13 +56,19 @@ class ResourceRoutes(RestParts):
     Mixed into ``RestApi`` (taskflux.server.rest.app), which holds the state."""
 
     def list_queues(self) -> bottle.HTTPResponse:
-        return json_response(200, {"queues": [queue_json(queue) for queue in self.service.list_queues()]})
+        return json_response(200, {"queues": [self._queue_json(queue) for queue in self.service.list_queues()]})
+
+    def _queue_json(self, queue: Queue) -> dict[str, Any]:
+        body = queue_json(queue)
+        if self.rates is not None:
+            body["rates"] = self.rates.of(queue)
+        return body
 
     def get_queue(self, name: str) -> bottle.HTTPResponse:
         queue = self.service.get_queue(queue_name(name))
         if isinstance(queue, Failure):
             raise failure_error(queue)
-        return json_response(200, queue_json(queue))
+        return json_response(200, self._queue_json(queue))
 
     def create_queue(self, name: str) -> bottle.HTTPResponse:
         name = queue_name(name)
@@ -268,6 +275,15 @@ class ResourceRoutes(RestParts):
         for record in shown:
             record["removal"] = removal
         return shown
+
+    def redrive(self, name: str) -> bottle.HTTPResponse:
+        """Move up to ``?max=`` (default 100) of a dead-letter queue's next records back to their origin queues."""
+        name = queue_name(name)
+        limit = _int_param("max", 100, 1, MAX_BATCH_IDS)
+        read_body(JSON_SLACK_BYTES)
+        result = raise_unless_ok(self.service.redrive(name, limit))
+        assert isinstance(result, RecordsMoved)
+        return json_response(200, {"queue": name, "moved": result.moved})
 
     # --- leases -------------------------------------------------------------------------------------
 
