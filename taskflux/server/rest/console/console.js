@@ -192,8 +192,8 @@ const views = {
         h("div", { className: "card", id: "queue-stats" }, "loading…"),
         h("h2", {}, "Next records"),
         h("div", { className: "card" },
-          h("label", { className: "note" }, h("span", {}, h("input", { type: "checkbox", id: "hex", checked: state.hex || null,
-            onchange: (event) => { state.hex = event.target.checked; refreshNow(); } }), " payloads in hex")),
+          h("label", { className: "inline" }, h("input", { type: "checkbox", id: "hex", checked: state.hex || null,
+            onchange: (event) => { state.hex = event.target.checked; refreshNow(); } }), "payloads in hex"),
           h("div", { id: "peek" }, "loading…")),
         h("h2", {}, "Enqueue, take, move"),
         h("div", { className: "card" },
@@ -222,7 +222,9 @@ const views = {
           h("div", { className: "stat" }, h("b", {}, perMinute(rates.dequeued, rates.interval_seconds)), "out, last minute")),
         h("p", {}, queue.implementation, " ", policyTags(queue.policies)),
         sparkline([rates.enqueued, rates.dequeued], 600, 90),
-        h("div", { className: "legend" }, `the last ${(rates.enqueued.length * rates.interval_seconds) / 60 || 0} min, per ${rates.interval_seconds} s: `,
+        h("div", { className: "legend" }, rates.enqueued.length
+          ? `the last ${Math.round((rates.enqueued.length * rates.interval_seconds) / 60)} min, per ${rates.interval_seconds} s: `
+          : `no history yet (a step every ${rates.interval_seconds} s): `,
           h("span", { className: "in" }, "enqueued"), " / ", h("span", { className: "out" }, "dequeued")));
       const rows = peek.records.map((record) => h("tr", {},
         h("td", { className: "num" }, record.id), h("td", { className: "num" }, record.priority),
