@@ -44,8 +44,16 @@ def fetch(url: str) -> bytes:
         return answer.read()  # type: ignore[no-any-return]
 
 
-def test_promtool_accepts_the_rules() -> None:
+def test_promtool_accepts_the_rules_and_the_dashboard_queries(tmp_path: Path) -> None:
     checked = subprocess.run([tool("promtool"), "check", "rules", str(RULES)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # the dashboard's queries, as recording rules, go through the same checker
+    queries = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:query_{number}", "expr": query}
+        for number, query in enumerate(dashboard_panel_queries())]}]}
+    (tmp_path / "dashboard-rules.yaml").write_text(yaml.safe_dump(queries))
+    checked = subprocess.run([tool("promtool"), "check", "rules", str(tmp_path / "dashboard-rules.yaml")],
+                             capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
