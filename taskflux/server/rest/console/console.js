@@ -343,6 +343,7 @@ async function refresh() {
     if (state.cluster.role !== "leader") {
       const leader = state.cluster.nodes.find((node) => node.id === state.cluster.leader_id);
       if (leader && leader.http_address) return followLeader(leader.http_address);
+      await findLeader();  // cut off from the others? they may know a leader
       if (state.route.name !== "cluster") throw new ConsoleError(describe(503, { reason: "no_leader" }));
     }
     await views[state.route.name].refresh(state.route.arg);
