@@ -7,6 +7,8 @@ import time
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from taskflux.server.grpc_api import taskflux_pb2 as pb
 from tests.grpc.conftest import CALL_TIMEOUT, MAX_PAYLOAD_BYTES, Harness, wait_until
@@ -113,3 +115,34 @@ def test_the_record_counters_count_grpc(tmp_path: object) -> None:
                 grpc_counters.nacked_count) == (2, 2, 1, 1)
     finally:
         harness.stop()
+
+
+INT32 = st.integers(-(2**31), 2**31 - 1)
+INT64 = st.integers(-(2**63), 2**63 - 1)
+FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FUZZ
+@given(records=st.lists(st.builds(pb.NewRecord, priority=INT64, payload=st.binary(max_size=64),
+                                  key=st.binary(max_size=200), delay_ms=INT64, not_before_ms=INT64), max_size=4),
+       queue=st.sampled_from(["", "jobs", "a b", "x" * 300]))
+def test_random_batches_get_an_answer(harness: Harness, records: list[pb.NewRecord], queue: str) -> None:
+    answer = harness.stub.EnqueueMany(pb.EnqueueManyRequest(queue=queue, records=records), timeout=CALL_TIMEOUT)
+    assert answer.WhichOneof("result") in ("data", "error", "policy_violation")
+    assert harness.count() >= 0  # still serving
+
+
+@FUZZ
+@given(delivery=st.builds(pb.DeliveryPolicies, max_deliveries=INT32, dead_letter_queue=st.sampled_from(["", "x", "q"]),
+                          retry_delay_ms=INT64, retry_backoff=st.sampled_from([0, 1]), retry_max_delay_ms=INT64,
+                          dedup_window_ms=INT64, dedup_max_keys=INT64),
+       lease=st.builds(pb.LeaseDequeueRequest, queue=st.sampled_from(["", "q"]), max=INT32,
+                       wait_ms=st.integers(-5, 5), lease_ms=INT64))
+def test_random_policies_and_leases_get_an_answer(harness: Harness, delivery: pb.DeliveryPolicies,
+                                                  lease: pb.LeaseDequeueRequest) -> None:
+    created = harness.stub.CreateQueue(pb.CreateQueueRequest(queue="q", delivery=delivery), timeout=CALL_TIMEOUT)
+    assert created.WhichOneof("result") in ("data", "error")
+    leased = harness.stub.LeaseDequeue(lease, timeout=CALL_TIMEOUT)
+    assert leased.WhichOneof("result") in ("data", "error")
+    for record in leased.data.records:
+        harness.stub.ReleaseLease(pb.LeaseRequest(lease=record.lease), timeout=CALL_TIMEOUT)

@@ -343,7 +343,7 @@ def _delivery_policies(body: dict[str, Any]) -> DeliveryPolicies:
     if dead_letters is not None and not isinstance(dead_letters, str):
         raise error(400, "invalid_field", "dead_letter_queue must be a queue name", "dead_letter_queue")
     backoff = body.get("retry_backoff", "fixed")
-    if backoff not in BACKOFF_NAMES:
+    if not isinstance(backoff, str) or backoff not in BACKOFF_NAMES:
         raise error(400, "invalid_field", "retry_backoff must be \"fixed\" or \"exponential\"", "retry_backoff")
 
     def number(field: str, high: int, default: int) -> int:
