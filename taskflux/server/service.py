@@ -235,8 +235,6 @@ class QueueService:
         refusal = self.node.manager.check(command)
         return refusal if refusal is not None else self.node.submit(command)
 
-    # --- reads ---
-
     def redrive(self, name: str, limit: int) -> Result:
         """Move up to ``limit`` of the next records of dead-letter queue ``name`` back to their origin queues (one
         log entry): RecordsMoved once committed (records without a usable origin stay)."""
@@ -249,6 +247,8 @@ class QueueService:
         if not records:
             return RecordsMoved(0)
         return self.node.submit(MoveRecords(name, queue.incarnation, self.now(), tuple(r.id for r in records)))
+
+    # --- reads ---
 
     def get_queue(self, name: str) -> Queue | Failure:
         """The queue, read linearizably (do not keep it across a blocking call: it may be deleted)."""
