@@ -549,6 +549,11 @@ class Node:
         if waiters:
             waiters.popleft().set()
 
+    def leader_time(self) -> int:
+        """The time this node stamps on an entry it proposes: its wall clock in ms since the epoch, never behind
+        the state machine's clock."""
+        return max(leader_time_ms(), self.manager.clock)
+
     def _propose_ticks(self) -> None:
         """On the leader: when a delayed record falls due by this node's clock, propose a Tick carrying the time
         (records become ready only as entries are applied, so that every node makes them ready at the same
@@ -562,7 +567,7 @@ class Node:
                 continue
             result = AsyncResult()
             try:
-                self.propose(Tick(max(leader_time_ms(), self.manager.clock)), result)
+                self.propose(Tick(self.leader_time()), result)
                 result.get()
             except (NotLeader, NodeStopped, OutcomeUnknown):
                 gevent.sleep(self.settings.tick_interval)

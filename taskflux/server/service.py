@@ -61,7 +61,7 @@ from taskflux.domain.results import (
 )
 from taskflux.server import metrics as outcomes
 from taskflux.server.metrics import InterfaceMetrics
-from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown, Reply, leader_time_ms
+from taskflux.server.node import Node, NodeStopped, NotLeader, OutcomeUnknown, Reply
 
 logger = logging.getLogger("taskflux.service")
 
@@ -148,7 +148,7 @@ class QueueService:
 
     def now(self) -> int:
         """Leader time for a new entry: the wall clock, never behind the state machine's clock."""
-        return max(leader_time_ms(), self.node.manager.clock)
+        return self.node.leader_time()
 
     # --- writes ---
 
